@@ -123,12 +123,12 @@ def train(
     torch.manual_seed(seed)
     train_split, test_split = read_split(data, "train"), read_split(data, "test")
     meta = train_split.metadata
-    common: dict[str, Any] = dict(
-        seq_len=meta.seq_len, vocab_size=meta.vocab_size, num_puzzle_identifiers=meta.num_puzzle_identifiers,
-        puzzle_emb_ndim=hidden_size, H_cycles=H_cycles, L_cycles=L_cycles, L_layers=L_layers, hidden_size=hidden_size,
-        expansion=expansion, num_heads=num_heads, pos_encodings=pos_encodings, halt_max_steps=halt_max_steps,
-        forward_dtype=train_dtype,
-    )
+    common: dict[str, Any] = {
+        "seq_len": meta.seq_len, "vocab_size": meta.vocab_size, "num_puzzle_identifiers": meta.num_puzzle_identifiers,
+        "puzzle_emb_ndim": hidden_size, "H_cycles": H_cycles, "L_cycles": L_cycles, "L_layers": L_layers, "hidden_size": hidden_size,
+        "expansion": expansion, "num_heads": num_heads, "pos_encodings": pos_encodings, "halt_max_steps": halt_max_steps,
+        "forward_dtype": train_dtype,
+    }
     config: TRMConfig | HRMConfig
     if arch == "trm":
         config = TRMConfig(**common, mlp_t=mlp_t, puzzle_emb_len=puzzle_emb_len)
@@ -271,6 +271,12 @@ def predict(
     if labels is not None:
         summary |= task_accuracy(torch.from_numpy(result["preds"]), torch.from_numpy(np.asarray(labels, dtype=np.int64)))
     print(json.dumps(summary))
+
+
+from app.cli_evaluate import evaluate_command, sweep_command  # noqa: E402  (commands live beside)
+
+app.command("evaluate")(evaluate_command)
+app.command("sweep")(sweep_command)
 
 
 def main() -> None:

@@ -175,7 +175,11 @@ def load_state_into(model: RecursiveReasoner, state: Mapping[str, torch.Tensor],
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
-    misshaped = [f"{k}: checkpoint {tuple(state[k].shape)} != model {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    misshaped = [
+        f"{k}: checkpoint {tuple(state[k].shape)} != model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     problems = []
     if missing:
         problems.append(f"missing tensors {missing}")

@@ -16,7 +16,7 @@ so computing it once gives identical numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -51,6 +51,11 @@ class RecursiveReasoner(nn.Module):
         D = config.hidden_size
         self.embed_scale = math.sqrt(D)
         self.prefix_len = config.puzzle_prefix_len
+        # Set by compression: how the host stores the carry between ACT steps (None = as computed),
+        # and the ACT step being run (read by per-step activation quantisers).
+        self.carry_codec: Callable[[Carry], Carry] | None = None
+        self.step_index = 0
+        self.emulated_fp16 = False
 
         # Buffers first: the official state_dict lists H_init/L_init before the child modules.
         # They are random, never trained, and must come from the checkpoint.
@@ -115,8 +120,12 @@ class RecursiveReasoner(nn.Module):
         q = self.q_head(z_H[:, 0]).to(torch.float32)  # (B, 2), from the first prefix position
         return logits, q[..., 0], q[..., 1]
 
-    def step(self, carry: Carry, x: torch.Tensor) -> StepOutput:
-        """One ACT step from `carry` with input embedding `x`."""
+    def step(self, carry: Carry, x: torch.Tensor, step_index: int = 0) -> StepOutput:
+        """One ACT step from `carry` with input embedding `x`. `carry` is the previous step's output
+        carry; the host-side `carry_codec`, if any, is applied to it here, on entry."""
+        self.step_index = step_index
+        if step_index > 0 and self.carry_codec is not None:
+            carry = self.carry_codec(carry)
         cos_sin = self.rotary_emb() if self.rotary_emb is not None else None
         new = self.recurse(carry.z_H, carry.z_L, x, cos_sin)
         logits, q_halt, q_continue = self.heads(new.z_H)  # heads see the graph, for training
@@ -126,15 +135,12 @@ class RecursiveReasoner(nn.Module):
         """All ACT steps of the official evaluation loop (default `halt_max_steps`)."""
         x = self.input_embeddings(inputs, puzzle_identifiers)
         carry = self.initial_carry(inputs.shape[0])
-        for _ in range(n_steps or self.config.halt_max_steps):
-            out = self.step(carry, x)
+        for t in range(n_steps or self.config.halt_max_steps):
+            out = self.step(carry, x, t)
             carry = out.carry
             yield out
 
     def forward(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> StepOutput:
         """Full evaluation: the output of the last ACT step."""
-        out: StepOutput | None = None
-        for out in self.steps(inputs, puzzle_identifiers):
-            pass
-        assert out is not None
-        return out
+        *_, last = self.steps(inputs, puzzle_identifiers)
+        return last

@@ -17,9 +17,10 @@ def _seed() -> None:
 
 
 def tiny_trm(**overrides: object) -> TRMConfig:
-    fields: dict[str, object] = dict(
-        seq_len=9, vocab_size=5, num_puzzle_identifiers=3, puzzle_emb_ndim=16, puzzle_emb_len=2, H_cycles=2, L_cycles=2,
-        L_layers=2, hidden_size=16, expansion=2, num_heads=2, pos_encodings="rope", halt_max_steps=3, forward_dtype="float32",
-    )
+    fields: dict[str, object] = {
+        "seq_len": 9, "vocab_size": 5, "num_puzzle_identifiers": 3, "puzzle_emb_ndim": 16, "puzzle_emb_len": 2,
+        "H_cycles": 2, "L_cycles": 2, "L_layers": 2, "hidden_size": 16, "expansion": 2, "num_heads": 2,
+        "pos_encodings": "rope", "halt_max_steps": 3, "forward_dtype": "float32",
+    }
     fields.update(overrides)
     return TRMConfig(**fields)  # type: ignore[arg-type]

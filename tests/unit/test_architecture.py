@@ -8,7 +8,7 @@ import torch
 from models import HRMConfig, TRMConfig, build_model
 from tests.conftest import tiny_trm
 
-FULL = dict(H_cycles=3, L_layers=2, hidden_size=512, expansion=4, num_heads=8, puzzle_emb_ndim=512, halt_max_steps=16)
+FULL = {"H_cycles": 3, "L_layers": 2, "hidden_size": 512, "expansion": 4, "num_heads": 8, "puzzle_emb_ndim": 512, "halt_max_steps": 16}
 
 
 def _n_params(config: TRMConfig | HRMConfig) -> int:

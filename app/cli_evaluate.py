@@ -1,0 +1,180 @@
+"""`carrygate evaluate` and `carrygate sweep`: run candidates against a reference, print the table."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def build_probe_folder(builder: str, seq_len: int, size: int, seed: int) -> Path:
+    """A fresh held-out probe set from one of our offline builders (train split left empty)."""
+    folder = Path(tempfile.mkdtemp(prefix=f"carrygate-probe-{builder}-"))
+    if builder == "sudoku":
+        from models.tasks.sudoku import build_sudoku
+
+        build_sudoku(folder, givens=30, train_puzzles=0, num_aug=0, test_puzzles=size, seed=seed)
+    elif builder == "maze":
+        import math
+
+        from models.tasks.maze import build_maze
+
+        build_maze(folder, size=math.isqrt(seq_len), train_mazes=0, test_mazes=size, loops=0.1, seed=seed)
+    elif builder == "arc":
+        from models.tasks.arc import build_arc
+
+        build_arc(folder, version="arc1", num_aug=0, seed=seed, limit_tasks=size)
+    else:
+        _fail(f"--builder must be sudoku, maze or arc, got {builder!r}")
+    return folder
+
+
+def run_evaluation(
+    checkpoint: Path,
+    specs: list,  # list[CompressionSpec]
+    data: Path | None,
+    builder: str | None,
+    split: str,
+    limit: int | None,
+    labels: bool,
+    json_out: Path | None,
+    batch_size: int,
+    seed: int,
+) -> None:
+    from models.checkpoint import CheckpointError, load_checkpoint
+    from models.evaluate import Probe, evaluate
+    from models.tasks.dataset import read_split
+
+    if data is not None and builder is not None:
+        _fail("give at most one of --data and --builder")
+    if data is None and builder is None and (checkpoint / "data" / split / "dataset.json").is_file():
+        data = checkpoint / "data"  # zoo models ship their held-out split
+    try:
+        if data is not None:
+            split_data = read_split(data, split)
+            dataset_json: Path | None = data / split / "dataset.json"
+            ckpt = load_checkpoint(checkpoint, dataset_json=dataset_json, seq_len=split_data.metadata.seq_len)
+        else:
+            if builder is None:
+                _fail("no probe puzzles: give --data DIR or --builder sudoku|maze|arc")
+            ckpt = load_checkpoint(checkpoint)
+            split_data = read_split(build_probe_folder(str(builder), ckpt.config.seq_len, limit or 256, seed), "test")
+        probe = Probe.from_split(split_data, limit, labels)
+    except (CheckpointError, ValueError, OSError) as err:
+        _fail(str(err))
+        return
+    with Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("puzzles", total=len(probe))
+        try:
+            result = evaluate(ckpt.model, specs, probe, batch_size=batch_size, on_progress=lambda k: progress.advance(task, k))
+        except ValueError as err:
+            _fail(str(err))
+            return
+    print_table(result)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(result.model_dump_json(indent=1))
+        console.print(f"wrote {json_out}")
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def print_table(result) -> None:  # result: EvaluationResult
+    ref = result.reference
+    table = Table(title=f"{result.puzzles} probe puzzles, {'with' if result.labels else 'no'} labels, {result.seconds:.1f} s")
+    for column in ("candidate", "fidelity", "p05", "answer agr.", "consec. sim", "cell acc", "puzzle exact", "Δ exact", "MB",
+                   "SRAM 8/4 MB", "GFLOP/puzzle"):
+        table.add_column(column, justify="left" if column == "candidate" else "right")
+
+    def row(m, is_ref: bool = False) -> None:
+        fp = m.footprint
+        fits = "—" if fp is None else f"{'✓' if fp.fits_8mb else '✗'}/{'✓' if fp.fits_4mb else '✗'}"
+        name = m.name if m.non_finite is None else f"{m.name} [red](non-finite @ step {m.non_finite.step})[/]"
+        table.add_row(
+            name,
+            "1 (ref)" if is_ref else _fmt(m.fidelity.mean if m.fidelity else None),
+            "" if is_ref else _fmt(m.fidelity.p05 if m.fidelity else None),
+            "" if is_ref else _fmt(m.answer_agreement, 3),
+            _fmt(m.consecutive_similarity.mean),
+            _fmt(m.cell_accuracy),
+            _fmt(m.puzzle_exact, 3),
+            "" if is_ref else (_fmt(m.delta_puzzle_exact, 3) if m.delta_puzzle_exact is not None else "—"),
+            "—" if fp is None else f"{fp.total_bytes / 2**20:.2f}",
+            fits,
+            "—" if fp is None else f"{fp.gflops_per_puzzle:.3f}",
+        )
+
+    row(ref, True)
+    for m in result.candidates:
+        row(m)
+    Console().print(table)
+
+
+def load_specs(paths: list[Path]) -> list:
+    from pydantic import ValidationError
+
+    from models.compress import CompressionSpec
+
+    specs = []
+    for path in paths:
+        try:
+            specs.append(CompressionSpec.from_yaml(path.read_text()))
+        except (OSError, ValueError, ValidationError) as err:
+            _fail(f"{path}: {err}")
+    return specs
+
+
+def evaluate_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Zoo folder, official step_N / HRM checkpoint, or its folder.")],
+    spec: Annotated[list[Path], typer.Option("--spec", help="Candidate spec YAML (repeat for several).")],
+    data: Annotated[Path | None, typer.Option(help="Official dataset folder with probe puzzles.")] = None,
+    builder: Annotated[str | None, typer.Option(help="Build probe puzzles instead: sudoku, maze or arc.")] = None,
+    split: str = "test",
+    limit: Annotated[int | None, typer.Option(help="Probe puzzles to use (default: all).")] = None,
+    labels: Annotated[bool, typer.Option("--labels/--no-labels", help="Also score cell accuracy and puzzle-exact.")] = True,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the full result (curves included) here.")] = None,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> None:
+    """Run candidate compression specs against the reference, step by step; print the table."""
+    run_evaluation(checkpoint, load_specs(spec), data, builder, split, limit, labels, json_out, batch_size, seed)
+
+
+def sweep_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Zoo folder, official step_N / HRM checkpoint, or its folder.")],
+    grid: Annotated[str, typer.Option(help="paper (the README sweep) or precision-depth.")] = "paper",
+    data: Annotated[Path | None, typer.Option(help="Official dataset folder with probe puzzles.")] = None,
+    builder: Annotated[str | None, typer.Option(help="Build probe puzzles instead: sudoku, maze or arc.")] = None,
+    split: str = "test",
+    limit: int | None = None,
+    labels: Annotated[bool, typer.Option("--labels/--no-labels")] = True,
+    json_out: Annotated[Path | None, typer.Option("--json")] = None,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> None:
+    """Run a named grid of candidates (precision x depth) as one job."""
+    from models.checkpoint import CheckpointError, load_checkpoint
+    from models.compress.grids import GRIDS
+
+    if grid not in GRIDS:
+        _fail(f"--grid must be one of {sorted(GRIDS)}, got {grid!r}")
+    try:
+        config = load_checkpoint(checkpoint, dataset_json=(data / split / "dataset.json") if data else None).config
+    except CheckpointError as err:
+        _fail(str(err))
+        return
+    run_evaluation(checkpoint, GRIDS[grid](config), data, builder, split, limit, labels, json_out, batch_size, seed)

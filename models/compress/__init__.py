@@ -1,0 +1,89 @@
+"""Compression as data: `apply(spec, model) -> new model`, never touching the reference.
+
+The spec's parts are applied in a fixed order (see `spec.py`). Config-level parts (depth,
+precision) rebuild the model from the same weights; module-level parts (pruning, the puzzle table,
+weight and activation quantisation) work on a private deep copy; the carry codec runs between ACT
+steps. A spec that does not fit the model raises ValueError naming the spec field.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+
+import torch
+
+from models.compress.activations import quantize_activations_
+from models.compress.carry import carry_codec
+from models.compress.fp16 import emulate_fp16_
+from models.compress.spec import CompressionSpec, describe
+from models.compress.structure import compress_puzzle_embedding_, depth_updates, precision_updates, prune_, rebuild
+from models.reasoner import RecursiveReasoner
+
+__all__ = ["CompressionSpec", "apply", "describe"]
+
+
+def _load_candidate_weights(spec: CompressionSpec, reference: RecursiveReasoner) -> RecursiveReasoner:
+    from models.checkpoint import CheckpointError, load_checkpoint, load_state_into
+
+    assert spec.checkpoint is not None
+    try:
+        candidate = load_checkpoint(spec.checkpoint, seq_len=reference.config.seq_len).model
+    except CheckpointError as err:
+        raise ValueError(f"checkpoint: {err}") from err
+    model = copy.deepcopy(reference)
+    try:
+        load_state_into(model, candidate.state_dict(), spec.checkpoint)
+    except CheckpointError as err:
+        raise ValueError(f"checkpoint: not the reference's architecture: {err}") from err
+    return model
+
+
+@torch.no_grad()
+def apply(
+    spec: CompressionSpec,
+    model: RecursiveReasoner,
+    *,
+    calibration: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> RecursiveReasoner:
+    """Build the candidate `spec` describes from the reference `model`.
+
+    Args:
+        spec: the candidate compression.
+        model: the reference; left unchanged.
+        calibration: batches of (inputs, puzzle ids) for activation calibration (needed only when
+            `spec.activations` is set).
+    Returns:
+        A new eval-mode model.
+    Raises:
+        ValueError: naming the spec field that does not fit the model.
+    """
+    from models.compress.weights import quantize_weights
+
+    candidate = _load_candidate_weights(spec, model) if spec.checkpoint else copy.deepcopy(model)
+    updates: dict[str, object] = {}
+    if spec.depth is not None:
+        updates |= depth_updates(spec.depth)
+    if spec.precision is not None:
+        updates |= precision_updates(spec.precision)
+    if updates:
+        try:
+            candidate = rebuild(candidate, **updates)
+        except ValueError as err:
+            field = "depth" if spec.depth is not None else "precision"
+            raise ValueError(f"{field}: {err}") from err
+    if spec.prune is not None:
+        prune_(candidate, spec.prune, spec.include, spec.exclude)
+    if spec.puzzle_embedding is not None:
+        compress_puzzle_embedding_(candidate, spec.puzzle_embedding)
+    if spec.precision == "fp16":
+        emulate_fp16_(candidate)  # before quantisation: quantised layers keep their own storage
+    if spec.weights is not None:
+        quantize_weights(candidate, spec.weights, include=spec.include, exclude=spec.exclude)
+    if spec.activations is not None:
+        if calibration is None:
+            raise ValueError("activations: calibration puzzles are required")
+        quantize_activations_(candidate, spec.activations, calibration, spec.include, spec.exclude)
+    if spec.carry is not None:
+        candidate.carry_codec = carry_codec(spec.carry)
+    return candidate.eval()

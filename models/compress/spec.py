@@ -1,0 +1,216 @@
+"""`CompressionSpec`: a candidate compression as data — validated, serialisable, content-hashed.
+
+A spec names *what* to do; `models.compress.apply(spec, model)` does it and returns a new model
+(the reference is never touched). Every part is optional; an empty spec is the reference itself.
+
+    name: int4-calibrated
+    weights: {method: int4, granularity: per_channel, symmetric: false}
+    exclude: [lm_head, q_head, embed_tokens]
+
+Parts and the order they are applied in:
+1. `checkpoint` — candidate weights of the same architecture (QAT, fine-tuned), instead of the reference's;
+2. `depth`      — H_cycles / L_cycles / halt_max_steps overrides;
+3. `prune`      — structured magnitude pruning;
+4. `puzzle_embedding` — INT8 / SVD rank-k table, or flash-row streaming (numerically exact);
+5. `weights`    — weight quantisation of the Linear layers selected by `include` / `exclude`;
+6. `activations`— activation fake-quantisation, calibrated on probe puzzles (per recursion step or pooled);
+7. `precision`  — the forward (activation and carry) dtype;
+8. `carry`      — INT8 quantise/dequantise of z_H, z_L between ACT steps (host-side carry storage).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Int8BnbWeights(_Part):
+    """bitsandbytes LLM.int8 (`Linear8bitLt`): int8 weights, fp16 outlier columns above `threshold`."""
+
+    method: Literal["int8-bnb"] = "int8-bnb"
+    threshold: float = Field(6.0, ge=0.0, description="Outlier threshold; 0 disables the mixed-precision decomposition.")
+
+
+class Int8ChannelWeights(_Part):
+    """Native weight-only INT8, per-output-channel symmetric scales."""
+
+    method: Literal["int8-channel"] = "int8-channel"
+
+
+class Int8DynamicWeights(_Part):
+    """PyTorch dynamic quantisation of Linear layers: int8 weights, activations quantised per batch at run time."""
+
+    method: Literal["int8-dynamic"] = "int8-dynamic"
+
+
+class Int4Weights(_Part):
+    """Weight-only INT4.
+
+    - `per_tensor` + symmetric: the paper's *naive* INT4 (one scale per matrix, no calibration);
+    - `per_channel` + asymmetric: the paper's *calibrated* INT4 (min/max per output channel);
+    - `group` with `group_size`: one scale (and zero point) per group of input columns.
+    """
+
+    method: Literal["int4"] = "int4"
+    granularity: Literal["per_tensor", "per_channel", "group"] = "per_channel"
+    symmetric: bool = False
+    group_size: Literal[32, 64, 128] | None = None
+
+    @model_validator(mode="after")
+    def _group_size_iff_group(self) -> Int4Weights:
+        if (self.granularity == "group") != (self.group_size is not None):
+            raise ValueError("group_size is required with granularity 'group' and only with it")
+        return self
+
+
+class BnbFourBitWeights(_Part):
+    """bitsandbytes 4-bit (`Linear4bit`): NF4 or FP4 with per-block absmax scales."""
+
+    method: Literal["nf4", "fp4"] = "nf4"
+    blocksize: Literal[64, 128, 256] = 64
+
+
+WeightSpec = Annotated[
+    Int8BnbWeights | Int8ChannelWeights | Int8DynamicWeights | Int4Weights | BnbFourBitWeights, Field(discriminator="method")
+]
+
+
+class ActivationSpec(_Part):
+    """Fake-quantise the inputs of the selected Linear layers to `bits`, calibrated on probe puzzles.
+
+    The blocks are weight-shared and run H x (L+1) times per step: `per_step` keeps one range per ACT
+    step (the observer records every step); `pooled` uses one range over all steps, as generic tools do."""
+
+    bits: Literal[8] = 8
+    symmetric: bool = False
+    calibration_puzzles: int = Field(32, ge=1, le=100_000)
+    ranges: Literal["per_step", "pooled"] = "per_step"
+
+
+class PruneSpec(_Part):
+    """Structured magnitude pruning: remove the lowest-L2-norm units of the given structure."""
+
+    sparsity: float = Field(gt=0.0, lt=1.0)
+    structure: Literal["intermediate", "heads", "channels"] = "intermediate"
+
+
+class DepthSpec(_Part):
+    H_cycles: int | None = Field(None, ge=1)
+    L_cycles: int | None = Field(None, ge=1)
+    halt_max_steps: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _something_set(self) -> DepthSpec:
+        if self.H_cycles is None and self.L_cycles is None and self.halt_max_steps is None:
+            raise ValueError("depth needs at least one of H_cycles, L_cycles, halt_max_steps")
+        return self
+
+
+class PuzzleEmbeddingSpec(_Part):
+    """`int8`: per-row symmetric INT8 table. `svd`: rank-`rank` factorisation. `flash_row`: the table
+    stays in flash and one row is streamed per puzzle — numerically exact, changes only the footprint."""
+
+    method: Literal["int8", "svd", "flash_row"]
+    rank: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _rank_iff_svd(self) -> PuzzleEmbeddingSpec:
+        if (self.method == "svd") != (self.rank is not None):
+            raise ValueError("rank is required with method 'svd' and only with it")
+        return self
+
+
+class CarrySpec(_Part):
+    """Store z_H / z_L between ACT steps as INT8 with one scale per token (quantise + dequantise)."""
+
+    bits: Literal[8] = 8
+    states: list[Literal["z_H", "z_L"]] = ["z_H", "z_L"]
+
+
+class CompressionSpec(_Part):
+    """One candidate. See the module docstring for the parts and their order."""
+
+    version: Literal[1] = 1
+    name: str | None = Field(None, max_length=200, description="Display name; not part of the content hash.")
+    checkpoint: str | None = Field(None, description="Candidate weights (same architecture) instead of the reference's.")
+    depth: DepthSpec | None = None
+    prune: PruneSpec | None = None
+    puzzle_embedding: PuzzleEmbeddingSpec | None = None
+    weights: WeightSpec | None = None
+    activations: ActivationSpec | None = None
+    precision: Precision | None = None
+    carry: CarrySpec | None = None
+    include: list[str] = Field(["*"], description="Glob patterns over module names that weight/activation quantisation applies to.")
+    exclude: list[str] = Field([], description="Glob patterns kept in full precision (e.g. lm_head, q_head, *mlp_t*).")
+
+    @model_validator(mode="after")
+    def _compatible(self) -> CompressionSpec:
+        if self.activations is not None and self.weights is not None and self.weights.method in ("int8-bnb", "int8-dynamic", "nf4", "fp4"):
+            raise ValueError(f"activations: fake activation quantisation cannot wrap {self.weights.method} layers; "
+                             "use int8-channel or int4 weights with it")
+        if self.precision == "fp16" and self.weights is not None and self.weights.method == "int8-dynamic":
+            raise ValueError("precision: int8-dynamic runs float32 activations; it cannot be combined with fp16")
+        if not self.include:
+            raise ValueError("include: must name at least one pattern")
+        return self
+
+    # -- identity -------------------------------------------------------------------------------
+    def canonical_json(self) -> str:
+        data = self.model_dump(mode="json", exclude={"name"})
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON without `name`: equal specs hash equal, whatever their order or name."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    @property
+    def display_name(self) -> str:
+        return self.name or describe(self)
+
+    # -- files ----------------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, text: str) -> CompressionSpec:
+        data: Any = yaml.safe_load(text)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ValueError("a spec file must hold a mapping")
+        return cls.model_validate(data)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
+
+
+def describe(spec: CompressionSpec) -> str:
+    """A short name from the parts, e.g. `int4/per_channel+carry-int8`."""
+    parts = []
+    if spec.checkpoint:
+        parts.append("ckpt")
+    if spec.depth:
+        parts.append("depth-" + ",".join(f"{k}={v}" for k, v in spec.depth.model_dump(exclude_none=True).items()))
+    if spec.prune:
+        parts.append(f"prune-{spec.prune.structure}-{spec.prune.sparsity:g}")
+    if spec.puzzle_embedding:
+        parts.append(f"emb-{spec.puzzle_embedding.method}{spec.puzzle_embedding.rank or ''}")
+    if spec.weights:
+        w = spec.weights
+        parts.append(f"int4/{w.granularity}{w.group_size or ''}" if isinstance(w, Int4Weights) else w.method)
+    if spec.activations:
+        parts.append(f"act{spec.activations.bits}-{spec.activations.ranges}")
+    if spec.precision:
+        parts.append(spec.precision)
+    if spec.carry:
+        parts.append("carry-int8")
+    return "+".join(parts) or "reference"

@@ -1,0 +1,237 @@
+"""Lockstep trajectory engine: the reference once, K candidates on the same batches, step by step.
+
+For every probe batch the reference and each candidate start from their initial carry and advance
+one ACT step at a time together. After each step the engine reduces what it needs on the spot —
+sums of token-wise cosines against the reference, consecutive-step cosines, non-finite checks — and
+keeps only the previous step's z_H per model. Memory is O(batch) in the number of steps and O(1) per
+puzzle except the per-puzzle final values (a few floats each) kept for histograms and intervals.
+
+Definitions: `models/results.py`. The reference's outputs are computed once per batch and shared by
+all K candidates, which is where the K-candidate saving comes from.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from models.compress.spec import CompressionSpec
+from models.metrics import per_puzzle_accuracy, token_cosine
+from models.reasoner import Carry, RecursiveReasoner, StepOutput
+from models.results import Curve, EvaluationResult, ModelResult, NonFinite, Summary
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # inputs, puzzle ids, labels (or None)
+
+
+@dataclass
+class Candidate:
+    name: str
+    model: RecursiveReasoner
+    spec: CompressionSpec | None = None
+
+
+@dataclass
+class _Accumulator:
+    """Streaming sums for one model; per-puzzle lists hold only final values."""
+
+    steps: int
+    step_fid_H: np.ndarray = field(init=False)
+    step_fid_L: np.ndarray = field(init=False)
+    step_count: np.ndarray = field(init=False)
+    consec: np.ndarray = field(init=False)
+    consec_count: np.ndarray = field(init=False)
+    halt_sum: np.ndarray = field(init=False)
+    fid_H: list[np.ndarray] = field(default_factory=list)
+    fid_L: list[np.ndarray] = field(default_factory=list)
+    answer_equal: list[np.ndarray] = field(default_factory=list)
+    cell_equal_sum: float = 0.0
+    cells: int = 0
+    halt_equal: int = 0
+    exact: list[np.ndarray] = field(default_factory=list)
+    accuracy: list[np.ndarray] = field(default_factory=list)
+    non_finite: NonFinite | None = None
+
+    def __post_init__(self) -> None:
+        self.step_fid_H = np.zeros(self.steps)
+        self.step_fid_L = np.zeros(self.steps)
+        self.step_count = np.zeros(self.steps)
+        self.consec = np.zeros(self.steps)
+        self.consec_count = np.zeros(self.steps)
+        self.halt_sum = np.zeros(self.steps)
+
+
+def _finite_problem(out: StepOutput) -> tuple[str, int] | None:
+    for name, t in (("z_H", out.carry.z_H), ("z_L", out.carry.z_L), ("logits", out.logits), ("q_halt_logits", out.q_halt_logits)):
+        bad = ~torch.isfinite(t)
+        if bad.any():
+            return name, int(bad.reshape(bad.shape[0], -1).any(-1).sum())
+    return None
+
+
+def _summary(values: np.ndarray, rng: np.random.Generator, resamples: int = 1000) -> Summary:
+    if values.size == 0:
+        return Summary(mean=None)
+    idx = rng.integers(0, values.size, size=(resamples, values.size))
+    means = values[idx].mean(axis=1)
+    return Summary(
+        mean=float(values.mean()),
+        p05=float(np.percentile(values, 5)),
+        min=float(values.min()),
+        ci95=(float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))),
+    )
+
+
+def _ratio_curve(sums: np.ndarray, counts: np.ndarray) -> list[float | None]:
+    return [float(s / c) if c else None for s, c in zip(sums, counts, strict=True)]
+
+
+def _error_growth(step_fidelity: list[float | None]) -> float | None:
+    errors = [1.0 - f for f in step_fidelity if f is not None]
+    ratios = [b / a for a, b in zip(errors, errors[1:], strict=False) if a > 1e-9 and b > 0]
+    return float(math.exp(sum(math.log(r) for r in ratios) / len(ratios))) if ratios else None
+
+
+@torch.inference_mode()
+def run_lockstep(
+    reference: RecursiveReasoner,
+    candidates: list[Candidate],
+    batches: Iterable[Batch],
+    *,
+    on_batch: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    seed: int = 0,
+) -> EvaluationResult:
+    """Run reference and candidates side by side over `batches`; see the module docstring.
+
+    Args:
+        on_batch: called with the number of puzzles just processed (progress).
+        should_stop: polled between batches; True stops early (cancellation) with the results so far.
+    """
+    start = time.perf_counter()
+    n_ref = reference.config.halt_max_steps
+    ref_acc = _Accumulator(n_ref)
+    accs = [_Accumulator(c.model.config.halt_max_steps) for c in candidates]
+    has_labels = True
+    puzzles = 0
+    for inputs, ids, labels in batches:
+        if should_stop is not None and should_stop():
+            break
+        has_labels = has_labels and labels is not None
+        B = inputs.shape[0]
+        live = [i for i, a in enumerate(accs) if a.non_finite is None]
+        xs = {i: candidates[i].model.input_embeddings(inputs, ids) for i in live}
+        carries: dict[int, Carry] = {i: candidates[i].model.initial_carry(B) for i in live}
+        prev_H: dict[int, torch.Tensor] = {}
+        last: dict[int, StepOutput] = {}
+        ref_x, ref_carry = reference.input_embeddings(inputs, ids), reference.initial_carry(B)
+        ref_prev: torch.Tensor | None = None
+        ref_out: StepOutput | None = None
+        for t in range(max([n_ref] + [accs[i].steps for i in live])):
+            if t < n_ref:
+                ref_out = reference.step(ref_carry, ref_x, t)
+                ref_carry = ref_out.carry
+                ref_acc.halt_sum[t] += float((ref_out.q_halt_logits > 0).sum())
+                if ref_prev is not None:
+                    ref_acc.consec[t] += float(token_cosine(ref_carry.z_H, ref_prev).mean(-1).sum())
+                    ref_acc.consec_count[t] += B
+                ref_prev = ref_carry.z_H
+            for i in list(live):
+                acc = accs[i]
+                if t >= acc.steps:
+                    continue
+                out = candidates[i].model.step(carries[i], xs[i], t)
+                problem = _finite_problem(out)
+                if problem is not None:
+                    acc.non_finite = NonFinite(step=t, tensor=problem[0], puzzles=problem[1])
+                    live.remove(i)
+                    continue
+                carries[i], last[i] = out.carry, out
+                if t < n_ref:
+                    assert ref_out is not None
+                    acc.step_fid_H[t] += float(token_cosine(out.carry.z_H, ref_carry.z_H).mean(-1).sum())
+                    acc.step_fid_L[t] += float(token_cosine(out.carry.z_L, ref_carry.z_L).mean(-1).sum())
+                    acc.step_count[t] += B
+                if i in prev_H:
+                    acc.consec[t] += float(token_cosine(out.carry.z_H, prev_H[i]).mean(-1).sum())
+                    acc.consec_count[t] += B
+                prev_H[i] = out.carry.z_H
+        assert ref_out is not None
+        ref_preds = ref_out.logits.argmax(-1)
+        ref_halt = ref_out.q_halt_logits > 0
+        if labels is not None:
+            accuracy, exact, valid = per_puzzle_accuracy(ref_preds, labels)
+            ref_acc.accuracy.append(accuracy[valid].numpy())
+            ref_acc.exact.append(exact[valid].float().numpy())
+        for i in live:
+            acc, out = accs[i], last[i]
+            acc.fid_H.append(token_cosine(out.carry.z_H, ref_carry.z_H).mean(-1).numpy())
+            acc.fid_L.append(token_cosine(out.carry.z_L, ref_carry.z_L).mean(-1).numpy())
+            preds = out.logits.argmax(-1)
+            same = preds == ref_preds
+            acc.answer_equal.append(same.all(-1).float().numpy())
+            acc.cell_equal_sum += float(same.float().sum())
+            acc.cells += same.numel()
+            acc.halt_equal += int(((out.q_halt_logits > 0) == ref_halt).sum())
+            if labels is not None:
+                accuracy, exact, valid = per_puzzle_accuracy(preds, labels)
+                acc.accuracy.append(accuracy[valid].numpy())
+                acc.exact.append(exact[valid].float().numpy())
+        puzzles += B
+        if on_batch is not None:
+            on_batch(B)
+
+    rng = np.random.default_rng(seed)
+    reference_result = _model_result("reference", None, ref_acc, None, has_labels, rng)
+    results = [_model_result(c.name, c.spec, a, reference_result, has_labels, rng) for c, a in zip(candidates, accs, strict=True)]
+    return EvaluationResult(puzzles=puzzles, labels=has_labels and puzzles > 0, reference=reference_result, candidates=results,
+                            seconds=time.perf_counter() - start)
+
+
+def _mean(chunks: list[np.ndarray]) -> float | None:
+    values = np.concatenate(chunks) if chunks else np.zeros(0)
+    return float(values.mean()) if values.size else None
+
+
+def _model_result(
+    name: str, spec: CompressionSpec | None, acc: _Accumulator, reference: ModelResult | None, has_labels: bool, rng: np.random.Generator
+) -> ModelResult:
+    consec = _ratio_curve(acc.consec, acc.consec_count)
+    valid_consec = [c for c in consec if c is not None]
+    result = ModelResult(
+        name=name,
+        spec=spec.model_dump(mode="json", exclude_defaults=True) if spec is not None else None,
+        spec_hash=spec.content_hash if spec is not None else None,
+        steps=acc.steps,
+        consecutive_similarity=Curve(curve=consec, mean=float(np.mean(valid_consec)) if valid_consec else None),
+        non_finite=acc.non_finite,
+    )
+    if has_labels and acc.non_finite is None:
+        result.cell_accuracy, result.puzzle_exact = _mean(acc.accuracy), _mean(acc.exact)
+    if reference is None:
+        if result.puzzle_exact is not None:
+            result.per_puzzle["exact"] = np.concatenate(acc.exact).tolist()
+        return result
+    if acc.non_finite is not None:
+        result.notes.append(f"non-finite {acc.non_finite.tensor} at step {acc.non_finite.step}; no fidelity computed")
+        return result
+    fid_H, fid_L = np.concatenate(acc.fid_H) if acc.fid_H else np.zeros(0), np.concatenate(acc.fid_L) if acc.fid_L else np.zeros(0)
+    result.fidelity, result.fidelity_z_L = _summary(fid_H, rng), _summary(fid_L, rng)
+    result.step_fidelity = _ratio_curve(acc.step_fid_H, acc.step_count)
+    result.step_fidelity_z_L = _ratio_curve(acc.step_fid_L, acc.step_count)
+    result.error_growth = _error_growth(result.step_fidelity)
+    result.answer_agreement = _mean(acc.answer_equal)
+    result.cell_agreement = acc.cell_equal_sum / acc.cells if acc.cells else None
+    result.halting_agreement = acc.halt_equal / fid_H.size if fid_H.size else None
+    if result.cell_accuracy is not None and reference.cell_accuracy is not None:
+        result.delta_cell_accuracy = result.cell_accuracy - reference.cell_accuracy
+    if result.puzzle_exact is not None and reference.puzzle_exact is not None:
+        result.delta_puzzle_exact = result.puzzle_exact - reference.puzzle_exact
+    result.per_puzzle = {"fidelity": fid_H.tolist(), "fidelity_z_L": fid_L.tolist()}
+    if result.puzzle_exact is not None:
+        result.per_puzzle["exact"] = np.concatenate(acc.exact).tolist()
+    return result
