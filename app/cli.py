@@ -273,10 +273,12 @@ def predict(
     print(json.dumps(summary))
 
 
-from app.cli_evaluate import evaluate_command, sweep_command  # noqa: E402  (commands live beside)
+from app.cli_demo import demo_command  # noqa: E402  (commands live beside)
+from app.cli_evaluate import evaluate_command, sweep_command  # noqa: E402
 
 app.command("evaluate")(evaluate_command)
 app.command("sweep")(sweep_command)
+app.command("demo")(demo_command)
 
 
 def main() -> None:

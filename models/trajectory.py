@@ -204,7 +204,7 @@ def _model_result(
     valid_consec = [c for c in consec if c is not None]
     result = ModelResult(
         name=name,
-        spec=spec.model_dump(mode="json", exclude_defaults=True) if spec is not None else None,
+        spec=spec.to_dict() if spec is not None else None,
         spec_hash=spec.content_hash if spec is not None else None,
         steps=acc.steps,
         consecutive_similarity=Curve(curve=consec, mean=float(np.mean(valid_consec)) if valid_consec else None),

@@ -189,8 +189,15 @@ class CompressionSpec(_Part):
             raise ValueError("a spec file must hold a mapping")
         return cls.model_validate(data)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Compact JSON-able form: unset parts and top-level defaults left out; every part keeps
+        all its fields (so discriminators like `method` survive)."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        defaults = {name: field.get_default(call_default_factory=True) for name, field in type(self).model_fields.items()}
+        return {k: v for k, v in data.items() if v != defaults.get(k)}
+
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
 def describe(spec: CompressionSpec) -> str:

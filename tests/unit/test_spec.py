@@ -1,0 +1,97 @@
+"""Specs are data: validated with the field named, round-trip through YAML/JSON, hash stably."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from models import build_model
+from models.compress import CompressionSpec, apply
+from models.compress.grids import PAPER
+from tests.conftest import REPO, tiny_trm
+
+EXAMPLES = sorted((REPO / "examples" / "specs").glob("*.yaml"))
+REQUIRED = {"fp16", "bf16", "int8-bnb", "int8-channel", "int8-dynamic", "int4-naive", "int4-calibrated", "int4-group64", "nf4",
+            "prune-25", "prune-50", "depth-h1", "carry-int8", "emb-svd16"}
+
+
+def test_every_required_example_ships_and_parses() -> None:
+    assert REQUIRED <= {p.stem for p in EXAMPLES}
+    for path in EXAMPLES:
+        spec = CompressionSpec.from_yaml(path.read_text())
+        assert spec.name == path.stem
+
+
+def test_paper_grid_entries_equal_their_example_files() -> None:
+    for name, body in PAPER.items():
+        from_file = CompressionSpec.from_yaml((REPO / "examples" / "specs" / f"{name}.yaml").read_text())
+        assert from_file.content_hash == CompressionSpec.model_validate(body).content_hash, name
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_yaml_and_json_round_trip(path: Path) -> None:
+    spec = CompressionSpec.from_yaml(path.read_text())
+    assert CompressionSpec.from_yaml(spec.to_yaml()) == spec
+    assert CompressionSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+def test_content_hash_ignores_name_and_key_order_but_not_content() -> None:
+    a = CompressionSpec.model_validate({"name": "a", "weights": {"method": "int4", "granularity": "per_channel"}, "exclude": ["lm_head"]})
+    b = CompressionSpec.model_validate({"exclude": ["lm_head"], "weights": {"granularity": "per_channel", "method": "int4"}, "name": "b"})
+    c = CompressionSpec.model_validate({"weights": {"method": "int4", "granularity": "per_tensor", "symmetric": True}})
+    assert a.content_hash == b.content_hash != c.content_hash
+    # pinned: a change of canonical form would silently split stored results by hash
+    assert CompressionSpec().content_hash == CompressionSpec.model_validate({}).content_hash
+    assert len(a.content_hash) == 64
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"weights": {"method": "int3"}}, "weights"),
+        ({"weights": {"method": "int4", "granularity": "group"}}, "group_size"),
+        ({"weights": {"method": "int4", "group_size": 64}}, "group_size"),
+        ({"prune": {"sparsity": 1.5}}, "sparsity"),
+        ({"depth": {}}, "depth"),
+        ({"depth": {"H_cycles": 0}}, "H_cycles"),
+        ({"precision": "int2"}, "precision"),
+        ({"puzzle_embedding": {"method": "svd"}}, "rank"),
+        ({"carry": {"bits": 4}}, "bits"),
+        ({"weigths": {"method": "int8-channel"}}, "weigths"),
+        ({"weights": {"method": "nf4"}, "activations": {"bits": 8}}, "activations"),
+        ({"include": []}, "include"),
+    ],
+)
+def test_bad_specs_name_the_field(body: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        CompressionSpec.model_validate(body)
+    assert field in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"puzzle_embedding": {"method": "svd", "rank": 64}}, "puzzle_embedding"),
+        ({"prune": {"sparsity": 0.5, "structure": "heads"}, "include": ["*mlp_t*"]}, "prune"),
+        ({"weights": {"method": "int8-channel"}, "include": ["nothing_here"]}, "include"),
+        ({"weights": {"method": "int4", "granularity": "group", "group_size": 32}}, "group_size"),
+        ({"depth": {"H_cycles": 2, "L_cycles": 0}}, "L_cycles"),
+    ],
+)
+def test_specs_that_do_not_fit_the_model_are_rejected_with_the_field(body: dict[str, object], field: str) -> None:
+    model = build_model(tiny_trm(hidden_size=16))  # 16 columns: group size 32 cannot divide them
+    with pytest.raises((ValueError, ValidationError)) as err:
+        apply(CompressionSpec.model_validate(body), model)
+    assert field in str(err.value)
+
+
+def test_apply_never_mutates_the_reference() -> None:
+    model = build_model(tiny_trm())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for name, body in PAPER.items():
+        apply(CompressionSpec.model_validate({"name": name, **body}), model)
+    after = model.state_dict()
+    assert all(after[k].equal(v) for k, v in before.items())
+    assert model.carry_codec is None and not model.emulated_fp16
