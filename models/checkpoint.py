@@ -195,7 +195,7 @@ def load_state_into(model: RecursiveReasoner, state: Mapping[str, torch.Tensor],
 
 
 # -- public API ------------------------------------------------------------------------------------
-def _resolve(path: Path) -> tuple[str, Path]:
+def resolve_weights(path: Path) -> tuple[str, Path]:
     """-> (format, weights file)."""
     if path.is_dir():
         if (path / OWN_WEIGHTS).is_file():
@@ -233,7 +233,7 @@ def load_checkpoint(
         CheckpointError: with a message naming the file, field or tensor at fault.
     """
     path = Path(path)
-    fmt, weights = _resolve(path)
+    fmt, weights = resolve_weights(path)
     if fmt == "carrygate":
         config_path = weights.parent / OWN_CONFIG
         if not config_path.is_file():

@@ -7,7 +7,7 @@ Task metrics follow the official `losses.py` (TRM_FACTS §3.5):
 - puzzle-exact = share of those puzzles whose every scored token is right.
 
 Label-free trajectory metrics (DESIGN.md "Definitions") compare a candidate's carry with the
-reference's, token by token, in float32.
+reference's, token by token, accumulated in float64.
 """
 
 from __future__ import annotations
@@ -40,13 +40,15 @@ def task_accuracy(preds: torch.Tensor, labels: torch.Tensor) -> dict[str, float]
 
 
 def token_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """(B, T, D) x (B, T, D) -> (B, T) cosine per token position, computed in float32.
+    """(B, T, D) x (B, T, D) -> (B, T) cosine per token position, accumulated in float64.
 
-    A zero vector on either side gives 0 (F.cosine_similarity would clamp the norm instead and
-    call two zero vectors dissimilar for a different reason)."""
-    a32, b32 = a.float(), b.float()
-    dot = (a32 * b32).sum(-1)
-    norm = a32.norm(dim=-1) * b32.norm(dim=-1)
+    float64 makes a carry compared with itself come out at exactly 1.0 (in float32 the rounding of
+    the dot product and the norms leaves ~1e-7), so "identical" is distinguishable from "very close".
+    A zero vector on either side gives 0."""
+    a64, b64 = a.double(), b.double()
+    dot = (a64 * b64).sum(-1)
+    # sqrt(|a|^2 |b|^2) rather than |a| |b|: for a == b it returns the dot product itself, bit for bit
+    norm = torch.sqrt(a64.square().sum(-1) * b64.square().sum(-1))
     return dot / norm.clamp_min(eps)
 
 

@@ -1,7 +1,7 @@
 """The evaluation result schema: what `carrygate evaluate --json` writes and the REST API returns.
 
 Conventions (DESIGN.md "Definitions"):
-- every fidelity is a token-wise cosine against the reference, computed in float32 on the carry
+- every fidelity is a token-wise cosine against the reference, accumulated in float64 on the carry
   *as each model computed it* at the end of an ACT step (before any host-side carry codec), over all
   T = puzzle prefix + seq_len positions, then averaged over positions (per puzzle) and puzzles;
 - `fidelity` uses z_H at the candidate's last step vs the reference's last step; `fidelity_z_L` the same on z_L;

@@ -20,6 +20,6 @@ def test_cell_accuracy_is_mean_per_sequence_not_pooled() -> None:
 def test_token_cosine_and_fidelity_by_hand() -> None:
     a = torch.tensor([[[1.0, 0.0], [1.0, 1.0]]])
     b = torch.tensor([[[0.0, 1.0], [2.0, 2.0]]])
-    assert torch.allclose(token_cosine(a, b), torch.tensor([[0.0, 1.0]]))
-    assert torch.allclose(fidelity(a, b), torch.tensor([0.5]))
-    assert torch.allclose(fidelity(a.bfloat16(), a.bfloat16()), torch.tensor([1.0]))
+    assert torch.allclose(token_cosine(a, b), torch.tensor([[0.0, 1.0]], dtype=torch.float64))
+    assert torch.allclose(fidelity(a, b), torch.tensor([0.5], dtype=torch.float64))
+    assert torch.equal(fidelity(a.bfloat16(), a.bfloat16()), torch.tensor([1.0], dtype=torch.float64))  # exactly one

@@ -73,7 +73,7 @@ def test_reference_against_itself_is_exactly_one() -> None:
     ref = build_model(tiny_trm())
     result = run_lockstep(ref, [Candidate("same", apply(CompressionSpec(), ref))], _batches(6, 3))
     cr = result.candidates[0]
-    assert cr.fidelity.mean == 1.0 or abs(cr.fidelity.mean - 1.0) < 1e-7
+    assert cr.fidelity.mean == 1.0 and cr.fidelity.min == 1.0  # exactly
     assert cr.answer_agreement == 1.0 and cr.cell_agreement == 1.0 and cr.halting_agreement == 1.0
     assert cr.delta_puzzle_exact == 0.0 and cr.delta_cell_accuracy == 0.0
 
@@ -98,4 +98,4 @@ def test_no_labels_gives_null_accuracy_and_deeper_candidates_run_their_own_steps
     cr = result.candidates[0]
     assert not result.labels and cr.cell_accuracy is None and cr.puzzle_exact is None
     assert cr.steps == 5 and len(cr.step_fidelity) == 5 and cr.step_fidelity[3] is None
-    assert cr.step_fidelity[2] == 1.0 or abs(cr.step_fidelity[2] - 1.0) < 1e-7  # same weights, same first 3 steps
+    assert cr.step_fidelity[2] == 1.0  # same weights, same first 3 steps: exactly

@@ -1,0 +1,54 @@
+"""The FastAPI application: `create_app(settings)`; the lifespan migrates the database and starts
+the embedded workers (unless told not to)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from app import errors
+from app.db import make_engine, session_factory, upgrade_to_head
+from app.routes import checkpoints, health, jobs
+from app.settings import Settings, get_settings
+from workers.artifacts import ArtifactStore
+from workers.local import LocalExecutor, WorkerConfig
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    return WorkerConfig(database_url=settings.database_url, artifact_store=settings.artifact_store,
+                        cache_dir=str(Path(settings.data_dir) / "cache"), lease_seconds=settings.lease_seconds,
+                        heartbeat_seconds=settings.heartbeat_seconds)
+
+
+def create_app(settings: Settings | None = None, *, start_workers: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        upgrade_to_head(settings.database_url)
+        engine = make_engine(settings.database_url)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.session_factory = session_factory(engine)
+        app.state.store = ArtifactStore(settings.artifact_store)
+        app.state.executor = None
+        if start_workers and settings.executor == "local":
+            app.state.executor = LocalExecutor(worker_config(settings), settings.worker_concurrency)
+            app.state.executor.start()
+        try:
+            yield
+        finally:
+            if app.state.executor is not None:
+                app.state.executor.stop()
+            engine.dispose()
+
+    app = FastAPI(title="carrygate", version="0.1.0", lifespan=lifespan,
+                  description="Gate compressed recursive reasoners (TRM/HRM) on carry-trajectory fidelity before they ship.")
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(checkpoints.router)
+    app.include_router(jobs.router)
+    return app

@@ -1,0 +1,135 @@
+"""Checkpoints: streamed upload (content-addressed, deduplicated), registration by path, listing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.deps import SessionDep, SettingsDep, StoreDep
+from app.errors import NotFound, PayloadTooLarge, Unprocessable
+from app.schemas import CheckpointList, CheckpointRead, CheckpointRegister
+from workers.artifacts import TooLarge
+from workers.orm import Checkpoint
+
+router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
+
+
+def _architecture(meta: dict[str, Any]) -> str:
+    if "config_json" in meta:
+        return str(meta["config_json"].get("arch", "trm"))
+    try:
+        arch = (yaml.safe_load(meta.get("all_config_yaml") or "") or {}).get("arch", {})
+    except yaml.YAMLError:
+        return "unknown"
+    return "hrm" if "hrm" in str(arch.get("name", "")) else "trm"
+
+
+def _existing(session: Session, sha256: str) -> Checkpoint | None:
+    return session.execute(select(Checkpoint).where(Checkpoint.sha256 == sha256)).scalar_one_or_none()
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=CheckpointRead,
+             responses={200: {"description": "the same content was uploaded before"}, 413: {"description": "over the upload limit"}})
+async def upload_checkpoint(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="weights: an official step_N / HRM checkpoint file, or model.safetensors")],
+    config: Annotated[UploadFile | None, File(description="all_config.yaml (official) or config.json (carrygate format)")] = None,
+    dataset_json: Annotated[UploadFile | None, File(description="optional dataset.json fixing seq_len etc.")] = None,
+    name: Annotated[str | None, Form()] = None,
+) -> Checkpoint:
+    """Upload a checkpoint. The body is streamed to the artifact store in 1 MiB chunks while hashing."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > settings.upload_limit_bytes + 1_000_000:
+        raise PayloadTooLarge(f"upload of {length} bytes exceeds the limit of {settings.upload_limit_bytes}")
+    filename = file.filename or "checkpoint"
+    meta: dict[str, Any] = {"weights_name": Path(filename).name}
+    if filename.endswith(".safetensors"):
+        if config is None:
+            raise Unprocessable("config: a carrygate-format upload (model.safetensors) needs its config.json")
+        try:
+            meta |= {"format": "carrygate", "config_json": json.loads(await config.read())}
+        except json.JSONDecodeError as err:
+            raise Unprocessable(f"config: invalid JSON: {err}") from err
+    else:
+        meta["format"] = "official"
+        if config is not None:
+            meta["all_config_yaml"] = (await config.read()).decode("utf-8", errors="replace")
+        if dataset_json is not None:
+            try:
+                meta["dataset_json"] = json.loads(await dataset_json.read())
+            except json.JSONDecodeError as err:
+                raise Unprocessable(f"dataset_json: invalid JSON: {err}") from err
+    try:
+        stored = store.put_stream(file.file, limit=settings.upload_limit_bytes)
+    except TooLarge as err:
+        raise PayloadTooLarge(str(err)) from err
+    existing = _existing(session, stored.sha256)
+    if existing is not None:
+        response.status_code = status.HTTP_200_OK
+        return existing
+    row = Checkpoint(sha256=stored.sha256, architecture=_architecture(meta), config=meta, size_bytes=stored.size,
+                     original_name=name or filename, storage_path=stored.path, source="upload")
+    session.add(row)
+    session.commit()
+    return row
+
+
+def _weights_file(path: Path) -> Path:
+    from models.checkpoint import CheckpointError, resolve_weights
+
+    try:
+        return resolve_weights(path)[1]
+    except CheckpointError as err:
+        raise Unprocessable(f"path: {err}") from err
+
+
+@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=CheckpointRead,
+             responses={200: {"description": "already registered"}, 422: {"description": "path not readable"}})
+def register_checkpoint(body: CheckpointRegister, response: Response, session: SessionDep) -> Checkpoint:
+    """Register a checkpoint the workers can read where it is (a shared path)."""
+    path = Path(body.path).expanduser()
+    weights = _weights_file(path)
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    existing = _existing(session, digest.hexdigest())
+    if existing is not None:
+        response.status_code = status.HTTP_200_OK
+        return existing
+    meta: dict[str, Any] = {"format": "carrygate" if weights.suffix == ".safetensors" else "official", "path": str(path)}
+    if (weights.parent / "config.json").is_file():
+        meta["config_json"] = json.loads((weights.parent / "config.json").read_text())
+    elif (weights.parent / "all_config.yaml").is_file():
+        meta["all_config_yaml"] = (weights.parent / "all_config.yaml").read_text()
+    row = Checkpoint(sha256=digest.hexdigest(), architecture=_architecture(meta), config=meta, size_bytes=weights.stat().st_size,
+                     original_name=body.name or path.name, storage_path=str(path), source="registered")
+    session.add(row)
+    session.commit()
+    return row
+
+
+@router.get("", response_model=CheckpointList)
+def list_checkpoints(session: SessionDep, limit: int = 50, offset: int = 0) -> CheckpointList:
+    rows = session.execute(select(Checkpoint).order_by(Checkpoint.created_at.desc()).limit(min(limit, 500)).offset(offset)).scalars()
+    count = session.execute(select(func.count()).select_from(Checkpoint)).scalar_one()
+    return CheckpointList(data=[CheckpointRead.model_validate(r) for r in rows], count=count)
+
+
+@router.get("/{checkpoint_id}", response_model=CheckpointRead, responses={404: {"description": "no such checkpoint"}})
+def get_checkpoint(checkpoint_id: str, session: SessionDep) -> Checkpoint:
+    row = session.get(Checkpoint, checkpoint_id)
+    if row is None:
+        raise NotFound(f"checkpoint {checkpoint_id} not found")
+    return row

@@ -1,0 +1,53 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy import func, select, text
+
+from app.db import current_revision_is_head
+from app.deps import SessionDep
+from workers.orm import JOB_STATUSES, Job
+
+router = APIRouter(tags=["health"])
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "database unreachable or migrations not at head"}})
+def readyz(request: Request, response: Response, session: SessionDep) -> dict[str, object]:
+    """The database answers and its schema is at the newest migration."""
+    try:
+        session.execute(text("SELECT 1"))
+        migrated = current_revision_is_head(request.app.state.engine)
+    except Exception as err:  # any DB error means not ready
+        response.status_code = 503
+        return {"status": "unavailable", "reason": str(err).splitlines()[0]}
+    if not migrated:
+        response.status_code = 503
+        return {"status": "unavailable", "reason": "migrations are not at head"}
+    executor = getattr(request.app.state, "executor", None)
+    return {"status": "ok", "workers": executor.alive() if executor is not None else 0}
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+def metrics(session: SessionDep) -> Response:
+    """Prometheus text format: jobs by status, queue depth, job duration histogram."""
+    counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+    lines = ["# HELP carrygate_jobs Jobs by status.", "# TYPE carrygate_jobs gauge"]
+    lines += [f'carrygate_jobs{{status="{s}"}} {counts.get(s, 0)}' for s in JOB_STATUSES]
+    lines += ["# HELP carrygate_queue_depth Jobs waiting for a worker.", "# TYPE carrygate_queue_depth gauge",
+              f"carrygate_queue_depth {counts.get('queued', 0)}"]
+    rows = session.execute(select(Job.started_at, Job.finished_at).where(Job.finished_at.is_not(None), Job.started_at.is_not(None))).all()
+    durations = [(f - s).total_seconds() for s, f in rows]
+    lines += ["# HELP carrygate_job_duration_seconds Wall time of finished jobs.", "# TYPE carrygate_job_duration_seconds histogram"]
+    for bound in DURATION_BUCKETS:
+        lines.append(f'carrygate_job_duration_seconds_bucket{{le="{bound}"}} {sum(d <= bound for d in durations)}')
+    lines += [f'carrygate_job_duration_seconds_bucket{{le="+Inf"}} {len(durations)}',
+              f"carrygate_job_duration_seconds_sum {sum(durations):.3f}", f"carrygate_job_duration_seconds_count {len(durations)}"]
+    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

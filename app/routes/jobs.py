@@ -1,0 +1,158 @@
+"""Jobs: submit (idempotent), list, read with progress / result / verdict, cancel; verdicts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response, status
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.deps import SessionDep
+from app.errors import Conflict, NotFound, Unprocessable
+from app.schemas import BuilderProbe, JobCreate, JobList, JobRead, JobStatus, VerdictList, VerdictRead
+from models.compress.fit import spec_problems
+from workers.orm import FINISHED_STATUSES, JOB_SCOPE, Checkpoint, Job, ProbeSet, Verdict
+from workers.pipeline import candidate_rows, probe_hash
+
+router = APIRouter(tags=["jobs"])
+
+
+def _config_of(checkpoint: Checkpoint):  # noqa: ANN202  (TRMConfig | HRMConfig | None)
+    """The model config when the checkpoint's metadata fixes it (carrygate format), else None."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from models.config import ModelConfig
+
+    body = (checkpoint.config or {}).get("config_json")
+    if not body:
+        return None
+    try:
+        return TypeAdapter(ModelConfig).validate_python(body)
+    except ValidationError:
+        return None
+
+
+def _verdict_read(v: Verdict) -> VerdictRead:
+    return VerdictRead(job_id=v.job_id, scope=v.scope, candidate=v.candidate.name if v.candidate else None, decision=v.decision,
+                       rules=v.rules, created_at=v.created_at)
+
+
+def job_read(job: Job, request: Request, with_result: bool = True) -> JobRead:
+    verdicts = sorted(job.verdicts, key=lambda v: (v.scope != JOB_SCOPE, v.candidate.position if v.candidate else -1))
+    job_verdict = next((v for v in verdicts if v.scope == JOB_SCOPE), None)
+    return JobRead(
+        id=job.id, url=str(request.url_for("get_job", job_id=job.id)), status=job.status, progress=job.progress,
+        puzzles_done=job.puzzles_done, puzzles_total=job.puzzles_total, attempts=job.attempts, error=job.error,
+        checkpoint_id=job.checkpoint_id, candidates=job.candidates, policy=job.policy, options=job.options, tags=job.tags,
+        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        verdict=_verdict_read(job_verdict) if job_verdict else None,
+        candidate_verdicts=[_verdict_read(v) for v in verdicts if v.scope != JOB_SCOPE],
+        result=job.result.body if (with_result and job.result is not None) else None,
+    )
+
+
+def _get_job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+@router.post("/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobRead,
+             responses={200: {"description": "a job with this Idempotency-Key exists"}, 404: {"description": "unknown checkpoint"},
+                        422: {"description": "malformed request, or a spec that does not fit the architecture"}})
+def create_job(
+    body: JobCreate,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JobRead:
+    """Queue an evaluation. Returns 202 with the job's URL in `Location`."""
+    if idempotency_key:
+        existing = session.execute(select(Job).where(Job.idempotency_key == idempotency_key)).scalar_one_or_none()
+        if existing is not None:
+            response.status_code = status.HTTP_200_OK
+            response.headers["Location"] = str(request.url_for("get_job", job_id=existing.id))
+            return job_read(existing, request)
+    checkpoint = session.get(Checkpoint, body.checkpoint_id)
+    if checkpoint is None:
+        raise NotFound(f"checkpoint {body.checkpoint_id} not found")
+    config = _config_of(checkpoint)
+    if config is not None:
+        problems = [f"candidates[{i}].{p}" for i, spec in enumerate(body.candidates) for p in spec_problems(spec, config)]
+        if problems:
+            raise Unprocessable("; ".join(problems))
+    if isinstance(body.probe, BuilderProbe):
+        args = {"size": body.probe.size, "seed": body.probe.seed, **body.probe.args}
+        probe = ProbeSet(builder=body.probe.builder, builder_args=args, dataset_path=None,
+                         content_hash=probe_hash(body.probe.builder, args, None), puzzles=body.probe.size, labels=True)
+    else:
+        args = {"split": body.probe.split}
+        probe = ProbeSet(builder=None, builder_args=args, dataset_path=body.probe.dataset_path,
+                         content_hash=probe_hash(None, args, body.probe.dataset_path), puzzles=body.options.limit or 0, labels=True)
+    job = Job(checkpoint_id=checkpoint.id, probe_set=probe, policy=body.policy.model_dump(mode="json"),
+              options=body.options.model_dump(mode="json"), tags=body.tags, idempotency_key=idempotency_key,
+              candidates=candidate_rows(body.candidates))
+    session.add(job)
+    session.commit()
+    response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
+    return job_read(job, request)
+
+
+@router.get("/jobs", response_model=JobList)
+def list_jobs(request: Request, session: SessionDep, status: JobStatus | None = None, checkpoint_id: str | None = None,
+              tag: str | None = None, limit: int = 50, offset: int = 0) -> JobList:
+    """Newest first; results are left out of listings (read one job for its result)."""
+    query = select(Job)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if checkpoint_id is not None:
+        query = query.where(Job.checkpoint_id == checkpoint_id)
+    jobs = list(session.execute(query.order_by(Job.created_at.desc())).scalars())
+    if tag is not None:
+        jobs = [j for j in jobs if tag in (j.tags or [])]
+    page = jobs[offset : offset + min(max(limit, 1), 500)]
+    return JobList(data=[job_read(j, request, with_result=False) for j in page], count=len(jobs))
+
+
+@router.get("/jobs/{job_id}", response_model=JobRead, responses={404: {"description": "no such job"}})
+def get_job(job_id: str, request: Request, session: SessionDep) -> JobRead:
+    return job_read(_get_job(session, job_id), request)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobRead, responses={404: {}, 409: {"description": "already finished"}})
+def cancel_job(job_id: str, request: Request, session: SessionDep) -> JobRead:
+    """A queued job is cancelled at once; a running one stops at its next batch."""
+    job = _get_job(session, job_id)
+    if job.status in FINISHED_STATUSES:
+        raise Conflict(f"job {job_id} already {job.status}")
+    if job.status == "queued":
+        from workers.queue import now
+
+        job.status, job.finished_at, job.error = "cancelled", now(), "cancelled by request"
+    job.cancel_requested = True
+    session.commit()
+    return job_read(job, request)
+
+
+@router.get("/jobs/{job_id}/verdict", response_model=VerdictList, responses={404: {"description": "no job, or no verdict yet"}})
+def job_verdict(job_id: str, session: SessionDep) -> VerdictList:
+    """The job-level verdict first, then one per candidate, each with every rule."""
+    job = _get_job(session, job_id)
+    if not job.verdicts:
+        raise NotFound(f"job {job_id} has no verdict yet (status {job.status})")
+    verdicts = sorted(job.verdicts, key=lambda v: (v.scope != JOB_SCOPE, v.candidate.position if v.candidate else -1))
+    return VerdictList(data=[_verdict_read(v) for v in verdicts], count=len(verdicts))
+
+
+@router.get("/verdicts", response_model=VerdictList)
+def list_verdicts(session: SessionDep, decision: str | None = None, limit: int = 50, offset: int = 0) -> VerdictList:
+    """Job-level verdicts, newest first."""
+    query = select(Verdict).where(Verdict.scope == JOB_SCOPE)
+    if decision is not None:
+        query = query.where(Verdict.decision == decision)
+    count = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    rows = session.execute(query.order_by(Verdict.created_at.desc()).limit(min(limit, 500)).offset(offset)).scalars()
+    return VerdictList(data=[_verdict_read(v) for v in rows], count=count)

@@ -1,0 +1,162 @@
+"""API schemas (pydantic), separate from the ORM tables in `workers/orm.py`.
+
+Families follow `XCreate / XRead / XList{data, count}`. Compression specs and gate policies are the
+library's own pydantic models, so a malformed spec is a 422 that names the field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.compress.spec import CompressionSpec
+from workers.gate import GatePolicy
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CheckpointRegister(_Schema):
+    path: str = Field(description="A path or fsspec URL the workers can read: a zoo folder, a step_N file or an HRM checkpoint file.",
+                      examples=["/models/trm-sudoku/step_9765"])
+    name: str | None = None
+
+
+class CheckpointRead(_Schema):
+    model_config = ConfigDict(from_attributes=True, extra="forbid")
+
+    id: str
+    sha256: str
+    architecture: str | None
+    config: dict[str, Any]
+    size_bytes: int
+    original_name: str
+    source: str
+    created_at: datetime
+
+
+class CheckpointList(_Schema):
+    data: list[CheckpointRead]
+    count: int
+
+
+class BuilderProbe(_Schema):
+    """Probe puzzles made by one of the offline builders (held out from any training data)."""
+
+    builder: Literal["sudoku", "maze", "arc"]
+    size: int = Field(64, ge=1, le=100_000, description="number of probe puzzles")
+    seed: int = 1234
+    args: dict[str, Any] = Field(default_factory=dict, examples=[{"givens": 30}])
+
+
+class DatasetProbe(_Schema):
+    """Probe puzzles from an official dataset folder the workers can read (or the checkpoint's own `data/`)."""
+
+    dataset_path: str | None = Field(None, description="official dataset folder; null = the zoo checkpoint's shipped data/")
+    split: str = "test"
+
+
+class JobOptions(_Schema):
+    labels: bool = Field(True, description="also score cell accuracy and puzzle-exact (needs labels in the probe set)")
+    limit: int | None = Field(None, ge=1, description="use only the first N probe puzzles")
+    batch_size: int = Field(64, ge=1, le=4096)
+    profile: bool = Field(False, description="also profile the deployable artifact (ONNX Runtime; later AI Hub)")
+
+
+class JobCreate(_Schema):
+    checkpoint_id: str
+    candidates: list[CompressionSpec] = Field(min_length=1, max_length=64)
+    probe: Annotated[BuilderProbe | DatasetProbe, Field(union_mode="left_to_right")] = Field(default_factory=DatasetProbe)
+    policy: GatePolicy = Field(default_factory=GatePolicy)
+    options: JobOptions = Field(default_factory=JobOptions)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "checkpoint_id": "5f0c…",
+                    "candidates": [{"name": "int8", "weights": {"method": "int8-channel"}},
+                                   {"name": "int4-naive", "weights": {"method": "int4", "granularity": "per_tensor", "symmetric": True}}],
+                    "probe": {"builder": "sudoku", "size": 64},
+                    "policy": {"min_fidelity_mean": 0.99, "max_puzzle_exact_drop": 0.02},
+                    "options": {"labels": True},
+                    "tags": ["release-1.4"],
+                }
+            ]
+        },
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> JobCreate:
+        names = [c.name for c in self.candidates if c.name]
+        if len(names) != len(set(names)):
+            raise ValueError("candidates: names must be unique")
+        return self
+
+
+class CandidateRead(_Schema):
+    model_config = ConfigDict(from_attributes=True, extra="forbid")
+
+    id: str
+    position: int
+    name: str
+    spec: dict[str, Any]
+    spec_hash: str
+
+
+class RuleRead(_Schema):
+    rule: str
+    observed: float | None
+    threshold: float | None
+    passed: bool | None
+    reason: str
+
+
+class VerdictRead(_Schema):
+    model_config = ConfigDict(from_attributes=True, extra="forbid")
+
+    job_id: str
+    scope: str = Field(description="'job' for the job-level verdict, else the candidate id")
+    candidate: str | None = None
+    decision: Literal["go", "no_go", "inconclusive"]
+    rules: list[RuleRead]
+    created_at: datetime
+
+
+class VerdictList(_Schema):
+    data: list[VerdictRead]
+    count: int
+
+
+class JobRead(_Schema):
+    id: str
+    url: str
+    status: JobStatus
+    progress: float
+    puzzles_done: int
+    puzzles_total: int
+    attempts: int
+    error: str | None
+    checkpoint_id: str
+    candidates: list[CandidateRead]
+    policy: dict[str, Any]
+    options: dict[str, Any]
+    tags: list[str]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    verdict: VerdictRead | None = None
+    candidate_verdicts: list[VerdictRead] = Field(default_factory=list)
+    result: dict[str, Any] | None = Field(None, description="models/results.py EvaluationResult once the job succeeded")
+
+
+class JobList(_Schema):
+    data: list[JobRead]
+    count: int

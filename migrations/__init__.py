@@ -1,0 +1,1 @@
+"""Alembic migrations of the service database; run them with `carrygate migrate` or `app.db.upgrade_to_head`."""

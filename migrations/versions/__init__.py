@@ -1,0 +1,1 @@
+"""Revision scripts, one per schema change, named `YYYY_MM_DD-<rev>_<slug>.py`."""

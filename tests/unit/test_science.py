@@ -1,0 +1,33 @@
+"""Science claims, asserted on the shipped zoo models (real trained checkpoints, held-out puzzles)."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.checkpoint import load_checkpoint
+from models.compress import CompressionSpec
+from models.compress.grids import PAPER
+from models.evaluate import Probe, evaluate
+from models.tasks.dataset import read_split
+from tests.conftest import ZOO
+
+ZOO_NAMES = ["sudoku-mlp", "sudoku-att", "hrm-sudoku", "maze-att"]
+INT8 = ["int8-channel", "int8-dynamic", "int8-bnb"]
+
+
+def _run(name: str, spec_names: list[str], puzzles: int) -> dict[str, object]:
+    ckpt = load_checkpoint(ZOO / name)
+    probe = Probe.from_split(read_split(ZOO / name / "data", "test"), puzzles)
+    specs = [CompressionSpec.model_validate({"name": s, **PAPER[s]}) for s in spec_names]
+    result = evaluate(ckpt.model, specs, probe, with_footprint=False)
+    return {c.name: c for c in result.candidates} | {"reference": result.reference}
+
+
+@pytest.mark.parametrize("name", ZOO_NAMES)
+def test_fp32_against_itself_is_exactly_one_and_int8_is_near_lossless(name: str) -> None:
+    by_name = _run(name, ["fp32", *INT8], 48)
+    same = by_name["fp32"]
+    assert same.fidelity.mean == 1.0 and same.fidelity.min == 1.0
+    assert same.answer_agreement == 1.0 and all(f == 1.0 for f in same.step_fidelity)
+    for method in INT8:
+        assert by_name[method].fidelity.mean >= 0.99, (method, by_name[method].fidelity)

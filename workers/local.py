@@ -1,0 +1,114 @@
+"""The embedded executor: worker processes that take jobs from the jobs table.
+
+`carrygate serve` starts the API and, beside it, `worker_concurrency` worker processes (spawned,
+so no torch state is shared with the API process, which therefore never blocks on model work).
+Each worker polls the table, claims a job atomically (`workers/queue.py`), runs it with a lease
+heartbeat, and goes back to polling. On start-up expired leases are re-queued, so jobs interrupted
+by a killed server or worker run again; the unique constraints keep one result and verdict per job.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from workers.artifacts import ArtifactStore
+from workers.db import make_engine, session_factory
+from workers.pipeline import WorkerContext, run_job
+from workers.queue import claim_next_job, requeue_expired
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a worker process needs; plain values so it pickles across `spawn`."""
+
+    database_url: str
+    artifact_store: str
+    cache_dir: str
+    lease_seconds: float = 60.0
+    heartbeat_seconds: float = 5.0
+    poll_seconds: float = 0.5
+    torch_threads: int | None = None
+
+
+def worker_loop(config: WorkerConfig, worker_id: str, max_jobs: int | None = None, idle_exit: float | None = None) -> int:
+    """Claim and run jobs until stopped (SIGTERM), `max_jobs` ran, or idle for `idle_exit` seconds."""
+    if config.torch_threads:
+        import torch
+
+        torch.set_num_threads(config.torch_threads)
+    engine = make_engine(config.database_url)
+    factory = session_factory(engine)
+    Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
+    ctx = WorkerContext(factory, ArtifactStore(config.artifact_store), worker_id, config.lease_seconds, config.heartbeat_seconds,
+                        Path(config.cache_dir))
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    ran, idle_since = 0, time.monotonic()
+    while not stopping and (max_jobs is None or ran < max_jobs):
+        with factory() as session:
+            job_id = claim_next_job(session, worker_id, config.lease_seconds)
+        if job_id is None:
+            if idle_exit is not None and time.monotonic() - idle_since > idle_exit:
+                break
+            time.sleep(config.poll_seconds)
+            continue
+        log.info("worker %s runs job %s", worker_id, job_id)
+        status = run_job(job_id, ctx)
+        log.info("job %s: %s", job_id, status)
+        ran, idle_since = ran + 1, time.monotonic()
+    engine.dispose()
+    return ran
+
+
+def _worker_main(config: WorkerConfig, worker_id: str) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    worker_loop(config, worker_id)
+
+
+class LocalExecutor:
+    """Owns the worker processes of the embedded set-up."""
+
+    def __init__(self, config: WorkerConfig, concurrency: int = 1) -> None:
+        self.config, self.concurrency = config, concurrency
+        self.processes: list[mp.process.BaseProcess] = []
+
+    def start(self) -> None:
+        engine = make_engine(self.config.database_url)
+        with session_factory(engine)() as session:
+            requeued = requeue_expired(session)
+        engine.dispose()
+        if requeued:
+            log.info("re-queued %d job(s) whose worker died", requeued)
+        context = mp.get_context("spawn")
+        for i in range(self.concurrency):
+            worker_id = f"{socket.gethostname()}:{os.getpid()}:w{i}"
+            process = context.Process(target=_worker_main, args=(self.config, worker_id), name=f"carrygate-worker-{i}", daemon=True)
+            process.start()
+            self.processes.append(process)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+        for process in self.processes:
+            process.join(timeout)
+            if process.is_alive():
+                process.kill()
+        self.processes.clear()
+
+    def alive(self) -> int:
+        return sum(p.is_alive() for p in self.processes)

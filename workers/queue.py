@@ -1,0 +1,92 @@
+"""The jobs table as a durable queue: atomic claim, lease heartbeat, crash recovery.
+
+A worker claims the oldest job that is queued, or running with an expired lease (its worker died),
+by setting `lease_owner` and `lease_expires_at` in one statement:
+- PostgreSQL: `SELECT ... FOR UPDATE SKIP LOCKED`, so concurrent workers never block on or double-claim a row;
+- SQLite: a conditional `UPDATE ... WHERE id = ? AND <still claimable>`; SQLite serialises writers,
+  so exactly one of two racing workers sees rowcount 1.
+The heartbeat renews the lease and reports whether cancellation was requested; a worker that lost
+its lease (someone re-claimed the job) stops writing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from workers.orm import Job
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _claimable(at: datetime):  # noqa: ANN202  (a SQL expression)
+    return or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < at))
+
+
+def claim_next_job(session: Session, worker_id: str, lease_seconds: float) -> str | None:
+    """Claim one job for `worker_id`; returns its id, or None when nothing is claimable."""
+    at = now()
+    query = select(Job.id).where(_claimable(at)).order_by(Job.created_at).limit(1)
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    job_id = session.execute(query).scalar_one_or_none()
+    if job_id is None:
+        session.rollback()
+        return None
+    claimed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, _claimable(at))
+        .values(status="running", lease_owner=worker_id, lease_expires_at=at + timedelta(seconds=lease_seconds),
+                heartbeat_at=at, attempts=Job.attempts + 1, started_at=at, error=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return job_id if claimed.rowcount == 1 else None
+
+
+@dataclass(frozen=True)
+class Beat:
+    still_owner: bool
+    cancel_requested: bool
+
+
+def heartbeat(session: Session, job_id: str, worker_id: str, lease_seconds: float, progress: tuple[int, int] | None = None) -> Beat:
+    """Renew the lease (and record progress) if `worker_id` still owns the job."""
+    at = now()
+    values: dict[str, object] = {"lease_expires_at": at + timedelta(seconds=lease_seconds), "heartbeat_at": at}
+    if progress is not None:
+        done, total = progress
+        values |= {"puzzles_done": done, "puzzles_total": total, "progress": min(1.0, done / total) if total else 0.0}
+    renewed = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == "running").values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    cancel = session.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one_or_none()
+    session.commit()
+    return Beat(still_owner=renewed.rowcount == 1, cancel_requested=bool(cancel))
+
+
+def requeue_expired(session: Session) -> int:
+    """Put running jobs whose lease expired back in the queue (start-up recovery)."""
+    result = session.execute(
+        update(Job).where(Job.status == "running", Job.lease_expires_at < now())
+        .values(status="queued", lease_owner=None, lease_expires_at=None).execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return int(result.rowcount or 0)
+
+
+def finish(session: Session, job_id: str, worker_id: str, status: str, error: str | None = None) -> bool:
+    """Mark the job finished if this worker still owns it. Returns whether it did."""
+    done = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == "running")
+        .values(status=status, error=error, finished_at=now(), lease_expires_at=None,
+                progress=1.0 if status == "succeeded" else Job.progress)
+        .execution_options(synchronize_session=False)
+    )
+    return done.rowcount == 1
