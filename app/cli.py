@@ -275,10 +275,15 @@ def predict(
 
 from app.cli_demo import demo_command  # noqa: E402  (commands live beside)
 from app.cli_evaluate import evaluate_command, sweep_command  # noqa: E402
+from app.cli_service import gate_command, migrate_command, serve_command, worker_command  # noqa: E402
 
 app.command("evaluate")(evaluate_command)
 app.command("sweep")(sweep_command)
 app.command("demo")(demo_command)
+app.command("serve")(serve_command)
+app.command("worker")(worker_command)
+app.command("migrate")(migrate_command)
+app.command("gate")(gate_command)
 
 
 def main() -> None:

@@ -118,8 +118,8 @@ def build_maze(
             if puzzle.tobytes() not in seen:
                 seen.add(puzzle.tobytes())
                 pairs.append((puzzle, solved))
-        inputs = np.stack([p.reshape(-1) for p, _ in pairs])
-        labels = np.stack([s.reshape(-1) for _, s in pairs])
+        inputs = np.stack([p.reshape(-1) for p, _ in pairs]) if pairs else np.zeros((0, size * size), np.uint8)
+        labels = np.stack([s.reshape(-1) for _, s in pairs]) if pairs else np.zeros((0, size * size), np.uint8)
         splits[split] = one_puzzle_per_example(inputs, labels, split, out_dir, VOCAB_SIZE)
     write_identifiers(out_dir, [])
     return splits

@@ -153,7 +153,9 @@ def build_sudoku(
     if csv_train is not None:
         train_p, train_s = read_csv(csv_train)
     else:
-        train_p, train_s = (np.stack(x) for x in zip(*(generate(givens, rng) for _ in range(train_puzzles)), strict=True))
+        pairs = [generate(givens, rng) for _ in range(train_puzzles)]
+        train_p = np.stack([p for p, _ in pairs]) if pairs else np.zeros((0, 9, 9), np.uint8)
+        train_s = np.stack([s for _, s in pairs]) if pairs else np.zeros((0, 9, 9), np.uint8)
     if csv_test is not None:
         test_p, test_s = read_csv(csv_test)
     else:
@@ -169,8 +171,9 @@ def build_sudoku(
     aug_p, aug_s = [train_p], [train_s]
     for _ in range(num_aug):
         shuffled = [shuffle_sudoku(p, s, rng) for p, s in zip(train_p, train_s, strict=True)]
-        aug_p.append(np.stack([p for p, _ in shuffled]))
-        aug_s.append(np.stack([s for _, s in shuffled]))
+        if shuffled:
+            aug_p.append(np.stack([p for p, _ in shuffled]))
+            aug_s.append(np.stack([s for _, s in shuffled]))
     all_p, all_s = np.concatenate(aug_p), np.concatenate(aug_s)
     order = rng.permutation(len(all_p))
     write_identifiers(out_dir, [])

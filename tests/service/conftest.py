@@ -21,7 +21,7 @@ def _admin() -> psycopg.Connection[tuple[object, ...]]:
     try:
         return psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {PG_SERVER}: {exc}")
+        pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER} (.ci/run starts it): {exc}")
 
 
 @pytest.fixture
@@ -41,3 +41,11 @@ def pg_url() -> Iterator[str]:
 def sqlite_url(tmp_path: Path) -> str:
     """URL of a SQLite file that does not exist yet."""
     return f"sqlite:///{tmp_path / 'carrygate.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each service test runs on both backends."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'carrygate.db'}"
+    return request.getfixturevalue("pg_url")

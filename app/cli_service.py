@@ -1,0 +1,179 @@
+"""`carrygate serve | worker | migrate | gate`: the service and the release-pipeline client."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+EXIT = {"go": 0, "no_go": 1, "inconclusive": 2}
+
+
+def serve_command(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: Annotated[bool, typer.Option("--workers/--no-workers", help="Start the embedded worker processes.")] = True,
+) -> None:
+    """Start the API (and the embedded workers) with uvicorn."""
+    import uvicorn
+
+    from app.main import create_app
+
+    console.print(f"carrygate API on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+    uvicorn.run(create_app(start_workers=workers), host=host, port=port, log_level="info")
+
+
+def worker_command(
+    max_jobs: Annotated[int | None, typer.Option(help="Exit after this many jobs.")] = None,
+    idle_exit: Annotated[float | None, typer.Option(help="Exit after this many idle seconds.")] = None,
+) -> None:
+    """Run one worker process against the configured database (the embedded executor's worker)."""
+    import logging
+    import os
+    import socket
+
+    from app.db import upgrade_to_head
+    from app.main import worker_config
+    from app.settings import get_settings
+    from workers.local import worker_loop
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = get_settings()
+    upgrade_to_head(settings.database_url)
+    ran = worker_loop(worker_config(settings), f"{socket.gethostname()}:{os.getpid()}", max_jobs=max_jobs, idle_exit=idle_exit)
+    console.print(f"worker ran {ran} job(s)")
+
+
+def migrate_command() -> None:
+    """Migrate the configured database to the newest schema."""
+    from app.cli_migrate import migrate_command as run
+
+    run()
+
+
+# -- gate: the release-pipeline client -------------------------------------------------------------
+def print_verdicts(job: dict[str, Any]) -> str:
+    verdict = job.get("verdict")
+    decision = verdict["decision"] if verdict else "inconclusive"
+    table = Table(title=f"job {job['id']}: {job['status']} — {decision.upper()}")
+    for column in ("candidate", "decision", "rule", "observed", "threshold", "pass"):
+        table.add_column(column)
+    for cv in job.get("candidate_verdicts", []):
+        for i, rule in enumerate(cv["rules"]):
+            mark = {True: "✓", False: "✗", None: "?"}[rule["passed"]]
+            observed = "—" if rule["observed"] is None else f"{rule['observed']:.4g}"
+            threshold = "—" if rule["threshold"] is None else f"{rule['threshold']:.4g}"
+            table.add_row(cv["candidate"] if i == 0 else "", cv["decision"] if i == 0 else "", rule["rule"], observed, threshold, mark)
+    Console().print(table)
+    if job.get("error"):
+        console.print(f"[red]{job['error']}[/]")
+    return decision
+
+
+def _job_body(checkpoint_id: str, specs: list[Any], policy: Any, probe: dict[str, Any], limit: int | None) -> dict[str, Any]:
+    return {"checkpoint_id": checkpoint_id, "candidates": [s.to_dict() | ({"name": s.name} if s.name else {}) for s in specs],
+            "policy": policy.model_dump(mode="json"), "probe": probe, "options": {"limit": limit, "labels": True}}
+
+
+def gate_command(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint file or zoo folder.")],
+    spec: Annotated[list[Path], typer.Option("--spec", help="Candidate spec YAML (repeat).")],
+    server: Annotated[str | None, typer.Option(help="carrygate server URL, e.g. http://127.0.0.1:8000")] = None,
+    local: Annotated[bool, typer.Option("--local", help="Run in-process, no server.")] = False,
+    policy: Annotated[Path | None, typer.Option(help="Gate policy YAML.")] = None,
+    builder: Annotated[str | None, typer.Option(help="Probe puzzles from a builder: sudoku, maze, arc (default: data/).")] = None,
+    probe_size: int = 64,
+    limit: int | None = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the verdict.")] = 1800.0,
+    api_key: Annotated[str | None, typer.Option(envvar="CARRYGATE_API_KEY")] = None,
+) -> None:
+    """Gate a release: exit 0 on go, 1 on no_go, 2 on inconclusive or error."""
+    from app.cli_evaluate import load_specs
+    from workers.gate import GatePolicy
+
+    try:
+        specs = load_specs(spec)
+        gate_policy = GatePolicy.from_yaml(policy.read_text()) if policy else GatePolicy()
+    except (typer.Exit, OSError, ValueError) as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(2) from None
+    probe = {"builder": builder, "size": probe_size} if builder else {"dataset_path": None}
+    if local == (server is not None):
+        console.print("[red]error:[/] give exactly one of --server URL or --local")
+        raise typer.Exit(2)
+    decision = _gate_local(checkpoint, specs, gate_policy, builder, probe_size, limit) if local else \
+        _gate_remote(server or "", checkpoint, specs, gate_policy, probe, limit, wait, timeout, api_key)
+    raise typer.Exit(EXIT.get(decision, 2))
+
+
+def _gate_local(checkpoint: Path, specs: list[Any], policy: Any, builder: str | None, probe_size: int, limit: int | None) -> str:
+    from app.cli_evaluate import build_probe_folder
+    from models.checkpoint import CheckpointError, load_checkpoint
+    from models.evaluate import Probe, evaluate
+    from models.tasks.dataset import read_split
+    from workers.gate import judge
+
+    try:
+        ckpt = load_checkpoint(checkpoint)
+        folder = build_probe_folder(builder, ckpt.config.seq_len, probe_size, 1234) if builder else checkpoint / "data"
+        probe = Probe.from_split(read_split(folder, "test"), limit)
+        result = evaluate(ckpt.model, specs, probe)
+    except (CheckpointError, ValueError, OSError) as err:
+        console.print(f"[red]error:[/] {err}")
+        return "inconclusive"
+    verdict = judge(result, policy)
+    job = {"id": "local", "status": "succeeded", "verdict": {"decision": verdict.decision},
+           "candidate_verdicts": [{"candidate": c.candidate, "decision": c.decision, "rules": [r.model_dump() for r in c.rules]}
+                                  for c in verdict.candidates]}
+    return print_verdicts(job)
+
+
+def _gate_remote(server: str, checkpoint: Path, specs: list[Any], policy: Any, probe: dict[str, Any], limit: int | None,
+                 wait: bool, timeout: float, api_key: str | None) -> str:
+    import httpx
+
+    from models.checkpoint import CheckpointError, resolve_weights
+
+    headers = {"X-API-Key": api_key} if api_key else {}
+    try:
+        with httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=60.0) as client:
+            _, weights = resolve_weights(checkpoint)
+            config_file = weights.parent / ("config.json" if weights.suffix == ".safetensors" else "all_config.yaml")
+            files: dict[str, Any] = {"file": (weights.name, open(weights, "rb"))}
+            if config_file.is_file():
+                files["config"] = (config_file.name, open(config_file, "rb"))
+            uploaded = client.post("/checkpoints", files=files)
+            uploaded.raise_for_status()
+            if probe.get("dataset_path", "x") is None and (checkpoint / "data").is_dir():
+                probe = {"dataset_path": str((checkpoint / "data").resolve())}
+            body = _job_body(uploaded.json()["id"], specs, policy, probe, limit)
+            key = uuid.uuid5(uuid.NAMESPACE_URL, uploaded.json()["sha256"] + json.dumps(body, sort_keys=True)).hex
+            submitted = client.post("/jobs", json=body, headers={"Idempotency-Key": key})
+            if submitted.status_code == 422:
+                console.print(f"[red]rejected:[/] {submitted.json().get('detail')}")
+                return "inconclusive"
+            submitted.raise_for_status()
+            job = submitted.json()
+            console.print(f"job {job['id']} submitted: {job['url']}")
+            deadline = time.monotonic() + timeout
+            while wait and job["status"] in ("queued", "running") and time.monotonic() < deadline:
+                time.sleep(1.0)
+                job = client.get(f"/jobs/{job['id']}").json()
+                console.print(f"  {job['status']} {job['progress'] * 100:5.1f} % ({job['puzzles_done']}/{job['puzzles_total']} puzzles)",
+                              end="\r")
+            console.print()
+    except (httpx.HTTPError, CheckpointError, OSError) as err:
+        console.print(f"[red]error:[/] {err}")
+        return "inconclusive"
+    if job["status"] != "succeeded":
+        console.print(f"[yellow]job {job['status']}[/] {job.get('error') or ''}")
+        return "inconclusive"
+    return print_verdicts(job)

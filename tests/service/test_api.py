@@ -1,0 +1,213 @@
+"""The service end to end: real API (in-process ASGI), real worker processes, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from models import build_model
+from models.checkpoint import save_checkpoint
+from models.tasks.sudoku import build_sudoku
+from tests.conftest import REPO, tiny_trm
+
+INT8 = {"name": "int8", "weights": {"method": "int8-channel"}}
+NAIVE = {"name": "int4-naive", "weights": {"method": "int4", "granularity": "per_tensor", "symmetric": True}}
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small TRM in our format with 48 shipped probe puzzles (sudoku layout)."""
+    folder = tmp_path_factory.mktemp("zoo") / "tiny"
+    torch.manual_seed(0)
+    model = build_model(tiny_trm(seq_len=81, vocab_size=11, num_puzzle_identifiers=1, puzzle_emb_ndim=16, puzzle_emb_len=1,
+                                 hidden_size=16, num_heads=2, halt_max_steps=3))
+    save_checkpoint(model, folder)
+    build_sudoku(folder / "data", givens=40, train_puzzles=0, num_aug=0, test_puzzles=48, seed=3)
+    return folder
+
+
+def settings_for(database_url: str, tmp_path: Path, **kw: Any) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=database_url, lease_seconds=kw.pop("lease_seconds", 30),
+                    heartbeat_seconds=kw.pop("heartbeat_seconds", 0.5), **kw)
+
+
+@pytest.fixture
+def client(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    """API with the embedded executor (one spawned worker process)."""
+    with TestClient(create_app(settings_for(database_url, tmp_path))) as c:
+        yield c
+
+
+def wait_for(client: TestClient, job_id: str, statuses: tuple[str, ...] = ("succeeded", "failed", "cancelled"), timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
+
+
+def register(client: TestClient, path: Path) -> str:
+    response = client.post("/checkpoints/register", json={"path": str(path)})
+    assert response.status_code in (200, 201), response.text
+    return response.json()["id"]
+
+
+def test_submit_progress_verdict_and_idempotency(client: TestClient, tiny_checkpoint: Path) -> None:
+    ckpt = register(client, tiny_checkpoint)
+    body = {"checkpoint_id": ckpt, "candidates": [INT8, NAIVE], "policy": {"min_fidelity_mean": 0.9, "min_fidelity_p05": None,
+                                                                       "min_answer_agreement": None, "max_puzzle_exact_drop": None}}
+    first = client.post("/jobs", json=body, headers={"Idempotency-Key": "release-42"})
+    assert first.status_code == 202 and first.headers["location"].endswith(first.json()["id"])
+    again = client.post("/jobs", json=body, headers={"Idempotency-Key": "release-42"})
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    job = wait_for(client, first.json()["id"])
+    assert job["status"] == "succeeded", job["error"]
+    assert job["progress"] == 1.0 and job["puzzles_done"] == job["puzzles_total"] == 48
+    names = [c["name"] for c in job["result"]["candidates"]]
+    assert names == ["int8", "int4-naive"]
+    by_name = {v["candidate"]: v for v in job["candidate_verdicts"]}
+    assert by_name["int8"]["decision"] == "go", by_name["int8"]["rules"]
+    fid_rule = next(r for r in by_name["int4-naive"]["rules"] if r["rule"] == "min_fidelity_mean")
+    assert fid_rule["passed"] is False and fid_rule["observed"] < 0.9
+    assert job["verdict"]["decision"] == "no_go"
+    verdict = client.get(f"/jobs/{job['id']}/verdict").json()
+    assert verdict["count"] == 3 and verdict["data"][0]["scope"] == "job"
+    assert client.get("/verdicts").json()["count"] == 1
+    assert client.get("/jobs", params={"status": "succeeded"}).json()["count"] == 1
+    metrics = client.get("/metrics").text
+    assert 'carrygate_jobs{status="succeeded"} 1' in metrics and "carrygate_job_duration_seconds_count 1" in metrics
+    assert client.get("/readyz").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"candidates": [{"weights": {"method": "int4", "granularity": "group"}}]}, "group_size"),
+        ({"candidates": [{"weigths": {}}]}, "weigths"),
+        ({"candidates": []}, "candidates"),
+        ({"candidates": [INT8], "policy": {"min_fidelity_mean": 2}}, "min_fidelity_mean"),
+    ],
+)
+def test_malformed_requests_are_422_naming_the_field(client: TestClient, tiny_checkpoint: Path, body: dict, field: str) -> None:
+    response = client.post("/jobs", json={"checkpoint_id": register(client, tiny_checkpoint), **body})
+    assert response.status_code == 422
+    assert field in response.text
+
+
+def test_spec_that_does_not_fit_is_rejected_at_submission(client: TestClient, tiny_checkpoint: Path) -> None:
+    # hidden 16: a group of 32 columns cannot divide it (checkable from the stored config)
+    spec = {"weights": {"method": "int4", "granularity": "group", "group_size": 32}}
+    response = client.post("/jobs", json={"checkpoint_id": register(client, tiny_checkpoint), "candidates": [spec]})
+    assert response.status_code == 422 and "candidates[0].weights.group_size" in response.text
+
+
+def test_unknown_ids_are_404(client: TestClient) -> None:
+    assert client.post("/jobs", json={"checkpoint_id": "nope", "candidates": [INT8]}).status_code == 404
+    assert client.get("/jobs/nope").status_code == 404
+    assert client.get("/checkpoints/nope").status_code == 404
+    assert client.get("/jobs/nope/verdict").status_code == 404
+
+
+def test_upload_over_limit_is_413_and_stores_nothing(database_url: str, tmp_path: Path) -> None:
+    settings = settings_for(database_url, tmp_path, upload_limit_bytes=1000)
+    with TestClient(create_app(settings, start_workers=False)) as client:
+        response = client.post("/checkpoints", files={"file": ("step_1", b"x" * 5000)})
+        assert response.status_code == 413
+        assert client.get("/checkpoints").json()["count"] == 0
+    stored = list((Path(settings.artifact_store)).rglob("*"))
+    assert not [p for p in stored if p.is_file()]
+
+
+def test_upload_dedup_and_corrupt_checkpoint_fails_only_its_job(client: TestClient, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    files = {"file": ("model.safetensors", (tiny_checkpoint / "model.safetensors").read_bytes()),
+             "config": ("config.json", (tiny_checkpoint / "config.json").read_bytes())}
+    first = client.post("/checkpoints", files=files)
+    assert first.status_code == 201
+    assert client.post("/checkpoints", files=files).status_code == 200  # same sha256
+    corrupt = client.post("/checkpoints", files={"file": ("step_5", b"\x80\x04not a zip at all"),
+                                                 "config": ("all_config.yaml", b"arch: {hidden_size: 16}\n")})
+    assert corrupt.status_code == 201
+    probe = {"dataset_path": str(tiny_checkpoint / "data")}
+    bad = client.post("/jobs", json={"checkpoint_id": corrupt.json()["id"], "candidates": [INT8], "probe": probe}).json()
+    good = client.post("/jobs", json={"checkpoint_id": first.json()["id"], "candidates": [INT8], "probe": probe}).json()
+    bad_job, good_job = wait_for(client, bad["id"]), wait_for(client, good["id"])
+    assert bad_job["status"] == "failed" and "not a readable torch checkpoint" in bad_job["error"]
+    assert good_job["status"] == "succeeded" and good_job["verdict"]["decision"] in ("go", "no_go")
+
+
+def test_non_finite_candidate_gets_a_no_go(client: TestClient, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from models.checkpoint import load_checkpoint
+
+    broken = load_checkpoint(tiny_checkpoint).model
+    with torch.no_grad():
+        broken.L_level.layers[0].mlp.down_proj.weight.fill_(float("inf"))
+    save_checkpoint(broken, tmp_path / "broken")
+    body = {"checkpoint_id": register(client, tiny_checkpoint), "candidates": [{"name": "nan", "checkpoint": str(tmp_path / "broken")}]}
+    job = wait_for(client, client.post("/jobs", json=body).json()["id"])
+    assert job["status"] == "succeeded"
+    verdict = job["candidate_verdicts"][0]
+    assert verdict["decision"] == "no_go" and verdict["rules"][0]["rule"] == "finite" and verdict["rules"][0]["passed"] is False
+
+
+def test_cancel_queued_and_running_jobs(database_url: str, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    with TestClient(create_app(settings_for(database_url, tmp_path), start_workers=False)) as client:
+        body = {"checkpoint_id": register(client, tiny_checkpoint), "candidates": [INT8], "options": {"batch_size": 1}}
+        queued = client.post("/jobs", json=body).json()
+        assert client.post(f"/jobs/{queued['id']}/cancel").json()["status"] == "cancelled"
+        assert client.post(f"/jobs/{queued['id']}/cancel").status_code == 409
+        running = client.post("/jobs", json=body).json()
+        worker = start_worker(client.app.state.settings)
+        try:
+            wait_for(client, running["id"], ("running",))
+            assert client.post(f"/jobs/{running['id']}/cancel").status_code == 200
+            job = wait_for(client, running["id"])
+            assert job["status"] == "cancelled" and job["puzzles_done"] < 48
+        finally:
+            worker.kill()
+
+
+def start_worker(settings: Settings, **env: str) -> subprocess.Popen[bytes]:
+    environment = os.environ | {
+        "CARRYGATE_DATA_DIR": str(settings.data_dir), "CARRYGATE_DATABASE_URL": settings.database_url,
+        "CARRYGATE_ARTIFACT_STORE": settings.artifact_store, "CARRYGATE_LEASE_SECONDS": str(settings.lease_seconds),
+        "CARRYGATE_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds), **env,
+    }
+    return subprocess.Popen([sys.executable, "-m", "app", "worker"], cwd=REPO, env=environment,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_kill_9_worker_mid_job_reruns_with_one_verdict(database_url: str, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    settings = settings_for(database_url, tmp_path, lease_seconds=3, heartbeat_seconds=0.5)
+    with TestClient(create_app(settings, start_workers=False)) as client:
+        body = {"checkpoint_id": register(client, tiny_checkpoint), "candidates": [INT8, NAIVE], "options": {"batch_size": 2}}
+        job_id = client.post("/jobs", json=body).json()["id"]
+        first = start_worker(settings)
+        wait_for(client, job_id, ("running",))
+        deadline = time.monotonic() + 60
+        while client.get(f"/jobs/{job_id}").json()["puzzles_done"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        second = start_worker(settings)
+        try:
+            job = wait_for(client, job_id)
+        finally:
+            second.kill()
+        assert job["status"] == "succeeded" and job["attempts"] == 2
+        verdicts = client.get(f"/jobs/{job_id}/verdict").json()
+        assert verdicts["count"] == 3  # one job-level + one per candidate, however often it ran
+        assert client.get("/verdicts").json()["count"] == 1
