@@ -50,7 +50,10 @@ def client(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
         yield c
 
 
-def wait_for(client: TestClient, job_id: str, statuses: tuple[str, ...] = ("succeeded", "failed", "cancelled"), timeout: float = 180) -> dict:
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def wait_for(client: TestClient, job_id: str, statuses: tuple[str, ...] = FINISHED, timeout: float = 180) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/jobs/{job_id}").json()
