@@ -1,16 +1,17 @@
-"""`carrygate demo`: the main job on the shipped zoo models, in-process.
+"""`carrygate demo`: the main job, through the real service path, on the shipped zoo models.
 
-For every zoo model: reproduce its card (predict on the shipped held-out split), then run the
-demo sweep against the reference on the first probe puzzles and print the gate-relevant table.
-(The service path — SQLite, the embedded worker, the API — replaces the in-process run once the
-service lands; the computation is the same `models.evaluate.evaluate`.)
+It starts the API with the embedded worker on the default SQLite database (zero set-up), registers
+every zoo model, submits one job per model with the demo sweep and the default gate policy, follows
+the progress, prints each job's table and verdicts, and keeps serving on 127.0.0.1 (the URL is
+printed) until Ctrl-C — or exits with `--no-serve`.
 """
 
 from __future__ import annotations
 
-import json
+import threading
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,40 +25,82 @@ def zoo_models() -> list[Path]:
     return sorted(p for p in ZOO.iterdir() if (p / "model.safetensors").is_file())
 
 
+def _start_server(host: str, port: int) -> tuple[Any, threading.Thread]:
+    import uvicorn
+
+    from app.main import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(), host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True, name="carrygate-api")
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the API did not start on {host}:{port} (port taken?)")
+        time.sleep(0.1)
+    return server, thread
+
+
 def demo_command(
-    probe: Annotated[int, typer.Option(help="Probe puzzles per model for the sweep.")] = 64,
-    json_dir: Annotated[Path | None, typer.Option(help="Write each model's result JSON here.")] = None,
+    probe: Annotated[int, typer.Option(help="Probe puzzles per model.")] = 64,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Keep serving the API after the sweep.")] = True,
 ) -> None:
-    """Run the demo sweep on every shipped zoo model and print the tables."""
-    import numpy as np
-    import torch
+    """Run the demo sweep on every zoo model through the API and the embedded worker."""
+    import httpx
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from app.cli_evaluate import print_table
-    from models.checkpoint import load_checkpoint
-    from models.compress import CompressionSpec
+    from app.cli_service import print_verdicts
+    from app.settings import get_settings
     from models.compress.grids import PAPER
-    from models.evaluate import Probe, evaluate
-    from models.metrics import task_accuracy
-    from models.predict import predict_arrays
-    from models.tasks.dataset import read_split
+    from models.results import EvaluationResult
 
     models = zoo_models()
     if not models:
         console.print(f"[red]no zoo models under {ZOO}[/]")
         raise typer.Exit(2)
-    specs = [CompressionSpec.model_validate({"name": name, **PAPER[name]}) for name in DEMO_SPECS]
-    for folder in models:
-        card = json.loads((folder / "card.json").read_text())
-        ckpt = load_checkpoint(folder)
-        split = read_split(folder / "data", "test")
-        out = predict_arrays(ckpt.model, np.asarray(split.inputs, dtype=np.int32), split.puzzle_identifiers, batch_size=256)
-        scores = task_accuracy(torch.from_numpy(out["preds"]), torch.from_numpy(split.labels.astype(np.int64)))
-        same = abs(scores["puzzle_exact"] - card["test"]["puzzle_exact"]) < 1e-6
-        console.rule(f"{folder.name}: {ckpt.config.arch.upper()}{' mlp_t' if getattr(ckpt.config, 'mlp_t', False) else ''}")
-        console.print(f"card reproduced: cell accuracy {scores['cell_accuracy']:.4f}, puzzle-exact {scores['puzzle_exact']:.4f} "
-                      f"on {scores['count']} held-out puzzles ({'matches' if same else 'DIFFERS FROM'} card.md)")
-        result = evaluate(ckpt.model, specs, Probe.from_split(split, probe))
-        print_table(result)
-        if json_dir is not None:
-            json_dir.mkdir(parents=True, exist_ok=True)
-            (json_dir / f"{folder.name}.json").write_text(result.model_dump_json(indent=1))
+    settings = get_settings()
+    console.print(f"database {settings.database_url}, artifacts {settings.artifact_store}")
+    server, thread = _start_server(host, port)
+    url = f"http://{host}:{port}"
+    candidates = [{"name": name, **PAPER[name]} for name in DEMO_SPECS]
+    decisions: dict[str, str] = {}
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            jobs = {}
+            for folder in models:
+                ckpt = client.post("/checkpoints/register", json={"path": str(folder), "name": folder.name}).json()
+                body = {"checkpoint_id": ckpt["id"], "candidates": candidates, "options": {"limit": probe}, "tags": ["demo"]}
+                response = client.post("/jobs", json=body, headers={"Idempotency-Key": f"demo-{ckpt['sha256'][:16]}-{probe}"})
+                response.raise_for_status()
+                jobs[folder.name] = response.json()["id"]
+            with Progress(TextColumn("{task.description:12}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                          TimeElapsedColumn(), console=console) as progress:
+                tasks = {name: progress.add_task(name, total=probe, status="queued") for name in jobs}
+                pending = dict(jobs)
+                while pending:
+                    time.sleep(0.5)
+                    for name, job_id in list(pending.items()):
+                        job = client.get(f"/jobs/{job_id}").json()
+                        total = job["puzzles_total"] or probe
+                        progress.update(tasks[name], completed=job["puzzles_done"], total=total, status=job["status"])
+                        if job["status"] in ("succeeded", "failed", "cancelled"):
+                            del pending[name]
+            for name, job_id in jobs.items():
+                job = client.get(f"/jobs/{job_id}").json()
+                console.rule(f"{name}  ({url}/jobs/{job_id})")
+                if job["result"] is not None:
+                    print_table(EvaluationResult.model_validate(job["result"]))
+                decisions[name] = print_verdicts(job)
+        console.print("verdicts: " + ", ".join(f"{n}: {d}" for n, d in decisions.items()))
+        if serve:
+            console.print(f"\nAPI: {url}   docs: {url}/docs   jobs: {url}/jobs   (Ctrl-C to stop)")
+            while thread.is_alive():
+                time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
