@@ -52,6 +52,7 @@ def run_evaluation(
     json_out: Path | None,
     batch_size: int,
     seed: int,
+    compile_steps: bool = False,
 ) -> None:
     from models.checkpoint import CheckpointError, load_checkpoint
     from models.evaluate import Probe, evaluate
@@ -78,7 +79,8 @@ def run_evaluation(
     with Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("puzzles", total=len(probe))
         try:
-            result = evaluate(ckpt.model, specs, probe, batch_size=batch_size, on_progress=lambda k: progress.advance(task, k))
+            result = evaluate(ckpt.model, specs, probe, batch_size=batch_size, on_progress=lambda k: progress.advance(task, k),
+                              compile_steps=compile_steps)
         except ValueError as err:
             _fail(str(err))
             return
@@ -149,9 +151,10 @@ def evaluate_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full result (curves included) here.")] = None,
     batch_size: int = 64,
     seed: int = 0,
+    compile_steps: Annotated[bool, typer.Option("--compile", help="torch.compile each ACT step (full-size models).")] = False,
 ) -> None:
     """Run candidate compression specs against the reference, step by step; print the table."""
-    run_evaluation(checkpoint, load_specs(spec), data, builder, split, limit, labels, json_out, batch_size, seed)
+    run_evaluation(checkpoint, load_specs(spec), data, builder, split, limit, labels, json_out, batch_size, seed, compile_steps)
 
 
 def sweep_command(
@@ -165,6 +168,7 @@ def sweep_command(
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
     batch_size: int = 64,
     seed: int = 0,
+    compile_steps: Annotated[bool, typer.Option("--compile", help="torch.compile each ACT step (full-size models).")] = False,
 ) -> None:
     """Run a named grid of candidates (precision x depth) as one job."""
     from models.checkpoint import CheckpointError, load_checkpoint
@@ -177,4 +181,4 @@ def sweep_command(
     except CheckpointError as err:
         _fail(str(err))
         return
-    run_evaluation(checkpoint, GRIDS[grid](config), data, builder, split, limit, labels, json_out, batch_size, seed)
+    run_evaluation(checkpoint, GRIDS[grid](config), data, builder, split, limit, labels, json_out, batch_size, seed, compile_steps)

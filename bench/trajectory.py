@@ -61,12 +61,14 @@ def part_mfu(puzzles: int) -> None:
     candidate = Candidate("bf16-copy", apply(CompressionSpec(), reference))
     data = batches(puzzles, 64)
     a, w = torch.randn(64 * 97, 512, dtype=torch.bfloat16), torch.randn(512, 3072, dtype=torch.bfloat16)
-    run_lockstep(reference, [candidate], data[:1])  # warm-up
-    engine_s = timed(partial(run_lockstep, reference, [candidate], data))
     flops = 2 * puzzles * config.halt_max_steps * flops_per_step(config)
-    peak_s = min(timed(partial(torch.mm, a, w)) for _ in range(10))
-    achieved, peak = flops / engine_s / 1e9, 2 * a.shape[0] * 512 * 3072 / peak_s / 1e9
-    print(f"mfu: engine {achieved:.1f} GFLOP/s, bf16 matmul {peak:.1f} GFLOP/s, ratio {achieved / peak:.2f} (target >= 0.6)")
+    for compiled in (False, True):
+        run_lockstep(reference, [candidate], data[:1], compile_steps=compiled)  # warm-up (and compilation)
+        engine_s = timed(partial(run_lockstep, reference, [candidate], data, compile_steps=compiled))
+        peak_s = min(timed(partial(torch.mm, a, w)) for _ in range(10))
+        achieved, peak = flops / engine_s / 1e9, 2 * a.shape[0] * 512 * 3072 / peak_s / 1e9
+        mode = "torch.compile" if compiled else "eager"
+        print(f"mfu ({mode}): engine {achieved:.1f} GFLOP/s, bf16 matmul {peak:.1f} GFLOP/s, ratio {achieved / peak:.2f} (target >= 0.6)")
 
 
 def part_sharing(puzzles: int) -> None:

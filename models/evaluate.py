@@ -80,10 +80,12 @@ def evaluate(
     on_progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     with_footprint: bool = True,
+    compile_steps: bool = False,
 ) -> EvaluationResult:
     """Evaluate `specs` against `reference` on `probe`. Fidelity needs no labels; accuracy does."""
     candidates = build_candidates(reference, specs, probe, batch_size)
-    result = run_lockstep(reference, candidates, probe.batches(batch_size), on_batch=on_progress, should_stop=should_stop)
+    result = run_lockstep(reference, candidates, probe.batches(batch_size), on_batch=on_progress, should_stop=should_stop,
+                          compile_steps=compile_steps)
     if with_footprint:
         result.reference.footprint = footprint(reference, artifact_size(reference))
         for candidate, model_result in zip(candidates, result.candidates, strict=True):

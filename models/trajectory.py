@@ -105,14 +105,20 @@ def run_lockstep(
     on_batch: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     seed: int = 0,
+    compile_steps: bool = False,
 ) -> EvaluationResult:
     """Run reference and candidates side by side over `batches`; see the module docstring.
 
     Args:
         on_batch: called with the number of puzzles just processed (progress).
         should_stop: polled between batches; True stops early (cancellation) with the results so far.
+        compile_steps: run each model's ACT step through `torch.compile` (worth it for full-size
+            models and many puzzles: it fuses the norms and casts around the matmuls).
     """
     start = time.perf_counter()
+    step_of: dict[int, Callable[..., StepOutput]] = {}
+    for model in [reference, *(c.model for c in candidates)]:
+        step_of[id(model)] = torch.compile(model.step, dynamic=False) if compile_steps else model.step
     n_ref = reference.config.halt_max_steps
     ref_acc = _Accumulator(n_ref)
     accs = [_Accumulator(c.model.config.halt_max_steps) for c in candidates]
@@ -133,7 +139,7 @@ def run_lockstep(
         ref_out: StepOutput | None = None
         for t in range(max([n_ref] + [accs[i].steps for i in live])):
             if t < n_ref:
-                ref_out = reference.step(ref_carry, ref_x, t)
+                ref_out = step_of[id(reference)](ref_carry, ref_x, t)
                 ref_carry = ref_out.carry
                 ref_acc.halt_sum[t] += float((ref_out.q_halt_logits > 0).sum())
                 if ref_prev is not None:
@@ -144,7 +150,7 @@ def run_lockstep(
                 acc = accs[i]
                 if t >= acc.steps:
                     continue
-                out = candidates[i].model.step(carries[i], xs[i], t)
+                out = step_of[id(candidates[i].model)](carries[i], xs[i], t)
                 problem = _finite_problem(out)
                 if problem is not None:
                     acc.non_finite = NonFinite(step=t, tensor=problem[0], puzzles=problem[1])

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild the shipped zoo: data builders + training commands, exactly as recorded in each card.
-# Wall time on the 2-core dev machine: about 70 minutes for all four. Usage: scripts/zoo.sh [name ...]
+# Wall time on the 2-core dev machine: about 90 minutes for all four (attention trains ~3x slower per
+# iteration than MLP mixing on this CPU; hrm-sudoku and maze-att were trained side by side with
+# OMP_NUM_THREADS=1 each, so their budgets are smaller). Usage: scripts/zoo.sh [name ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CG=${CG:-.venv/bin/carrygate}
@@ -25,7 +27,7 @@ has sudoku-mlp && $CG train --data "$DATA/sudoku30" --out $ZOO/sudoku-mlp --name
 has sudoku-att && $CG train --data "$DATA/sudoku30" --out $ZOO/sudoku-att --name sudoku-att --arch trm --pos-encodings rope --num-heads 4 \
   --h-cycles 2 --l-cycles 3 --iterations 1000 $COMMON && ship sudoku-att "$DATA/sudoku30"
 has hrm-sudoku && $CG train --data "$DATA/sudoku30" --out $ZOO/hrm-sudoku --name hrm-sudoku --arch hrm --pos-encodings rope --num-heads 4 \
-  --h-cycles 2 --l-cycles 2 --h-layers 2 --l-layers 2 --iterations 1000 $COMMON && ship hrm-sudoku "$DATA/sudoku30"
+  --h-cycles 2 --l-cycles 2 --h-layers 2 --l-layers 2 --iterations 400 $COMMON && ship hrm-sudoku "$DATA/sudoku30"
 has maze-att && $CG train --data "$DATA/maze11" --out $ZOO/maze-att --name maze-att --arch trm --pos-encodings rope --num-heads 4 \
-  --h-cycles 2 --l-cycles 2 --iterations 1000 $COMMON && ship maze-att "$DATA/maze11"
+  --h-cycles 2 --l-cycles 2 --iterations 400 $COMMON && ship maze-att "$DATA/maze11"
 true
