@@ -14,6 +14,13 @@ from rich.table import Table
 console = Console(stderr=True)
 
 
+def stdout_console() -> Console:
+    """Tables go to stdout; when it is a pipe or a CI log, don't squeeze them to 80 columns."""
+    import sys
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
 def _fail(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(2)
@@ -123,7 +130,7 @@ def print_table(result) -> None:  # result: EvaluationResult
     row(ref, True)
     for m in result.candidates:
         row(m)
-    Console().print(table)
+    stdout_console().print(table)
 
 
 def load_specs(paths: list[Path]) -> list:

@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from app.cli_evaluate import stdout_console
+
 console = Console(stderr=True)
 EXIT = {"go": 0, "no_go": 1, "inconclusive": 2}
 
@@ -71,7 +73,7 @@ def print_verdicts(job: dict[str, Any]) -> str:
             observed = "—" if rule["observed"] is None else f"{rule['observed']:.4g}"
             threshold = "—" if rule["threshold"] is None else f"{rule['threshold']:.4g}"
             table.add_row(cv["candidate"] if i == 0 else "", cv["decision"] if i == 0 else "", rule["rule"], observed, threshold, mark)
-    Console().print(table)
+    stdout_console().print(table)
     if job.get("error"):
         console.print(f"[red]{job['error']}[/]")
     return decision

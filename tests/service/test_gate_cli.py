@@ -1,0 +1,87 @@
+"""`carrygate gate` exit codes (0 go, 1 no_go, 2 inconclusive/error) against a live server and --local."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from models import build_model
+from models.checkpoint import save_checkpoint
+from models.tasks.sudoku import build_sudoku
+from tests.conftest import REPO, tiny_trm
+
+POLICIES = {
+    "go": "min_fidelity_mean: 0.5\nmin_fidelity_p05: null\nmin_answer_agreement: null\nmax_puzzle_exact_drop: null\n",
+    "no_go": "min_fidelity_mean: 1.0\nmin_fidelity_p05: null\nmin_answer_agreement: null\nmax_puzzle_exact_drop: null\n",
+    # a latency budget with nothing profiled cannot be decided
+    "inconclusive": "min_fidelity_mean: 0.5\nmin_fidelity_p05: null\nmin_answer_agreement: null\nmax_puzzle_exact_drop: null\n"
+                    "max_step_latency_ms: 5\n",
+}
+EXPECTED = {"go": 0, "no_go": 1, "inconclusive": 2}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("gate") / "tiny"
+    torch.manual_seed(1)
+    model = build_model(tiny_trm(seq_len=81, vocab_size=11, num_puzzle_identifiers=1, puzzle_emb_ndim=16, puzzle_emb_len=1,
+                                 hidden_size=16, num_heads=2, halt_max_steps=2))
+    save_checkpoint(model, folder)
+    build_sudoku(folder / "data", givens=40, train_puzzles=0, num_aug=0, test_puzzles=8, seed=4)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | {"CARRYGATE_DATA_DIR": str(tmp_path_factory.mktemp("server")), "CARRYGATE_HEARTBEAT_SECONDS": "0.5"}
+    process = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port)], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        raise AssertionError("server did not become ready")
+    yield url
+    process.terminate()
+    process.wait(30)
+
+
+def gate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app", "gate", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("decision", ["go", "no_go", "inconclusive"])
+@pytest.mark.parametrize("mode", ["server", "local"])
+def test_gate_exit_codes(decision: str, mode: str, checkpoint: Path, server: str, tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text(POLICIES[decision])
+    target = ["--server", server] if mode == "server" else ["--local"]
+    run = gate(*target, "--checkpoint", str(checkpoint), "--spec", str(REPO / "examples/specs/int8-channel.yaml"),
+               "--policy", str(tmp_path / "policy.yaml"), "--timeout", "240")
+    assert run.returncode == EXPECTED[decision], run.stdout + run.stderr
+    assert "int8-channel" in run.stdout and "min_fidelity_mean" in run.stdout
+
+
+def test_gate_error_is_exit_2(tmp_path: Path, server: str) -> None:
+    (tmp_path / "bad.yaml").write_text("weights: {method: int5}\n")
+    run = gate("--server", server, "--checkpoint", str(tmp_path), "--spec", str(tmp_path / "bad.yaml"))
+    assert run.returncode == 2 and "int5" in run.stderr.replace("\n", " ") + run.stdout
+    run = gate("--local", "--checkpoint", str(tmp_path / "missing"), "--spec", str(REPO / "examples/specs/bf16.yaml"))
+    assert run.returncode == 2
