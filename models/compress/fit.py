@@ -8,14 +8,19 @@ from models.config import HRMConfig, TRMConfig, swiglu_intermediate
 
 
 def linear_in_features(config: TRMConfig | HRMConfig) -> dict[str, int]:
-    """Input width of each kind of Linear layer (glob-able names as in the model)."""
+    """Input width of every Linear layer, by its full module name (as `named_modules` gives it)."""
     D = config.hidden_size
-    widths = {"lm_head": D, "q_head": D, "mlp.gate_up_proj": D, "mlp.down_proj": swiglu_intermediate(D, config.expansion)}
+    block = {"mlp.gate_up_proj": D, "mlp.down_proj": swiglu_intermediate(D, config.expansion)}
     if isinstance(config, TRMConfig) and config.mlp_t:
         T = config.total_len
-        widths |= {"mlp_t.gate_up_proj": T, "mlp_t.down_proj": swiglu_intermediate(T, config.expansion)}
+        block |= {"mlp_t.gate_up_proj": T, "mlp_t.down_proj": swiglu_intermediate(T, config.expansion)}
     else:
-        widths |= {"self_attn.qkv_proj": D, "self_attn.o_proj": D}
+        block |= {"self_attn.qkv_proj": D, "self_attn.o_proj": D}
+    levels = {"L_level": config.L_layers} | ({"H_level": config.H_layers} if isinstance(config, HRMConfig) else {})
+    widths = {"lm_head": D, "q_head": D}
+    for level, layers in levels.items():
+        for i in range(layers):
+            widths |= {f"{level}.layers.{i}.{name}": width for name, width in block.items()}
     return widths
 
 
@@ -24,11 +29,15 @@ def spec_problems(spec: CompressionSpec, config: TRMConfig | HRMConfig) -> list[
     from models.compress.scope import matches
 
     problems: list[str] = []
+    selected = {n: w for n, w in linear_in_features(config).items() if matches(n, spec.include) and not matches(n, spec.exclude)}
+    if (spec.weights is not None or spec.activations is not None) and not selected:
+        problems.append(f"include/exclude: {spec.include} minus {spec.exclude} selects no Linear layer")
     if isinstance(spec.weights, Int4Weights) and spec.weights.group_size:
         g = spec.weights.group_size
-        for name, width in linear_in_features(config).items():
-            if matches(name, spec.include) and not matches(name, spec.exclude) and width % g:
-                problems.append(f"weights.group_size: {g} does not divide in_features={width} of the {name} layers")
+        bad = sorted({f"{name} ({width})" for name, width in selected.items() if width % g})
+        if bad:
+            problems.append(f"weights.group_size: {g} does not divide in_features of {', '.join(bad[:4])}"
+                            + (f" and {len(bad) - 4} more" if len(bad) > 4 else ""))
     if spec.prune is not None and spec.prune.structure == "heads" and isinstance(config, TRMConfig) and config.mlp_t:
         problems.append("prune.structure: 'heads' needs attention layers; this model mixes tokens with mlp_t")
     if spec.puzzle_embedding is not None:

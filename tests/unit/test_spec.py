@@ -95,3 +95,27 @@ def test_apply_never_mutates_the_reference() -> None:
     after = model.state_dict()
     assert all(after[k].equal(v) for k, v in before.items())
     assert model.carry_codec is None and not model.emulated_fp16
+
+
+def test_spec_problems_from_config_alone_agree_with_apply() -> None:
+    from models.compress.fit import spec_problems
+
+    config = tiny_trm(hidden_size=16)
+    model = build_model(config)
+    cases = [
+        {"weights": {"method": "int4", "granularity": "group", "group_size": 32}},
+        {"puzzle_embedding": {"method": "svd", "rank": 64}},
+        {"weights": {"method": "int4", "granularity": "group", "group_size": 32}, "exclude": ["*"], "include": ["*"]},
+        {"weights": {"method": "int8-channel"}},
+    ]
+    for body in cases:
+        spec = CompressionSpec.model_validate(body)
+        problems = spec_problems(spec, config)
+        try:
+            apply(spec, model)
+            applied = True
+        except ValueError:
+            applied = False
+        assert applied == (not problems), (body, problems)
+    mlp = tiny_trm(mlp_t=True, pos_encodings="none")
+    assert spec_problems(CompressionSpec.model_validate({"prune": {"sparsity": 0.5, "structure": "heads"}}), mlp)
