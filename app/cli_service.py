@@ -168,12 +168,14 @@ def _gate_remote(server: str, checkpoint: Path, specs: list[Any], policy: Any, p
             deadline = time.monotonic() + timeout
             while wait and job["status"] in ("queued", "running") and time.monotonic() < deadline:
                 time.sleep(1.0)
-                job = client.get(f"/jobs/{job['id']}").json()
+                polled = client.get(f"/jobs/{job['id']}")
+                polled.raise_for_status()
+                job = polled.json()
                 console.print(f"  {job['status']} {job['progress'] * 100:5.1f} % ({job['puzzles_done']}/{job['puzzles_total']} puzzles)",
                               end="\r")
             console.print()
-    except (httpx.HTTPError, CheckpointError, OSError) as err:
-        console.print(f"[red]error:[/] {err}")
+    except (httpx.HTTPError, CheckpointError, OSError, ValueError, KeyError) as err:  # any failure is "error" (exit 2), never no_go
+        console.print(f"[red]error:[/] {type(err).__name__}: {err}")
         return "inconclusive"
     if job["status"] != "succeeded":
         console.print(f"[yellow]job {job['status']}[/] {job.get('error') or ''}")

@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app import errors
 from app.db import make_engine, session_factory, upgrade_to_head
+from app.deps import check_api_key
 from app.routes import checkpoints, health, jobs
 from app.settings import Settings, get_settings
 from workers.artifacts import ArtifactStore
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
                 app.state.executor.stop()
             engine.dispose()
 
-    app = FastAPI(title="carrygate", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="carrygate", version="0.1.0", lifespan=lifespan, dependencies=[Depends(check_api_key)],
                   description="Gate compressed recursive reasoners (TRM/HRM) on carry-trajectory fidelity before they ship.")
     errors.install(app)
     app.include_router(health.router)

@@ -73,9 +73,13 @@ def tensor_bytes(model: RecursiveReasoner) -> dict[str, int]:
     """Bytes of every stored tensor group as deployed (quantised layers report their own storage)."""
     itemsize = _deployed_itemsize(model)
     out: dict[str, int] = {}
+    counted: list[str] = []  # modules that report their own storage; their children are inside it
     for name, module in model.named_modules():
+        if any(name.startswith(prefix + ".") for prefix in counted):
+            continue
         storage = getattr(module, "storage_bytes", None)
         if callable(storage):
+            counted.append(name)
             out[name] = int(storage())
         elif isinstance(module, nn.Linear):
             out[name] = _dense_bytes(module.weight, itemsize) + (module.bias.numel() * itemsize if module.bias is not None else 0)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from workers.artifacts import ArtifactStore
 from workers.db import make_engine, session_factory
-from workers.pipeline import WorkerContext, run_job
+from workers.pipeline import WorkerContext, fail_crashed, run_job
 from workers.queue import claim_next_job, requeue_expired
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,11 @@ def worker_loop(config: WorkerConfig, worker_id: str, max_jobs: int | None = Non
             time.sleep(config.poll_seconds)
             continue
         log.info("worker %s runs job %s", worker_id, job_id)
-        status = run_job(job_id, ctx)
+        try:
+            status = run_job(job_id, ctx)
+        except Exception as err:  # a bug or a resource failure: fail this job, keep the worker alive
+            log.exception("job %s crashed", job_id)
+            status = fail_crashed(ctx, job_id, err)
         log.info("job %s: %s", job_id, status)
         ran, idle_since = ran + 1, time.monotonic()
     engine.dispose()

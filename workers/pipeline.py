@@ -86,7 +86,7 @@ def probe_folder(probe: ProbeSet, checkpoint_path: Path, cache_dir: Path, seq_le
         if not (shipped / "test" / "dataset.json").is_file():
             raise JobFailed(f"probe: no dataset_path given and the checkpoint ships no data/ folder ({shipped})")
         return shipped, "test"
-    folder = cache_dir / "probes" / probe.content_hash
+    folder = cache_dir / "probes" / f"{probe.content_hash[:32]}-{seq_len}"  # builders size puzzles from seq_len
     if (folder / "test" / "dataset.json").is_file():
         return folder, "test"
     args = dict(probe.builder_args)
@@ -207,6 +207,11 @@ def run_job(job_id: str, ctx: WorkerContext, *, on_progress: Callable[[int, int]
         beat.stop()
 
 
+def fail_crashed(ctx: WorkerContext, job_id: str, err: BaseException) -> str:
+    """An unexpected exception: the job fails with its type and message (the traceback is logged)."""
+    return _finish(ctx, job_id, "failed", f"internal error: {type(err).__name__}: {str(err)[:500]}")
+
+
 def _finish(ctx: WorkerContext, job_id: str, status: str, error: str | None) -> str:
     with ctx.session_factory() as session:
         finish(session, job_id, ctx.worker_id, status, error)
@@ -231,8 +236,11 @@ def _store(ctx: WorkerContext, job_id: str, body: dict[str, Any], verdict: Any, 
                 session.add(Verdict(job_id=job_id, candidate_id=by_name[cv.candidate], decision=cv.decision,
                                     rules=[r.model_dump(mode="json") for r in cv.rules], policy=policy))
             session.commit()
-        except IntegrityError:  # another run already stored this job's result
+        except IntegrityError:  # an earlier run already stored this job's result: the job is done
             session.rollback()
+            with ctx.session_factory() as again:
+                finish(again, job_id, ctx.worker_id, "succeeded")
+                again.commit()
             return "duplicate"
     return "succeeded"
 

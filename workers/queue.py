@@ -28,9 +28,25 @@ def _claimable(at: datetime):  # noqa: ANN202  (a SQL expression)
     return or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < at))
 
 
+MAX_ATTEMPTS = 3
+
+
+def _settle_abandoned(session: Session, at: datetime) -> None:
+    """Jobs nobody will finish: cancelled while queued-for-re-run or while their worker was dead,
+    and jobs whose workers died MAX_ATTEMPTS times (a job that kills its worker must not kill them all)."""
+    abandoned = or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < at))
+    session.execute(update(Job).where(abandoned, Job.cancel_requested.is_(True))
+                    .values(status="cancelled", error="cancelled by request", finished_at=at, lease_owner=None)
+                    .execution_options(synchronize_session=False))
+    session.execute(update(Job).where(Job.status == "running", Job.lease_expires_at < at, Job.attempts >= MAX_ATTEMPTS)
+                    .values(status="failed", error=f"its worker died {MAX_ATTEMPTS} times while running it", finished_at=at,
+                            lease_owner=None).execution_options(synchronize_session=False))
+
+
 def claim_next_job(session: Session, worker_id: str, lease_seconds: float) -> str | None:
     """Claim one job for `worker_id`; returns its id, or None when nothing is claimable."""
     at = now()
+    _settle_abandoned(session, at)
     query = select(Job.id).where(_claimable(at)).order_by(Job.created_at).limit(1)
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -25,8 +25,11 @@ def _architecture(meta: dict[str, Any]) -> str:
     if "config_json" in meta:
         return str(meta["config_json"].get("arch", "trm"))
     try:
-        arch = (yaml.safe_load(meta.get("all_config_yaml") or "") or {}).get("arch", {})
+        data = yaml.safe_load(meta.get("all_config_yaml") or "") or {}
     except yaml.YAMLError:
+        return "unknown"
+    arch = data.get("arch") if isinstance(data, dict) else None
+    if not isinstance(arch, dict):
         return "unknown"
     return "hrm" if "hrm" in str(arch.get("name", "")) else "trm"
 
@@ -37,7 +40,7 @@ def _existing(session: Session, sha256: str) -> Checkpoint | None:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CheckpointRead,
              responses={200: {"description": "the same content was uploaded before"}, 413: {"description": "over the upload limit"}})
-async def upload_checkpoint(
+def upload_checkpoint(
     request: Request,
     response: Response,
     session: SessionDep,
@@ -48,7 +51,8 @@ async def upload_checkpoint(
     dataset_json: Annotated[UploadFile | None, File(description="optional dataset.json fixing seq_len etc.")] = None,
     name: Annotated[str | None, Form()] = None,
 ) -> Checkpoint:
-    """Upload a checkpoint. The body is streamed to the artifact store in 1 MiB chunks while hashing."""
+    """Upload a checkpoint. The body is streamed to the artifact store in 1 MiB chunks while hashing.
+    (A plain `def`: FastAPI runs it in the thread pool, so a long upload never blocks the event loop.)"""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > settings.upload_limit_bytes + 1_000_000:
         raise PayloadTooLarge(f"upload of {length} bytes exceeds the limit of {settings.upload_limit_bytes}")
@@ -58,17 +62,19 @@ async def upload_checkpoint(
         if config is None:
             raise Unprocessable("config: a carrygate-format upload (model.safetensors) needs its config.json")
         try:
-            meta |= {"format": "carrygate", "config_json": json.loads(await config.read())}
-        except json.JSONDecodeError as err:
+            meta |= {"format": "carrygate", "config_json": json.loads(config.file.read())}
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise Unprocessable(f"config: invalid JSON: {err}") from err
+        if not isinstance(meta["config_json"], dict):
+            raise Unprocessable("config: config.json must hold an object")
     else:
         meta["format"] = "official"
         if config is not None:
-            meta["all_config_yaml"] = (await config.read()).decode("utf-8", errors="replace")
+            meta["all_config_yaml"] = config.file.read().decode("utf-8", errors="replace")
         if dataset_json is not None:
             try:
-                meta["dataset_json"] = json.loads(await dataset_json.read())
-            except json.JSONDecodeError as err:
+                meta["dataset_json"] = json.loads(dataset_json.file.read())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
                 raise Unprocessable(f"dataset_json: invalid JSON: {err}") from err
     try:
         stored = store.put_stream(file.file, limit=settings.upload_limit_bytes)
@@ -101,9 +107,12 @@ def register_checkpoint(body: CheckpointRegister, response: Response, session: S
     path = Path(body.path).expanduser()
     weights = _weights_file(path)
     digest = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    try:
+        with open(weights, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as err:
+        raise Unprocessable(f"path: cannot read {weights}: {err.strerror}") from err
     existing = _existing(session, digest.hexdigest())
     if existing is not None:
         response.status_code = status.HTTP_200_OK
@@ -121,8 +130,9 @@ def register_checkpoint(body: CheckpointRegister, response: Response, session: S
 
 
 @router.get("", response_model=CheckpointList)
-def list_checkpoints(session: SessionDep, limit: int = 50, offset: int = 0) -> CheckpointList:
-    rows = session.execute(select(Checkpoint).order_by(Checkpoint.created_at.desc()).limit(min(limit, 500)).offset(offset)).scalars()
+def list_checkpoints(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                     offset: Annotated[int, Query(ge=0)] = 0) -> CheckpointList:
+    rows = session.execute(select(Checkpoint).order_by(Checkpoint.created_at.desc()).limit(limit).offset(offset)).scalars()
     count = session.execute(select(func.count()).select_from(Checkpoint)).scalar_one()
     return CheckpointList(data=[CheckpointRead.model_validate(r) for r in rows], count=count)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response, status
-from sqlalchemy import func, select
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.deps import SessionDep
@@ -96,14 +97,23 @@ def create_job(
               options=body.options.model_dump(mode="json"), tags=body.tags, idempotency_key=idempotency_key,
               candidates=candidate_rows(body.candidates))
     session.add(job)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent request with the same Idempotency-Key won the race
+        session.rollback()
+        existing = session.execute(select(Job).where(Job.idempotency_key == idempotency_key)).scalar_one_or_none()
+        if existing is None:
+            raise
+        response.status_code = status.HTTP_200_OK
+        job = existing
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
     return job_read(job, request)
 
 
 @router.get("/jobs", response_model=JobList)
 def list_jobs(request: Request, session: SessionDep, status: JobStatus | None = None, checkpoint_id: str | None = None,
-              tag: str | None = None, limit: int = 50, offset: int = 0) -> JobList:
+              tag: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              offset: Annotated[int, Query(ge=0)] = 0) -> JobList:
     """Newest first; results are left out of listings (read one job for its result)."""
     query = select(Job)
     if status is not None:
@@ -113,7 +123,7 @@ def list_jobs(request: Request, session: SessionDep, status: JobStatus | None = 
     jobs = list(session.execute(query.order_by(Job.created_at.desc())).scalars())
     if tag is not None:
         jobs = [j for j in jobs if tag in (j.tags or [])]
-    page = jobs[offset : offset + min(max(limit, 1), 500)]
+    page = jobs[offset : offset + limit]
     return JobList(data=[job_read(j, request, with_result=False) for j in page], count=len(jobs))
 
 
@@ -125,15 +135,21 @@ def get_job(job_id: str, request: Request, session: SessionDep) -> JobRead:
 @router.post("/jobs/{job_id}/cancel", response_model=JobRead, responses={404: {}, 409: {"description": "already finished"}})
 def cancel_job(job_id: str, request: Request, session: SessionDep) -> JobRead:
     """A queued job is cancelled at once; a running one stops at its next batch."""
+    from workers.queue import now
+
     job = _get_job(session, job_id)
     if job.status in FINISHED_STATUSES:
         raise Conflict(f"job {job_id} already {job.status}")
-    if job.status == "queued":
-        from workers.queue import now
-
-        job.status, job.finished_at, job.error = "cancelled", now(), "cancelled by request"
-    job.cancel_requested = True
+    # Conditional updates: a worker may claim or finish the job between our read and our write.
+    cancelled = session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                                .values(status="cancelled", finished_at=now(), error="cancelled by request", cancel_requested=True)
+                                .execution_options(synchronize_session=False))
+    flagged = session.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True)
+                              .execution_options(synchronize_session=False))
     session.commit()
+    session.refresh(job)
+    if cancelled.rowcount == 0 and flagged.rowcount == 0:
+        raise Conflict(f"job {job_id} already {job.status}")
     return job_read(job, request)
 
 
@@ -148,11 +164,12 @@ def job_verdict(job_id: str, session: SessionDep) -> VerdictList:
 
 
 @router.get("/verdicts", response_model=VerdictList)
-def list_verdicts(session: SessionDep, decision: str | None = None, limit: int = 50, offset: int = 0) -> VerdictList:
+def list_verdicts(session: SessionDep, decision: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                  offset: Annotated[int, Query(ge=0)] = 0) -> VerdictList:
     """Job-level verdicts, newest first."""
     query = select(Verdict).where(Verdict.scope == JOB_SCOPE)
     if decision is not None:
         query = query.where(Verdict.decision == decision)
     count = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    rows = session.execute(query.order_by(Verdict.created_at.desc()).limit(min(limit, 500)).offset(offset)).scalars()
+    rows = session.execute(query.order_by(Verdict.created_at.desc()).limit(limit).offset(offset)).scalars()
     return VerdictList(data=[_verdict_read(v) for v in rows], count=count)

@@ -214,3 +214,12 @@ def test_kill_9_worker_mid_job_reruns_with_one_verdict(database_url: str, tmp_pa
         verdicts = client.get(f"/jobs/{job_id}/verdict").json()
         assert verdicts["count"] == 3  # one job-level + one per candidate, however often it ran
         assert client.get("/verdicts").json()["count"] == 1
+
+
+def test_api_keys_guard_mutating_routes(database_url: str, tmp_path: Path) -> None:
+    settings = settings_for(database_url, tmp_path, api_keys=["s3cret"])
+    with TestClient(create_app(settings, start_workers=False)) as client:
+        assert client.post("/jobs", json={"checkpoint_id": "x", "candidates": [INT8]}).status_code == 401
+        assert client.post("/jobs", json={"checkpoint_id": "x", "candidates": [INT8]}, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert client.post("/jobs", json={"checkpoint_id": "x", "candidates": [INT8]}, headers={"X-API-Key": "s3cret"}).status_code == 404
+        assert client.get("/jobs").status_code == 200

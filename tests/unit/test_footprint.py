@@ -72,3 +72,13 @@ def test_activation_observer_keeps_ranges_per_step_and_pooled_differs() -> None:
     with torch.inference_mode():
         a, b = per_step(x, ids), pooled(x, ids)
     assert torch.isfinite(a.carry.z_H).all() and not torch.equal(a.carry.z_H, b.carry.z_H)
+
+
+def test_bnb_layers_are_counted_once() -> None:
+    model = build_model(tiny_trm(hidden_size=64, num_heads=2))
+    layer = "L_level.layers.0.mlp.down_proj"
+    out_f, in_f = model.L_level.layers[0].mlp.down_proj.weight.shape
+    for body, most in (({"method": "int8-bnb"}, out_f * in_f + 8 * out_f), ({"method": "nf4"}, out_f * in_f // 2 + 4 * out_f * in_f // 64)):
+        per_tensor = tensor_bytes(apply(CompressionSpec.model_validate({"weights": body}), model))
+        assert per_tensor[layer] <= most, body
+        assert not [k for k in per_tensor if k.startswith(layer + ".")], body  # the wrapped bnb module is inside it
