@@ -109,8 +109,9 @@ def main() -> None:
     ckpt = make_checkpoint(tmp / "tiny")
     port = free_port()
     env = os.environ | {"CARRYGATE_DATA_DIR": str(tmp / "data"), "CARRYGATE_UPLOAD_LIMIT_BYTES": str(4 << 30)}
-    server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port)], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(tmp / "server.log", "w")  # noqa: SIM115  (closed with the server)
+    server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=log)
+    print(f"server log: {tmp / 'server.log'}")
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -145,7 +146,11 @@ def main() -> None:
               f"server peak RSS {rss_before:.0f} MiB before, {rss_after:.0f} MiB after")
     finally:
         server.terminate()
-        server.wait(30)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
 
 
 if __name__ == "__main__":

@@ -45,6 +45,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     """
     url = normalize_url(url)
     parsed = make_url(url)
+    if parsed.database != ":memory:" and "poolclass" not in kwargs:
+        # FastAPI runs sync routes on a 40-thread pool: the default 5 + 10 connections time out under
+        # 100 concurrent clients (measured by bench/api_load.py).
+        kwargs.setdefault("pool_size", 20)
+        kwargs.setdefault("max_overflow", 40)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
             # The embedded default needs no set-up: create the data dir on first use.
