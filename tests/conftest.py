@@ -24,3 +24,17 @@ def tiny_trm(**overrides: object) -> TRMConfig:
     }
     fields.update(overrides)
     return TRMConfig(**fields)  # type: ignore[arg-type]
+
+
+def make_tiny_zoo_model(folder: Path, *, steps: int, puzzles: int, seed: int) -> Path:
+    """A small random TRM in the zoo layout (model.safetensors + config.json + data/ with Sudoku probes)."""
+    from models import build_model
+    from models.checkpoint import save_checkpoint
+    from models.tasks.sudoku import build_sudoku
+
+    torch.manual_seed(seed)
+    model = build_model(tiny_trm(seq_len=81, vocab_size=11, num_puzzle_identifiers=1, puzzle_emb_ndim=16, puzzle_emb_len=1,
+                                 hidden_size=16, num_heads=2, halt_max_steps=steps))
+    save_checkpoint(model, folder)
+    build_sudoku(folder / "data", givens=40, train_puzzles=0, num_aug=0, test_puzzles=puzzles, seed=seed + 3)
+    return folder

@@ -17,10 +17,8 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from models import build_model
 from models.checkpoint import save_checkpoint
-from models.tasks.sudoku import build_sudoku
-from tests.conftest import REPO, tiny_trm
+from tests.conftest import REPO, make_tiny_zoo_model
 
 INT8 = {"name": "int8", "weights": {"method": "int8-channel"}}
 NAIVE = {"name": "int4-naive", "weights": {"method": "int4", "granularity": "per_tensor", "symmetric": True}}
@@ -29,13 +27,7 @@ NAIVE = {"name": "int4-naive", "weights": {"method": "int4", "granularity": "per
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small TRM in our format with 48 shipped probe puzzles (sudoku layout)."""
-    folder = tmp_path_factory.mktemp("zoo") / "tiny"
-    torch.manual_seed(0)
-    model = build_model(tiny_trm(seq_len=81, vocab_size=11, num_puzzle_identifiers=1, puzzle_emb_ndim=16, puzzle_emb_len=1,
-                                 hidden_size=16, num_heads=2, halt_max_steps=3))
-    save_checkpoint(model, folder)
-    build_sudoku(folder / "data", givens=40, train_puzzles=0, num_aug=0, test_puzzles=48, seed=3)
-    return folder
+    return make_tiny_zoo_model(tmp_path_factory.mktemp("zoo") / "tiny", steps=3, puzzles=48, seed=0)
 
 
 def settings_for(database_url: str, tmp_path: Path, **kw: Any) -> Settings:

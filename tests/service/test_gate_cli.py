@@ -12,12 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 
-from models import build_model
-from models.checkpoint import save_checkpoint
-from models.tasks.sudoku import build_sudoku
-from tests.conftest import REPO, tiny_trm
+from tests.conftest import REPO, make_tiny_zoo_model
 
 POLICIES = {
     "go": "min_fidelity_mean: 0.5\nmin_fidelity_p05: null\nmin_answer_agreement: null\nmax_puzzle_exact_drop: null\n",
@@ -31,13 +27,7 @@ EXPECTED = {"go": 0, "no_go": 1, "inconclusive": 2}
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("gate") / "tiny"
-    torch.manual_seed(1)
-    model = build_model(tiny_trm(seq_len=81, vocab_size=11, num_puzzle_identifiers=1, puzzle_emb_ndim=16, puzzle_emb_len=1,
-                                 hidden_size=16, num_heads=2, halt_max_steps=2))
-    save_checkpoint(model, folder)
-    build_sudoku(folder / "data", givens=40, train_puzzles=0, num_aug=0, test_puzzles=8, seed=4)
-    return folder
+    return make_tiny_zoo_model(tmp_path_factory.mktemp("gate") / "tiny", steps=2, puzzles=8, seed=1)
 
 
 @pytest.fixture(scope="module")
