@@ -42,7 +42,7 @@ def _start_server(host: str, port: int) -> tuple[Any, threading.Thread]:
 
 
 def demo_command(
-    probe: Annotated[int, typer.Option(help="Probe puzzles per model.")] = 64,
+    probe: Annotated[int, typer.Option(help="Probe puzzles per model.")] = 32,
     host: str = "127.0.0.1",
     port: int = 8000,
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Keep serving the API after the sweep.")] = True,
