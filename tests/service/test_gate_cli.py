@@ -72,6 +72,6 @@ def test_gate_exit_codes(decision: str, mode: str, checkpoint: Path, server: str
 def test_gate_error_is_exit_2(tmp_path: Path, server: str) -> None:
     (tmp_path / "bad.yaml").write_text("weights: {method: int5}\n")
     run = gate("--server", server, "--checkpoint", str(tmp_path), "--spec", str(tmp_path / "bad.yaml"))
-    assert run.returncode == 2 and "int5" in run.stderr.replace("\n", " ") + run.stdout
+    assert run.returncode == 2 and "int5" in " ".join((run.stderr + run.stdout).split())
     run = gate("--local", "--checkpoint", str(tmp_path / "missing"), "--spec", str(REPO / "examples/specs/bf16.yaml"))
     assert run.returncode == 2
