@@ -14,6 +14,7 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,11 +85,26 @@ def _worker_main(config: WorkerConfig, worker_id: str) -> None:
 
 
 class LocalExecutor:
-    """Owns the worker processes of the embedded set-up."""
+    """Owns the worker processes of the embedded set-up and respawns any that die.
 
-    def __init__(self, config: WorkerConfig, concurrency: int = 1) -> None:
-        self.config, self.concurrency = config, concurrency
+    A worker killed by the OOM killer or a segfault in a native kernel must not leave the server
+    accepting jobs that nobody runs; the replacement re-queues the dead worker's job once its lease
+    expires (`claim_next_job` settles expired leases).
+    """
+
+    def __init__(self, config: WorkerConfig, concurrency: int = 1, supervise_seconds: float = 1.0) -> None:
+        self.config, self.concurrency, self.supervise_seconds = config, concurrency, supervise_seconds
         self.processes: list[mp.process.BaseProcess] = []
+        self.respawns = 0
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+
+    def _spawn(self, slot: int) -> mp.process.BaseProcess:
+        worker_id = f"{socket.gethostname()}:{os.getpid()}:w{slot}.{self.respawns}"
+        process = mp.get_context("spawn").Process(target=_worker_main, args=(self.config, worker_id), name=f"carrygate-worker-{slot}",
+                                                  daemon=True)
+        process.start()
+        return process
 
     def start(self) -> None:
         engine = make_engine(self.config.database_url)
@@ -97,14 +113,23 @@ class LocalExecutor:
         engine.dispose()
         if requeued:
             log.info("re-queued %d job(s) whose worker died", requeued)
-        context = mp.get_context("spawn")
-        for i in range(self.concurrency):
-            worker_id = f"{socket.gethostname()}:{os.getpid()}:w{i}"
-            process = context.Process(target=_worker_main, args=(self.config, worker_id), name=f"carrygate-worker-{i}", daemon=True)
-            process.start()
-            self.processes.append(process)
+        self._stopping.clear()
+        self.processes = [self._spawn(i) for i in range(self.concurrency)]
+        self._supervisor = threading.Thread(target=self._supervise, name="carrygate-supervisor", daemon=True)
+        self._supervisor.start()
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(self.supervise_seconds):
+            for slot, process in enumerate(self.processes):
+                if not process.is_alive() and not self._stopping.is_set():
+                    log.warning("worker %s exited with code %s; starting a new one", process.name, process.exitcode)
+                    self.respawns += 1
+                    self.processes[slot] = self._spawn(slot)
 
     def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout)
         for process in self.processes:
             if process.is_alive():
                 process.terminate()

@@ -19,7 +19,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "database unreachable or migrations not at head"}})
+@router.get("/readyz", responses={503: {"description": "database unreachable, migrations not at head, or no embedded worker alive"}})
 def readyz(request: Request, response: Response, session: SessionDep) -> dict[str, object]:
     """The database answers and its schema is at the newest migration."""
     try:
@@ -32,7 +32,12 @@ def readyz(request: Request, response: Response, session: SessionDep) -> dict[st
         response.status_code = 503
         return {"status": "unavailable", "reason": "migrations are not at head"}
     executor = getattr(request.app.state, "executor", None)
-    return {"status": "ok", "workers": executor.alive() if executor is not None else 0}
+    workers = executor.alive() if executor is not None else 0
+    if executor is not None and workers == 0:
+        # Jobs would queue forever; the supervisor is restarting workers, so this should pass again soon.
+        response.status_code = 503
+        return {"status": "unavailable", "reason": "no embedded worker is alive", "workers": 0}
+    return {"status": "ok", "workers": workers}
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})

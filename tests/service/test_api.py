@@ -117,6 +117,23 @@ def test_unknown_ids_are_404(client: TestClient) -> None:
     assert client.get("/jobs/nope/verdict").status_code == 404
 
 
+def test_list_jobs_filters_by_tag_status_and_pages_in_the_database(database_url: str, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    with TestClient(create_app(settings_for(database_url, tmp_path), start_workers=False)) as client:
+        ckpt = register(client, tiny_checkpoint)
+        tag_sets = [["release", "v1"], ["v1"], ["release"], [], ["release-candidate"]]
+        ids = [client.post("/jobs", json={"checkpoint_id": ckpt, "candidates": [INT8], "tags": tags}).json()["id"] for tags in tag_sets]
+        client.post(f"/jobs/{ids[2]}/cancel")
+        release = client.get("/jobs", params={"tag": "release"}).json()
+        # exact membership, not substring: "release-candidate" is not "release"
+        assert release["count"] == 2 and {j["id"] for j in release["data"]} == {ids[0], ids[2]}
+        assert client.get("/jobs", params={"tag": "release", "status": "queued"}).json()["count"] == 1
+        assert client.get("/jobs", params={"tag": "nope"}).json() == {"data": [], "count": 0}
+        first, second = (client.get("/jobs", params={"limit": 2, "offset": o}).json() for o in (0, 2))
+        assert first["count"] == second["count"] == 5
+        paged = [j["id"] for j in first["data"] + second["data"]]
+        assert len(set(paged)) == 4 and set(paged) <= set(ids)
+
+
 def test_upload_over_limit_is_413_and_stores_nothing(database_url: str, tmp_path: Path) -> None:
     settings = settings_for(database_url, tmp_path, upload_limit_bytes=1000)
     with TestClient(create_app(settings, start_workers=False)) as client:
@@ -215,3 +232,31 @@ def test_api_keys_guard_mutating_routes(database_url: str, tmp_path: Path) -> No
         assert client.post("/jobs", json={"checkpoint_id": "x", "candidates": [INT8]}, headers={"X-API-Key": "wrong"}).status_code == 401
         assert client.post("/jobs", json={"checkpoint_id": "x", "candidates": [INT8]}, headers={"X-API-Key": "s3cret"}).status_code == 404
         assert client.get("/jobs").status_code == 200
+
+
+def test_embedded_worker_killed_mid_job_is_respawned_and_the_job_reruns(database_url: str, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    settings = settings_for(database_url, tmp_path, lease_seconds=3, heartbeat_seconds=0.5)
+    with TestClient(create_app(settings)) as client:
+        executor = client.app.state.executor
+        body = {"checkpoint_id": register(client, tiny_checkpoint), "candidates": [INT8], "options": {"batch_size": 2}}
+        job_id = client.post("/jobs", json=body).json()["id"]
+        wait_for(client, job_id, ("running",))
+        victim = executor.processes[0]
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(10)
+        job = wait_for(client, job_id)
+        assert job["status"] == "succeeded" and job["attempts"] == 2
+        assert executor.respawns == 1 and executor.processes[0].pid != victim.pid
+        assert client.get("/readyz").json() == {"status": "ok", "workers": 1}
+        assert client.get(f"/jobs/{job_id}/verdict").json()["count"] == 2
+
+
+def test_readyz_is_503_while_no_embedded_worker_is_alive(database_url: str, tmp_path: Path) -> None:
+    with TestClient(create_app(settings_for(database_url, tmp_path))) as client:
+        executor = client.app.state.executor
+        executor._stopping.set()  # the supervisor stops respawning, as during shutdown
+        executor._supervisor.join(5)
+        executor.processes[0].kill()
+        executor.processes[0].join(10)
+        response = client.get("/readyz")
+        assert response.status_code == 503 and response.json()["reason"] == "no embedded worker is alive"
