@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Accepted API keys (JSON list or comma-separated); empty disables authentication."
     )
+    register_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders under which POST /checkpoints/register and probe dataset_path may point (JSON list or "
+        "comma-separated); empty allows any path the server can read (the single-user embedded default).",
+    )
     lease_seconds: int = Field(60, ge=1)
     heartbeat_seconds: float = Field(5.0, gt=0)
 
@@ -41,15 +46,23 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "register_roots", mode="before")
     @classmethod
-    def _split_keys(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
                 return json.loads(text)
-            return [key.strip() for key in text.split(",") if key.strip()]
+            return [item.strip() for item in text.split(",") if item.strip()]
         return value
+
+    def readable_path(self, path: str | Path) -> Path:
+        """`path` resolved (symlinks followed) if it lies under a register root; ValueError otherwise."""
+        resolved = Path(path).expanduser().resolve()
+        roots = [root.expanduser().resolve() for root in self.register_roots]
+        if roots and not any(resolved.is_relative_to(root) for root in roots):
+            raise ValueError(f"{path} is outside the allowed folders (CARRYGATE_REGISTER_ROOTS)")
+        return resolved
 
     @model_validator(mode="after")
     def _derived_defaults(self) -> Settings:

@@ -10,6 +10,7 @@ An upload over the size limit is deleted before anything is recorded.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 import uuid
@@ -87,8 +88,21 @@ class ArtifactStore:
         target = cache / key
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_suffix(".partial")
-            with self.fs.open(self._full(key), "rb") as src, open(partial, "wb") as dst:
-                shutil.copyfileobj(src, dst, CHUNK)
-            partial.rename(target)
+            # A name of its own: two workers may fetch the same artifact at once.
+            partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
+            try:
+                with self.fs.open(self._full(key), "rb") as src, open(partial, "wb") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
+                os.replace(partial, target)
+            finally:
+                partial.unlink(missing_ok=True)
         return target
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in constant memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -26,11 +26,11 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.checkpoint import CheckpointError, load_checkpoint
+from models.checkpoint import CheckpointError, load_checkpoint, resolve_weights
 from models.compress import CompressionSpec
 from models.evaluate import Probe, evaluate
 from models.tasks.dataset import read_split
-from workers.artifacts import ArtifactStore
+from workers.artifacts import ArtifactStore, sha256_file
 from workers.gate import GatePolicy, judge
 from workers.orm import Candidate, Checkpoint, Job, ProbeSet, Result, Verdict
 from workers.queue import finish, heartbeat
@@ -53,11 +53,25 @@ class WorkerContext:
 
 
 # -- inputs ----------------------------------------------------------------------------------------
+def _check_unchanged(path: Path, sha256: str) -> None:
+    """A registered file is read where it lies: make sure it is still the file that was registered."""
+    try:
+        weights = resolve_weights(path)[1]
+        actual = sha256_file(weights)
+    except (CheckpointError, OSError) as err:
+        raise JobFailed(f"checkpoint: {path} is no longer readable: {err}") from err
+    if actual != sha256:
+        raise JobFailed(f"checkpoint: {weights} changed since it was registered (sha256 {actual[:12]}, "
+                        f"registered {sha256[:12]}); register it again")
+
+
 def materialize_checkpoint(row: Checkpoint, store: ArtifactStore, workdir: Path) -> Path:
     """A local path `load_checkpoint` can read: the registered path, or an uploaded file laid out
     with its config file beside it under the name the loader expects."""
     if row.source == "registered":
-        return Path(row.storage_path)
+        path = Path(row.storage_path)
+        _check_unchanged(path, row.sha256)
+        return path
     weights = store.local_path(row.storage_path)
     meta = row.config or {}
     folder = workdir / row.id

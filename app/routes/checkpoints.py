@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.deps import SessionDep, SettingsDep, StoreDep
 from app.errors import NotFound, PayloadTooLarge, Unprocessable
 from app.schemas import CheckpointList, CheckpointRead, CheckpointRegister
-from workers.artifacts import TooLarge
+from workers.artifacts import TooLarge, sha256_file
 from workers.orm import Checkpoint
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
@@ -102,18 +101,19 @@ def _weights_file(path: Path) -> Path:
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=CheckpointRead,
              responses={200: {"description": "already registered"}, 422: {"description": "path not readable"}})
-def register_checkpoint(body: CheckpointRegister, response: Response, session: SessionDep) -> Checkpoint:
-    """Register a checkpoint the workers can read where it is (a shared path)."""
-    path = Path(body.path).expanduser()
-    weights = _weights_file(path)
-    digest = hashlib.sha256()
+def register_checkpoint(body: CheckpointRegister, response: Response, session: SessionDep, settings: SettingsDep) -> Checkpoint:
+    """Register a checkpoint the workers can read where it is (a shared path under `register_roots`).
+    Workers hash the file again before loading it, so a file changed after registration fails its job."""
     try:
-        with open(weights, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        path = settings.readable_path(body.path)
+    except ValueError as err:
+        raise Unprocessable(f"path: {err}") from err
+    weights = _weights_file(path)
+    try:
+        sha256 = sha256_file(weights)
     except OSError as err:
         raise Unprocessable(f"path: cannot read {weights}: {err.strerror}") from err
-    existing = _existing(session, digest.hexdigest())
+    existing = _existing(session, sha256)
     if existing is not None:
         response.status_code = status.HTTP_200_OK
         return existing
@@ -122,7 +122,7 @@ def register_checkpoint(body: CheckpointRegister, response: Response, session: S
         meta["config_json"] = json.loads((weights.parent / "config.json").read_text())
     elif (weights.parent / "all_config.yaml").is_file():
         meta["all_config_yaml"] = (weights.parent / "all_config.yaml").read_text()
-    row = Checkpoint(sha256=digest.hexdigest(), architecture=_architecture(meta), config=meta, size_bytes=weights.stat().st_size,
+    row = Checkpoint(sha256=sha256, architecture=_architecture(meta), config=meta, size_bytes=weights.stat().st_size,
                      original_name=body.name or path.name, storage_path=str(path), source="registered")
     session.add(row)
     session.commit()

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.deps import SessionDep
+from app.deps import SessionDep, SettingsDep
 from app.errors import Conflict, NotFound, Unprocessable
 from app.schemas import BuilderProbe, JobCreate, JobList, JobRead, JobStatus, VerdictList, VerdictRead
 from models.compress.fit import spec_problems
@@ -71,6 +71,7 @@ def create_job(
     request: Request,
     response: Response,
     session: SessionDep,
+    settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobRead:
     """Queue an evaluation. Returns 202 with the job's URL in `Location`."""
@@ -93,6 +94,11 @@ def create_job(
         probe = ProbeSet(builder=body.probe.builder, builder_args=args, dataset_path=None,
                          content_hash=probe_hash(body.probe.builder, args, None), puzzles=body.probe.size, labels=True)
     else:
+        if body.probe.dataset_path is not None:
+            try:
+                settings.readable_path(body.probe.dataset_path)
+            except ValueError as err:
+                raise Unprocessable(f"probe.dataset_path: {err}") from err
         args = {"split": body.probe.split}
         probe = ProbeSet(builder=None, builder_args=args, dataset_path=body.probe.dataset_path,
                          content_hash=probe_hash(None, args, body.probe.dataset_path), puzzles=body.options.limit or 0, labels=True)

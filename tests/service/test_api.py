@@ -260,3 +260,33 @@ def test_readyz_is_503_while_no_embedded_worker_is_alive(database_url: str, tmp_
         executor.processes[0].join(10)
         response = client.get("/readyz")
         assert response.status_code == 503 and response.json()["reason"] == "no embedded worker is alive"
+
+
+def test_register_roots_confine_paths_and_a_changed_file_fails_its_job(database_url: str, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    import shutil
+
+    allowed = tmp_path / "shared"
+    copy = allowed / "tiny"
+    shutil.copytree(tiny_checkpoint, copy)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "link").symlink_to(tiny_checkpoint)  # a symlink out of the root is outside too
+    settings = settings_for(database_url, tmp_path, register_roots=[allowed])
+    with TestClient(create_app(settings, start_workers=False)) as client:
+        for outside in (tiny_checkpoint, allowed / ".." / "elsewhere" / "link"):
+            response = client.post("/checkpoints/register", json={"path": str(outside)})
+            assert response.status_code == 422 and "path" in response.text and "outside the allowed folders" in response.text
+        ckpt = register(client, copy)
+        body = {"checkpoint_id": ckpt, "candidates": [INT8], "probe": {"dataset_path": str(tiny_checkpoint / "data")}}
+        response = client.post("/jobs", json=body)
+        assert response.status_code == 422 and "probe.dataset_path" in response.text
+        job_id = client.post("/jobs", json={"checkpoint_id": ckpt, "candidates": [INT8]}).json()["id"]
+        weights = copy / "model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 0xFF  # the file changes after registration
+        weights.write_bytes(bytes(data))
+        worker = start_worker(settings, CARRYGATE_REGISTER_ROOTS=str(allowed))
+        try:
+            job = wait_for(client, job_id)
+        finally:
+            worker.kill()
+        assert job["status"] == "failed" and "changed since it was registered" in job["error"]
