@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.deps import SessionDep, SettingsDep, StoreDep
-from app.errors import NotFound, PayloadTooLarge, Unprocessable
+from app.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
 from app.schemas import CheckpointList, CheckpointRead, CheckpointRegister
 from workers.artifacts import TooLarge, sha256_file
 from workers.orm import Checkpoint
@@ -33,12 +33,22 @@ def _architecture(meta: dict[str, Any]) -> str:
     return "hrm" if "hrm" in str(arch.get("name", "")) else "trm"
 
 
-def _existing(session: Session, sha256: str) -> Checkpoint | None:
-    return session.execute(select(Checkpoint).where(Checkpoint.sha256 == sha256)).scalar_one_or_none()
+def _existing(session: Session, sha256: str, meta: dict[str, Any]) -> Checkpoint | None:
+    """The row already holding these weights; 409 if it was stored with another config, since the
+    same weights under a different config are a different model and one row cannot say both."""
+    row = session.execute(select(Checkpoint).where(Checkpoint.sha256 == sha256)).scalar_one_or_none()
+    if row is None:
+        return None
+    keys = ("config_json", "all_config_yaml", "dataset_json")
+    if any((row.config or {}).get(k) != meta.get(k) for k in keys):
+        raise Conflict(f"checkpoint {row.id} has the same weights (sha256 {sha256[:12]}) with a different config; "
+                       "these weights can be stored once, with one config")
+    return row
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CheckpointRead,
-             responses={200: {"description": "the same content was uploaded before"}, 413: {"description": "over the upload limit"}})
+             responses={200: {"description": "the same content was uploaded before"}, 413: {"description": "over the upload limit"},
+                        409: {"description": "the same weights were stored with a different config"}})
 def upload_checkpoint(
     request: Request,
     response: Response,
@@ -79,7 +89,7 @@ def upload_checkpoint(
         stored = store.put_stream(file.file, limit=settings.upload_limit_bytes)
     except TooLarge as err:
         raise PayloadTooLarge(str(err)) from err
-    existing = _existing(session, stored.sha256)
+    existing = _existing(session, stored.sha256, meta)
     if existing is not None:
         response.status_code = status.HTTP_200_OK
         return existing
@@ -100,7 +110,8 @@ def _weights_file(path: Path) -> Path:
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=CheckpointRead,
-             responses={200: {"description": "already registered"}, 422: {"description": "path not readable"}})
+             responses={200: {"description": "already registered"}, 422: {"description": "path not readable or outside the register roots"},
+                        409: {"description": "the same weights were stored with a different config"}})
 def register_checkpoint(body: CheckpointRegister, response: Response, session: SessionDep, settings: SettingsDep) -> Checkpoint:
     """Register a checkpoint the workers can read where it is (a shared path under `register_roots`).
     Workers hash the file again before loading it, so a file changed after registration fails its job."""
@@ -113,15 +124,15 @@ def register_checkpoint(body: CheckpointRegister, response: Response, session: S
         sha256 = sha256_file(weights)
     except OSError as err:
         raise Unprocessable(f"path: cannot read {weights}: {err.strerror}") from err
-    existing = _existing(session, sha256)
-    if existing is not None:
-        response.status_code = status.HTTP_200_OK
-        return existing
     meta: dict[str, Any] = {"format": "carrygate" if weights.suffix == ".safetensors" else "official", "path": str(path)}
     if (weights.parent / "config.json").is_file():
         meta["config_json"] = json.loads((weights.parent / "config.json").read_text())
     elif (weights.parent / "all_config.yaml").is_file():
         meta["all_config_yaml"] = (weights.parent / "all_config.yaml").read_text()
+    existing = _existing(session, sha256, meta)
+    if existing is not None:
+        response.status_code = status.HTTP_200_OK
+        return existing
     row = Checkpoint(sha256=sha256, architecture=_architecture(meta), config=meta, size_bytes=weights.stat().st_size,
                      original_name=body.name or path.name, storage_path=str(path), source="registered")
     session.add(row)

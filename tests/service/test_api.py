@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -150,6 +151,10 @@ def test_upload_dedup_and_corrupt_checkpoint_fails_only_its_job(client: TestClie
     first = client.post("/checkpoints", files=files)
     assert first.status_code == 201
     assert client.post("/checkpoints", files=files).status_code == 200  # same sha256
+    other_config = json.loads(files["config"][1]) | {"halt_max_steps": 1}
+    conflict = client.post("/checkpoints", files={**files, "config": ("config.json", json.dumps(other_config).encode())})
+    assert conflict.status_code == 409 and first.json()["id"] in conflict.text
+    assert client.get("/checkpoints").json()["count"] == 1
     corrupt = client.post("/checkpoints", files={"file": ("step_5", b"\x80\x04not a zip at all"),
                                                  "config": ("all_config.yaml", b"arch: {hidden_size: 16}\n")})
     assert corrupt.status_code == 201
