@@ -28,7 +28,10 @@ class CheckpointRegister(_Schema):
 
 
 class CheckpointRead(_Schema):
-    model_config = ConfigDict(from_attributes=True, extra="forbid")
+    model_config = ConfigDict(from_attributes=True, extra="forbid", json_schema_extra={"examples": [{
+        "id": "0b6f7c0e4a8d4c1f9e2a7b3c5d6e8f01", "sha256": "9c1e…e07a", "architecture": "trm",
+        "config": {"format": "carrygate", "weights_name": "model.safetensors", "config_json": {"arch": "trm", "hidden_size": 128}},
+        "size_bytes": 1303552, "original_name": "sudoku-mlp", "source": "upload", "created_at": "2026-11-29T05:40:00Z"}]})
 
     id: str
     sha256: str
@@ -57,7 +60,8 @@ class BuilderProbe(_Schema):
 class DatasetProbe(_Schema):
     """Probe puzzles from an official dataset folder the workers can read (or the checkpoint's own `data/`)."""
 
-    dataset_path: str | None = Field(None, description="official dataset folder; null = the zoo checkpoint's shipped data/")
+    dataset_path: str | None = Field(None, description="official dataset folder; null = the zoo checkpoint's shipped data/",
+                                     examples=["/data/sudoku-extreme-1k-aug-1000"])
     split: str = "test"
 
 
@@ -112,6 +116,10 @@ class CandidateRead(_Schema):
 
 
 class RuleRead(_Schema):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"rule": "min_fidelity_mean", "observed": 0.9492, "threshold": 0.99, "passed": False,
+         "reason": "fidelity mean 0.9492 < 0.99"}]})
+
     rule: str
     observed: float | None
     threshold: float | None
@@ -120,7 +128,10 @@ class RuleRead(_Schema):
 
 
 class VerdictRead(_Schema):
-    model_config = ConfigDict(from_attributes=True, extra="forbid")
+    model_config = ConfigDict(from_attributes=True, extra="forbid", json_schema_extra={"examples": [{
+        "job_id": "3d2c…", "scope": "job", "candidate": None, "decision": "no_go", "created_at": "2026-11-29T05:44:10Z",
+        "rules": [{"rule": "candidates", "observed": 1, "threshold": 0, "passed": False,
+                   "reason": "1 of 2 candidates no_go: int4-naive"}]}]})
 
     job_id: str
     scope: str = Field(description="'job' for the job-level verdict, else the candidate id")
@@ -136,6 +147,15 @@ class VerdictList(_Schema):
 
 
 class JobRead(_Schema):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "id": "3d2c…", "url": "http://127.0.0.1:8000/jobs/3d2c…", "status": "running", "progress": 0.5, "puzzles_done": 32,
+        "puzzles_total": 64, "attempts": 1, "error": None, "checkpoint_id": "0b6f…",
+        "candidates": [{"id": "a1…", "position": 0, "name": "int8", "spec": {"name": "int8", "weights": {"method": "int8-channel"}},
+                        "spec_hash": "5e0d…"}],
+        "policy": {"min_fidelity_mean": 0.99}, "options": {"labels": True, "limit": None, "batch_size": 64, "profile": False},
+        "tags": ["release-1.4"], "created_at": "2026-11-29T05:40:00Z", "started_at": "2026-11-29T05:40:01Z", "finished_at": None,
+        "verdict": None, "candidate_verdicts": [], "result": None}]})
+
     id: str
     url: str
     status: JobStatus
