@@ -285,6 +285,10 @@ app.command("worker")(worker_command)
 app.command("migrate")(migrate_command)
 app.command("gate")(gate_command)
 
+from app.cli_keys import keys_app  # noqa: E402
+
+app.add_typer(keys_app, name="keys")
+
 
 def main() -> None:
     app()

@@ -22,14 +22,49 @@ def serve_command(
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: Annotated[bool, typer.Option("--workers/--no-workers", help="Start the embedded worker processes.")] = True,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Listen on a non-loopback address without any API key.")] = False,
 ) -> None:
     """Start the API (and the embedded workers) with uvicorn."""
     import uvicorn
 
     from app.main import create_app
 
+    if not insecure and not is_loopback(host) and not keys_configured():
+        console.print(f"[red]error:[/] refusing to listen on {host} without API keys: anyone who can reach it could submit "
+                      "and read jobs. Create one (`carrygate keys create --name ci --scope admin`), listen on 127.0.0.1, or "
+                      "pass --insecure.")
+        raise typer.Exit(2)
     console.print(f"carrygate API on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
     uvicorn.run(create_app(start_workers=workers), host=host, port=port, log_level="info")
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def keys_configured() -> bool:
+    """Whether any API key exists (CARRYGATE_API_KEYS or a key created in the database)."""
+    from app.auth import key_exists
+    from app.db import make_engine, session_factory, upgrade_to_head
+    from app.settings import get_settings
+
+    settings = get_settings()
+    if settings.api_keys:
+        return True
+    upgrade_to_head(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        with session_factory(engine)() as session:
+            return key_exists(session)
+    finally:
+        engine.dispose()
 
 
 def worker_command(

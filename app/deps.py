@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from app.auth import Principal, guard_request, scope_checker
 from app.db import get_session
 from app.settings import Settings
 from workers.artifacts import ArtifactStore
@@ -26,12 +26,19 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 
 
-def check_api_key(request: Request) -> None:
-    """With `CARRYGATE_API_KEYS` set, every mutating request needs one of them in `X-API-Key`.
-    (Scoped, hashed keys managed by `carrygate keys` are issue 5's; this is the minimal guard.)"""
-    keys: list[str] = request.app.state.settings.api_keys
-    if not keys or request.method in ("GET", "HEAD", "OPTIONS"):
-        return
-    given = request.headers.get("x-api-key", "")
-    if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
-        raise HTTPException(status_code=401, detail="a valid X-API-Key header is required")
+def check_api_key(request: Request, session: SessionDep) -> Principal | None:
+    """The app-wide guard (installed on every route by `create_app`): once any API key exists, GET routes
+    need a key with `read` and every other route one with `submit`; job submissions are rate-limited per key.
+    Keys and scopes: `app/auth.py`."""
+    return guard_request(request, session)
+
+
+def require_scope(scope: str) -> Any:
+    """A dependency demanding `scope` (read | submit | admin), e.g. `dependencies=[require_scope("admin")]`,
+    or as a parameter `principal: Annotated[Principal | None, require_scope("read")]` (None in open mode)."""
+    checker = scope_checker(scope)
+
+    def dependency(request: Request, session: SessionDep) -> Principal | None:
+        return checker(request, session)
+
+    return Depends(dependency)

@@ -10,9 +10,10 @@ from pathlib import Path
 from fastapi import Depends, FastAPI
 
 from app import errors
+from app.auth import RateLimiter
 from app.db import make_engine, session_factory, upgrade_to_head
 from app.deps import check_api_key
-from app.routes import checkpoints, health, jobs
+from app.routes import checkpoints, health, jobs, keys
 from app.settings import Settings, get_settings
 from workers.artifacts import ArtifactStore
 from workers.local import LocalExecutor, WorkerConfig
@@ -52,4 +53,6 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     app.include_router(health.router)
     app.include_router(checkpoints.router)
     app.include_router(jobs.router)
+    app.include_router(keys.router)
+    app.state.rate_limiter = RateLimiter()
     return app

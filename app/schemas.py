@@ -180,3 +180,109 @@ class JobRead(_Schema):
 class JobList(_Schema):
     data: list[JobRead]
     count: int
+
+
+# -- API keys and webhooks (app/routes/keys.py, app/routes/webhooks.py) -------------------------------
+ApiScope = Literal["read", "submit", "admin"]
+WebhookEvent = Literal["verdict.no_go", "fidelity.below_threshold", "job.failed", "job.succeeded"]
+
+
+class ApiKeyCreate(_Schema):
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[ApiScope] = Field(min_length=1, description="admin includes submit, submit includes read")
+    rate_limit_per_minute: int | None = Field(None, ge=1, le=100_000, description="job submissions per minute; null: the server default")
+
+
+class ApiKeyRead(_Schema):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    prefix: str = Field(description="the key's visible start, e.g. cg_1a2b3c4d")
+    scopes: list[str]
+    rate_limit_per_minute: int | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyRead):
+    key: str = Field(description="the secret key; shown only in this response")
+
+
+class ApiKeyList(_Schema):
+    data: list[ApiKeyRead]
+    count: int
+
+
+class WebhookCreate(_Schema):
+    url: str = Field(min_length=1, max_length=2000, examples=["https://hooks.example.com/carrygate"])
+    secret: str | None = Field(None, min_length=16, max_length=256, description="HMAC key; generated (and returned once) when omitted")
+    events: list[WebhookEvent] = Field(min_length=1)
+    fidelity_threshold: float | None = Field(None, ge=0, le=1, description="for fidelity.below_threshold: a candidate's mean "
+                                             "trajectory fidelity below this fires the event")
+    checkpoint_id: str | None = Field(None, max_length=36, description="only jobs on this checkpoint")
+    tag: str | None = Field(None, max_length=200, description="only jobs carrying this tag")
+
+    @model_validator(mode="after")
+    def _threshold_with_event(self) -> WebhookCreate:
+        if "fidelity.below_threshold" in self.events and self.fidelity_threshold is None:
+            raise ValueError("fidelity_threshold: required with the fidelity.below_threshold event")
+        return self
+
+
+class WebhookRead(_Schema):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    url: str
+    events: list[str]
+    fidelity_threshold: float | None
+    checkpoint_id: str | None
+    tag: str | None
+    active: bool
+    created_at: datetime
+
+
+class WebhookCreated(WebhookRead):
+    secret: str = Field(description="the signing secret; shown only in this response")
+
+
+class WebhookList(_Schema):
+    data: list[WebhookRead]
+    count: int
+
+
+class WebhookAttemptRead(_Schema):
+    model_config = ConfigDict(from_attributes=True)
+
+    number: int
+    at: datetime
+    status_code: int | None = Field(description="the receiver's HTTP status; null when no response came")
+    error: str | None
+    duration_ms: float
+
+
+class WebhookDeliveryRead(_Schema):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    webhook_id: str
+    event_id: str = Field(description="the idempotency id (also in the Carrygate-Event-Id header)")
+    event: str
+    job_id: str | None
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: datetime
+    expires_at: datetime
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+    payload: dict[str, Any]
+    attempt_log: list[WebhookAttemptRead]
+
+
+class WebhookDeliveryList(_Schema):
+    data: list[WebhookDeliveryRead]
+    count: int

@@ -40,6 +40,24 @@ class Settings(BaseSettings):
     )
     lease_seconds: int = Field(60, ge=1)
     heartbeat_seconds: float = Field(5.0, gt=0)
+    # -- API keys (app/auth.py) --
+    submit_rate_limit_per_minute: int = Field(60, ge=1, description="Job submissions per API key per minute (a key may override it).")
+    # -- webhooks (workers/webhooks.py) --
+    webhook_allow_private: bool = Field(
+        False, description="Allow webhook URLs that resolve to loopback, link-local or private addresses (off: SSRF guard).")
+    webhook_retry_window_seconds: float = Field(24 * 3600.0, gt=0, description="How long a failing delivery is retried.")
+    webhook_backoff_seconds: float = Field(10.0, gt=0, description="Delay before the first retry; doubles with each attempt.")
+    webhook_backoff_max_seconds: float = Field(900.0, gt=0, description="Longest delay between two attempts.")
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+    webhook_poll_seconds: float = Field(1.0, gt=0)
+    # -- Celery executor (workers/celery_app.py) --
+    broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker for CARRYGATE_EXECUTOR=celery.")
+    celery_queue: str = Field("carrygate", description="Queue the API sends jobs to (workers pick queues with --queues).")
+    celery_visibility_timeout_seconds: int = Field(
+        12 * 3600, ge=60, description="Redis redelivers an unacknowledged task after this; keep it above the longest job.")
+    dispatch_poll_seconds: float = Field(1.0, gt=0, description="How often the API sends queued jobs to the broker.")
+    redispatch_after_seconds: float = Field(
+        120.0, gt=0, description="A queued job whose task was lost (broker flushed) is sent again after this long.")
 
     @field_validator("data_dir")
     @classmethod
@@ -72,6 +90,8 @@ class Settings(BaseSettings):
             self.artifact_store = str(self.data_dir / "artifacts")
         if self.heartbeat_seconds >= self.lease_seconds:
             raise ValueError(f"heartbeat_seconds ({self.heartbeat_seconds}) must be below lease_seconds ({self.lease_seconds})")
+        if self.celery_visibility_timeout_seconds <= self.lease_seconds:
+            raise ValueError("celery_visibility_timeout_seconds must exceed lease_seconds (a task must outlive its lease)")
         return self
 
 

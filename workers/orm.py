@@ -36,7 +36,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 __all__ = ["Base", "Candidate", "Checkpoint", "Job", "ProbeSet", "Result", "Verdict", "JOB_STATUSES",
-           "FINISHED_STATUSES", "DECISIONS", "JOB_SCOPE", "utcnow", "new_id"]
+           "FINISHED_STATUSES", "DECISIONS", "JOB_SCOPE", "utcnow", "new_id",
+           "ApiKey", "Webhook", "WebhookDelivery", "WebhookAttempt", "API_SCOPES", "WEBHOOK_EVENTS", "DELIVERY_STATUSES"]
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
@@ -158,6 +159,8 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When the Celery executor last sent this job to the broker (null: never; the embedded executor polls)."""
 
     checkpoint: Mapped[Checkpoint] = relationship()
     probe_set: Mapped[ProbeSet] = relationship()
@@ -230,3 +233,94 @@ class Verdict(Base):
 
     job: Mapped[Job] = relationship(back_populates="verdicts")
     candidate: Mapped[Candidate | None] = relationship()
+
+
+# -- API keys and webhooks (revision 0002) ---------------------------------------------------------
+API_SCOPES = ("read", "submit", "admin")
+WEBHOOK_EVENTS = ("verdict.no_go", "fidelity.below_threshold", "job.failed", "job.succeeded")
+DELIVERY_STATUSES = ("pending", "delivered", "failed")
+
+
+class ApiKey(Base):
+    """An API key: only the SHA-256 of the secret is stored; `prefix` is the visible part that names it."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(32), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSONValue, default=list)
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Webhook(Base):
+    """A subscription: events to send to `url`, signed with `secret`, optionally only for one checkpoint or tag.
+
+    The secret is kept in clear: the service needs it to sign every delivery (as GitHub and Stripe do).
+    """
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(256))
+    events: Mapped[list[str]] = mapped_column(JSONValue, default=list)
+    fidelity_threshold: Mapped[float | None] = mapped_column(Float)
+    checkpoint_id: Mapped[str | None] = mapped_column(String(36))
+    tag: Mapped[str | None] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one subscription (the outbox row), written in the transaction that finished the job.
+
+    `event_id` is the idempotency id the receiver sees; (webhook_id, event_id) is unique, so an event is
+    queued once per subscription however often the job's result is written.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "event_id"),
+        CheckConstraint(_in("status", DELIVERY_STATUSES), name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONValue)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    attempt_log: Mapped[list[WebhookAttempt]] = relationship(
+        back_populates="delivery", order_by="WebhookAttempt.number", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class WebhookAttempt(Base):
+    """One HTTP attempt of a delivery: when, the response status (or the connection error), how long."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (UniqueConstraint("delivery_id", "number"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
+
+    delivery: Mapped[WebhookDelivery] = relationship(back_populates="attempt_log")

@@ -236,7 +236,8 @@ def test_api_keys_guard_mutating_routes(database_url: str, tmp_path: Path) -> No
         assert client.post("/jobs", json={"checkpoint_id": "x", "candidates": [INT8]}).status_code == 401
         assert client.post("/jobs", json={"checkpoint_id": "x", "candidates": [INT8]}, headers={"X-API-Key": "wrong"}).status_code == 401
         assert client.post("/jobs", json={"checkpoint_id": "x", "candidates": [INT8]}, headers={"X-API-Key": "s3cret"}).status_code == 404
-        assert client.get("/jobs").status_code == 200
+        # once a key exists, reads need one too (issue 5)
+        assert client.get("/jobs").status_code == 401 and client.get("/jobs", headers={"X-API-Key": "s3cret"}).status_code == 200
 
 
 def test_embedded_worker_killed_mid_job_is_respawned_and_the_job_reruns(database_url: str, tmp_path: Path, tiny_checkpoint: Path) -> None:

@@ -20,7 +20,8 @@ from app.settings import Settings, get_settings
 from models.compress.spec import CompressionSpec
 from workers.orm import JOB_SCOPE, Base, Candidate, Checkpoint, Job, ProbeSet, Result, Verdict
 
-TABLES = {"checkpoints", "probe_sets", "jobs", "candidates", "results", "verdicts"}
+TABLES = {"checkpoints", "probe_sets", "jobs", "candidates", "results", "verdicts", "api_keys", "webhooks", "webhook_deliveries",
+          "webhook_attempts"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
