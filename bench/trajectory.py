@@ -2,8 +2,8 @@
 
     python bench/trajectory.py [--part mfu|sharing|memory|naive|all] [--puzzles N]
 
-1. mfu      — achieved FLOP/s of the engine (reference + 1 bf16 candidate, metrics included) on the
-              full-size TRM-MLP Sudoku model ÷ a plain matmul of the same dtype. Target >= 0.6.
+1. mfu      — achieved FLOP/s of the engine (reference + 1 candidate, metrics included) on the
+              full-size TRM-MLP Sudoku model ÷ a plain matmul of the same dtype (fp32 and bf16). Target >= 0.6.
 2. sharing  — one job with K = 4 candidates vs 4 separate reference+candidate jobs. Target <= 0.7x.
 3. memory   — peak RSS of a job with 16 ACT steps vs 2 steps (fresh subprocesses). Target <= 1.1x.
 4. naive    — the engine vs a naive harness (forward hooks store every carry of every step; the
@@ -56,19 +56,21 @@ def timed(fn: partial[object]) -> float:
 
 
 def part_mfu(puzzles: int) -> None:
-    config = sudoku_mlp(dtype="bfloat16", steps=2)
-    reference = build_model(config)
-    candidate = Candidate("bf16-copy", apply(CompressionSpec(), reference))
-    data = batches(puzzles, 64)
-    a, w = torch.randn(64 * 97, 512, dtype=torch.bfloat16), torch.randn(512, 3072, dtype=torch.bfloat16)
-    flops = 2 * puzzles * config.halt_max_steps * flops_per_step(config)
-    for compiled in (False, True):
-        run_lockstep(reference, [candidate], data[:1], compile_steps=compiled)  # warm-up (and compilation)
-        engine_s = timed(partial(run_lockstep, reference, [candidate], data, compile_steps=compiled))
-        peak_s = min(timed(partial(torch.mm, a, w)) for _ in range(10))
-        achieved, peak = flops / engine_s / 1e9, 2 * a.shape[0] * 512 * 3072 / peak_s / 1e9
-        mode = "torch.compile" if compiled else "eager"
-        print(f"mfu ({mode}): engine {achieved:.1f} GFLOP/s, bf16 matmul {peak:.1f} GFLOP/s, ratio {achieved / peak:.2f} (target >= 0.6)")
+    for dtype in (torch.float32, torch.bfloat16):
+        config = sudoku_mlp(dtype=str(dtype).removeprefix("torch."), steps=2)
+        reference = build_model(config)
+        candidate = Candidate("copy", apply(CompressionSpec(), reference))
+        data = batches(puzzles, 64)
+        a, w = torch.randn(64 * 97, 512, dtype=dtype), torch.randn(512, 3072, dtype=dtype)
+        flops = 2 * puzzles * config.halt_max_steps * flops_per_step(config)
+        for compiled in (False, True):
+            run_lockstep(reference, [candidate], data[:1], compile_steps=compiled)  # warm-up (and compilation)
+            engine_s = timed(partial(run_lockstep, reference, [candidate], data, compile_steps=compiled))
+            peak_s = min(timed(partial(torch.mm, a, w)) for _ in range(10))
+            achieved, peak = flops / engine_s / 1e9, 2 * a.shape[0] * 512 * 3072 / peak_s / 1e9
+            mode = "torch.compile" if compiled else "eager"
+            print(f"mfu {dtype} ({mode}): engine {achieved:.1f} GFLOP/s, matmul {peak:.1f} GFLOP/s, "
+                  f"ratio {achieved / peak:.2f} (target >= 0.6)", flush=True)
 
 
 def part_sharing(puzzles: int) -> None:

@@ -2,7 +2,8 @@
 
 The spec's parts are applied in a fixed order (see `spec.py`). Config-level parts (depth,
 precision) rebuild the model from the same weights; module-level parts (pruning, the puzzle table,
-weight and activation quantisation) work on a private deep copy; the carry codec runs between ACT
+weight and activation quantisation) work on a private deep copy (sharing only the
+puzzle table, which is replaced, never written, when a spec changes it); the carry codec runs between ACT
 steps. A spec that does not fit the model raises ValueError naming the spec field.
 """
 
@@ -23,6 +24,18 @@ from models.reasoner import RecursiveReasoner
 __all__ = ["CompressionSpec", "apply", "describe"]
 
 
+def private_copy(model: RecursiveReasoner) -> RecursiveReasoner:
+    """A deep copy that shares the puzzle-embedding table with `model`.
+
+    The table is the bulk of an ARC checkpoint (GBs), and K candidates must not hold K copies of
+    it. Every compression step that changes the table assigns a new tensor, never writes in place.
+    """
+    memo: dict[int, object] = {}
+    if model.puzzle_emb is not None:
+        memo[id(model.puzzle_emb.weights)] = model.puzzle_emb.weights
+    return copy.deepcopy(model, memo)
+
+
 def _load_candidate_weights(spec: CompressionSpec, reference: RecursiveReasoner) -> RecursiveReasoner:
     from models.checkpoint import CheckpointError, load_checkpoint, load_state_into
 
@@ -31,7 +44,7 @@ def _load_candidate_weights(spec: CompressionSpec, reference: RecursiveReasoner)
         candidate = load_checkpoint(spec.checkpoint, seq_len=reference.config.seq_len).model
     except CheckpointError as err:
         raise ValueError(f"checkpoint: {err}") from err
-    model = copy.deepcopy(reference)
+    model = private_copy(reference)
     try:
         load_state_into(model, candidate.state_dict(), spec.checkpoint)
     except CheckpointError as err:
@@ -60,7 +73,7 @@ def apply(
     """
     from models.compress.weights import quantize_weights
 
-    candidate = _load_candidate_weights(spec, model) if spec.checkpoint else copy.deepcopy(model)
+    candidate = _load_candidate_weights(spec, model) if spec.checkpoint else private_copy(model)
     updates: dict[str, object] = {}
     if spec.depth is not None:
         updates |= depth_updates(spec.depth)

@@ -45,7 +45,7 @@ def emulate_fp16_(model: RecursiveReasoner) -> None:
         elif isinstance(module, ReasoningBlock):
             module.register_forward_hook(_round_output)
     if model.puzzle_emb is not None:
-        model.puzzle_emb.weights.copy_(round_fp16(model.puzzle_emb.weights))
+        model.puzzle_emb.weights = round_fp16(model.puzzle_emb.weights)  # a new tensor: the table may be shared
     for name in ("H_init", "L_init"):
         getattr(model, name).copy_(round_fp16(getattr(model, name)))
     model.emulated_fp16 = True

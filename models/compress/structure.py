@@ -93,7 +93,7 @@ def compress_puzzle_embedding_(model: RecursiveReasoner, spec: PuzzleEmbeddingSp
     rows, dim = table.shape
     if spec.method == "int8":
         scale = table.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127
-        table.copy_(torch.round(table / scale).clamp(-127, 127) * scale)
+        model.puzzle_emb.weights = torch.round(table / scale).clamp(-127, 127) * scale  # new tensor: the table may be shared
         model.puzzle_emb.storage_bytes = rows * dim + 4 * rows
     elif spec.method == "svd":
         assert spec.rank is not None
@@ -101,7 +101,7 @@ def compress_puzzle_embedding_(model: RecursiveReasoner, spec: PuzzleEmbeddingSp
             raise ValueError(f"puzzle_embedding.rank: {spec.rank} is not below the table's rank bound {min(rows, dim)}")
         U, S, Vh = torch.linalg.svd(table.double(), full_matrices=False)
         k = spec.rank
-        table.copy_(((U[:, :k] * S[:k]) @ Vh[:k]).to(table.dtype))
+        model.puzzle_emb.weights = ((U[:, :k] * S[:k]) @ Vh[:k]).to(table.dtype)
         model.puzzle_emb.storage_bytes = 4 * k * (rows + dim)
     model.puzzle_emb.streamed = spec.method == "flash_row"
 

@@ -119,3 +119,17 @@ def test_spec_problems_from_config_alone_agree_with_apply() -> None:
         assert applied == (not problems), (body, problems)
     mlp = tiny_trm(mlp_t=True, pos_encodings="none")
     assert spec_problems(CompressionSpec.model_validate({"prune": {"sparsity": 0.5, "structure": "heads"}}), mlp)
+
+
+def test_candidates_share_the_puzzle_table_until_a_spec_changes_it() -> None:
+    model = build_model(tiny_trm())
+    model.puzzle_emb.weights.normal_()
+    table = model.puzzle_emb.weights.clone()
+    for body in ({"weights": {"method": "int8-channel"}}, {"depth": {"H_cycles": 1}}, {"precision": "bf16"}, {"carry": {"bits": 8}},
+                 {"puzzle_embedding": {"method": "flash_row"}}):
+        candidate = apply(CompressionSpec.model_validate(body), model)
+        assert candidate.puzzle_emb.weights.data_ptr() == model.puzzle_emb.weights.data_ptr(), body
+    for body in ({"puzzle_embedding": {"method": "int8"}}, {"puzzle_embedding": {"method": "svd", "rank": 2}}, {"precision": "fp16"}):
+        candidate = apply(CompressionSpec.model_validate(body), model)
+        assert not candidate.puzzle_emb.weights.equal(table), body  # the candidate's table did change ...
+    assert model.puzzle_emb.weights.equal(table)  # ... and the reference's did not
