@@ -18,6 +18,7 @@ from rich.console import Console
 
 console = Console(stderr=True)
 ZOO = Path(__file__).resolve().parents[1] / "models" / "zoo"
+GRID_MODEL = "sudoku-mlp"  # the zoo model that reasons well: its depth x precision grid is worth a look
 DEMO_SPECS = ["bf16", "fp16", "int8-channel", "int8-dynamic", "int4-naive", "int4-calibrated", "prune-50", "depth-h1", "carry-int8"]
 
 
@@ -46,6 +47,7 @@ def demo_command(
     host: str = "127.0.0.1",
     port: int = 8000,
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Keep serving the API after the sweep.")] = True,
+    grid: Annotated[bool, typer.Option("--grid/--no-grid", help=f"Also run the depth x precision grid on {GRID_MODEL}.")] = True,
 ) -> None:
     """Run the demo sweep on every zoo model through the API and the embedded worker."""
     import httpx
@@ -54,7 +56,8 @@ def demo_command(
     from app.cli_evaluate import print_table
     from app.cli_service import print_verdicts
     from app.settings import get_settings
-    from models.compress.grids import PAPER
+    from models.compress.grids import PAPER, precision_depth_grid
+    from models.config import ModelConfig
     from models.results import EvaluationResult
 
     models = zoo_models()
@@ -65,7 +68,9 @@ def demo_command(
     console.print(f"database {settings.database_url}, artifacts {settings.artifact_store}")
     server, thread = _start_server(host, port)
     url = f"http://{host}:{port}"
+    console.print(f"dashboard: {url}/dashboard  (live progress; the charts fill in as jobs finish)")
     candidates = [{"name": name, **PAPER[name]} for name in DEMO_SPECS]
+    grid_model = next((m for m in models if m.name == GRID_MODEL), models[0])
     decisions: dict[str, str] = {}
     try:
         with httpx.Client(base_url=url, timeout=30) as client:
@@ -76,6 +81,14 @@ def demo_command(
                 response = client.post("/jobs", json=body, headers={"Idempotency-Key": f"demo-{ckpt['sha256'][:16]}-{probe}"})
                 response.raise_for_status()
                 jobs[folder.name] = response.json()["id"]
+                if grid and folder == grid_model:
+                    from pydantic import TypeAdapter
+
+                    config = TypeAdapter(ModelConfig).validate_python(ckpt["config"]["config_json"])
+                    body = {**body, "candidates": [spec.to_dict() for spec in precision_depth_grid(config)], "tags": ["demo", "grid"]}
+                    response = client.post("/jobs", json=body, headers={"Idempotency-Key": f"demo-grid-{ckpt['sha256'][:16]}-{probe}"})
+                    response.raise_for_status()
+                    jobs[f"{folder.name} grid"] = response.json()["id"]
             with Progress(TextColumn("{task.description:12}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                           TimeElapsedColumn(), console=console) as progress:
                 tasks = {name: progress.add_task(name, total=probe, status="queued") for name in jobs}
@@ -90,13 +103,13 @@ def demo_command(
                             del pending[name]
             for name, job_id in jobs.items():
                 job = client.get(f"/jobs/{job_id}").json()
-                console.rule(f"{name}  ({url}/jobs/{job_id})")
+                console.rule(f"{name}  ({url}/dashboard/jobs/{job_id})")
                 if job["result"] is not None:
                     print_table(EvaluationResult.model_validate(job["result"]))
                 decisions[name] = print_verdicts(job)
         console.print("verdicts: " + ", ".join(f"{n}: {d}" for n, d in decisions.items()))
         if serve:
-            console.print(f"\nAPI: {url}   docs: {url}/docs   jobs: {url}/jobs   (Ctrl-C to stop)")
+            console.print(f"\ndashboard: {url}/dashboard   API: {url}   docs: {url}/docs   (Ctrl-C to stop)")
             while thread.is_alive():
                 time.sleep(1)
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI
 
-from app import errors
+from app import dashboard, errors
 from app.auth import RateLimiter
 from app.db import make_engine, session_factory, upgrade_to_head
 from app.deps import check_api_key
@@ -54,5 +54,6 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     app.include_router(checkpoints.router)
     app.include_router(jobs.router)
     app.include_router(keys.router)
+    dashboard.install(app)
     app.state.rate_limiter = RateLimiter()
     return app

@@ -1,0 +1,175 @@
+"""Dashboard pages (server-rendered HTML, read-only): overview, job, depth x precision grid, checkpoints.
+
+Each page asks `app.dashboard.data` for its numbers and Plotly traces and hands them to a Jinja2
+template; `app/static/dashboard.js` draws the figures with the Plotly bundle of the installed
+`plotly` package (served from here, so the dashboard works offline) and polls the JSON API for a
+running job's progress.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import plotly
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
+from sqlalchemy.orm import selectinload
+
+from app.dashboard import data
+from app.deps import SessionDep, check_api_key
+from workers.orm import FINISHED_STATUSES, Checkpoint, Job, Verdict
+from workers.queue import now
+
+APP_DIR = Path(__file__).resolve().parent.parent
+TEMPLATES = Jinja2Templates(directory=str(APP_DIR / "templates"))
+PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+
+read_access = Depends(check_api_key)
+"""The one dependency that guards every dashboard page; it becomes the `read` scope check when scoped keys exist (issue 5)."""
+
+router = APIRouter(prefix="/dashboard", tags=["dashboard"], dependencies=[read_access], include_in_schema=False)
+
+
+def figure_json(traces: list[data.Trace], layout: dict[str, Any]) -> Markup:
+    """A Plotly figure as JSON that is safe inside a <script type="application/json"> element."""
+    text = json.dumps({"data": traces, "layout": layout}, allow_nan=False)
+    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+
+
+def _age(moment: datetime | None) -> str:
+    if moment is None:
+        return "—"
+    seconds = max(0, int((now() - moment).total_seconds()))
+    if seconds < 90:
+        return f"{seconds} s ago"
+    if seconds < 5400:
+        return f"{seconds // 60} min ago"
+    return f"{seconds // 3600} h ago"
+
+
+TEMPLATES.env.filters["age"] = _age
+TEMPLATES.env.filters["mb"] = lambda b: "—" if b is None else f"{b / data.MB:.3f}"
+TEMPLATES.env.filters["num"] = lambda v, digits=4: "—" if v is None else f"{v:.{digits}f}"
+TEMPLATES.env.globals["decision_label"] = lambda d: data.DECISION_LABELS.get(d, d)
+
+
+def _page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    return TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
+
+
+def _error(request: Request, status_code: int, message: str) -> HTMLResponse:
+    return _page(request, "error.html", status_code=status_code, title="Not found" if status_code == 404 else "Error", message=message)
+
+
+def _parse_day(value: str | None, field_name: str, errors: list[str]) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        errors.append(f"{field_name}: {value!r} is not a date (YYYY-MM-DD); ignored")
+        return None
+
+
+@router.get("/assets/plotly.min.js")
+def plotly_bundle() -> FileResponse:
+    """The plotly.js bundle shipped inside the `plotly` Python package (no CDN)."""
+    return FileResponse(PLOTLY_JS, media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("", response_class=HTMLResponse)
+def overview(request: Request, session: SessionDep, checkpoint: str | None = None, task: str | None = None,
+             since: str | None = None, until: str | None = None) -> HTMLResponse:
+    """Fidelity against the puzzle-exact and cell-accuracy drops for every evaluated candidate."""
+    errors: list[str] = []
+    since_day, until_day = _parse_day(since, "since", errors), _parse_day(until, "until", errors)
+    filters = data.Filters(
+        checkpoint_id=checkpoint or None, task=task or None,
+        since=datetime.combine(since_day, time(), tzinfo=UTC) if since_day else None,
+        until=datetime.combine(until_day, time(), tzinfo=UTC) + timedelta(days=1) if until_day else None,
+    )
+    points, jobs = data.load_points(session, filters)
+    policy = data.policy_of(jobs)
+    figures = {}
+    for key, y, title in (("exact", "puzzle_exact_drop", "puzzle-exact drop"), ("cell", "cell_accuracy_drop", "cell-accuracy drop")):
+        traces = data.scatter_traces(points, y)
+        layout = {"xaxis": {"title": {"text": "carry-trajectory fidelity (mean)"}},
+                  "yaxis": {"title": {"text": f"{title} (reference − candidate)"}, "zeroline": True},
+                  "shapes": data.threshold_shapes(policy, y), "margin": {"t": 30, "r": 10}, "hovermode": "closest",
+                  "legend": {"title": {"text": "method"}}}
+        figures[key] = {"json": figure_json(traces, layout), "points": sum(len(t["x"]) for t in traces)}
+    unlabelled = sum(1 for p in points if p.puzzle_exact_drop is None)
+    checkpoints = session.query(Checkpoint).order_by(Checkpoint.created_at.desc()).all()
+    tasks = sorted({data.task_of(j.checkpoint, j.probe_set) for j in data._jobs(session, status="succeeded")})
+    return _page(request, "overview.html", title="Overview", points=points, figures=figures, policy=policy, unlabelled=unlabelled,
+                 checkpoints=checkpoints, tasks=tasks, filters={"checkpoint": checkpoint or "", "task": task or "", "since": since or "",
+                                                                "until": until or ""},
+                 errors=errors, recent=data.recent_jobs(session), job_decision=data.job_decision)
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(job_id: str, request: Request, session: SessionDep) -> HTMLResponse:
+    """A job's status and live progress; once finished its verdicts, per-step curves, histogram and footprint."""
+    job = session.get(Job, job_id, options=[selectinload(Job.verdicts).selectinload(Verdict.candidate)])
+    if job is None:
+        return _error(request, 404, f"There is no job {job_id}.")
+    figures: dict[str, Markup] = {}
+    body = job.result.body if job.result is not None else None
+    if body is not None:
+        steps = data.step_traces(body)
+        figures["steps"] = figure_json(steps, {
+            "xaxis": {"title": {"text": "ACT step"}, "dtick": 1}, "yaxis": {"title": {"text": "cosine similarity"}},
+            "margin": {"t": 30, "r": 10}, "legend": {"orientation": "h", "y": -0.25}})
+        histogram = data.histogram_traces(body)
+        if histogram:
+            figures["histogram"] = figure_json(histogram, {
+                "barmode": "overlay", "xaxis": {"title": {"text": "per-puzzle fidelity"}}, "yaxis": {"title": {"text": "puzzles"}},
+                "margin": {"t": 30, "r": 10}, "legend": {"orientation": "h", "y": -0.25}})
+        footprint = data.footprint_traces(body)
+        if footprint:
+            figures["footprint"] = figure_json(footprint, {
+                "barmode": "group", "yaxis": {"title": {"text": "MB"}}, "shapes": data.budget_shapes(), "margin": {"t": 30, "r": 10},
+                "annotations": [{"xref": "paper", "x": 1, "y": mb, "yref": "y", "text": f"{mb} MB", "showarrow": False,
+                                 "xanchor": "right", "yanchor": "bottom"} for mb in data.SRAM_BUDGETS_MB],
+                "legend": {"orientation": "h", "y": -0.35}})
+    stale = (job.status == "running" and job.lease_expires_at is not None and job.lease_expires_at < now())
+    return _page(request, "job.html", title=f"Job {job.id[:8]}", job=job, body=body, figures=figures, rules=data.verdict_rows(job),
+                 decision=data.job_decision(job), reasons=data.job_reasons(job), finished=job.status in FINISHED_STATUSES,
+                 task=data.task_of(job.checkpoint, job.probe_set), stale=stale)
+
+
+@router.get("/grid", response_class=HTMLResponse)
+def grid_page(request: Request, session: SessionDep, checkpoint: str | None = None) -> HTMLResponse:
+    """Depth x precision heatmaps of fidelity and puzzle-exact, with GFLOPs per puzzle and the cheapest passing cell."""
+    candidates = data.grid_checkpoints(session)
+    if checkpoint and session.get(Checkpoint, checkpoint) is None:
+        return _error(request, 404, f"There is no checkpoint {checkpoint}.")
+    selected = checkpoint or (candidates[0][0].id if candidates else None)
+    view = data.grid_view(session, selected) if selected else None
+    figures: dict[str, Markup] = {}
+    if view is not None and view.cells:
+        for key, attribute, title in (("fidelity", "fidelity", "fidelity"), ("exact", "puzzle_exact", "puzzle-exact")):
+            figures[key] = figure_json(data.heatmap_traces(view, attribute, title), {
+                "xaxis": {"title": {"text": "precision"}, "type": "category"}, "yaxis": {"title": {"text": "H_cycles"}, "type": "category"},
+                "margin": {"t": 30, "r": 10}, "showlegend": False, "shapes": data.cheapest_shapes(view)})
+    return _page(request, "grid.html", title="Depth × precision", view=view, figures=figures, checkpoints=candidates, selected=selected,
+                 selected_checkpoint=session.get(Checkpoint, selected) if selected else None)
+
+
+@router.get("/checkpoints", response_class=HTMLResponse)
+def checkpoints_page(request: Request, session: SessionDep, family: str | None = None) -> HTMLResponse:
+    """Checkpoints with their latest verdicts, and one family's fidelity per spec across its versions."""
+    rows = data.checkpoint_rows(session)
+    families = data.families(session)
+    selected = family or (families[0][0] if families else None)
+    traces, versions = data.history_traces(session, selected) if selected else ([], [])
+    history_figure = figure_json(traces, {"xaxis": {"title": {"text": "checkpoint version (registration order)"}, "type": "category"},
+                                  "yaxis": {"title": {"text": "fidelity (mean)"}}, "margin": {"t": 30, "r": 10},
+                                  "legend": {"orientation": "h", "y": -0.3}}) if traces else None
+    return _page(request, "checkpoints.html", title="Checkpoints", rows=rows, families=families, selected=selected,
+                 history_figure=history_figure, versions=versions, lines=len(traces))

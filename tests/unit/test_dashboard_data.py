@@ -1,0 +1,215 @@
+"""The dashboard's data shaping (app/dashboard/data.py) on a migrated SQLite database, no browser.
+
+Rows are written the way the pipeline writes them (candidate rows from specs, the result as an
+`EvaluationResult` dump, verdicts from the real gate), with measurements chosen per test.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
+
+from app.dashboard import data
+from app.dashboard.routes import figure_json
+from app.db import make_engine, session_factory, upgrade_to_head
+from models.compress.grids import PAPER, precision_depth_grid
+from models.compress.spec import CompressionSpec
+from models.results import Curve, EvaluationResult, Footprint, ModelResult, Summary
+from tests.conftest import tiny_trm
+from workers.gate import GatePolicy, judge
+from workers.orm import JOB_SCOPE, Checkpoint, Job, ProbeSet, Result, Verdict
+from workers.pipeline import candidate_rows
+
+SUDOKU_CONFIG = {"config_json": {"vocab_size": 11, "seq_len": 81, "H_cycles": 2}}
+
+
+@pytest.mark.parametrize(("name", "method"), [
+    ("fp32", "fp32"), ("bf16", "bf16"), ("int8-bnb", "int8-bnb"), ("int8-channel", "int8-channel"), ("int4-naive", "int4/per_tensor"),
+    ("int4-calibrated", "int4/per_channel"), ("nf4", "nf4"), ("prune-50", "prune-0.5"), ("depth-h1", "depth"), ("carry-int8", "carry-int8"),
+])
+def test_method_of_names_what_a_paper_spec_changes(name: str, method: str) -> None:
+    assert data.method_of(CompressionSpec.model_validate({"name": name, **PAPER[name]}).to_dict()) == method
+
+
+def test_method_of_joins_combined_parts() -> None:
+    spec = CompressionSpec.model_validate({"precision": "bf16", "carry": {"bits": 8}, "depth": {"H_cycles": 1}})
+    assert data.method_of(spec.to_dict()) == "depth+bf16+carry-int8"
+    assert data.method_of(None) == "fp32"
+
+
+def test_grid_cell_recognises_the_precision_depth_grid_only() -> None:
+    for spec in precision_depth_grid(tiny_trm(H_cycles=3)):
+        precision, depth = str(spec.name).split("/")
+        assert data.grid_cell(spec.to_dict(), 3) == (precision, int(depth[1:]))
+    for name in ("int8-bnb", "prune-50", "carry-int8", "nf4"):
+        assert data.grid_cell(CompressionSpec.model_validate(PAPER[name]).to_dict(), 2) is None
+    assert data.grid_cell({"depth": {"H_cycles": 1, "L_cycles": 2}}, 2) is None
+    assert data.grid_cell({"precision": "bf16"}, None) is None  # full depth unknown
+
+
+def test_figure_json_is_valid_json_that_cannot_close_its_script_element() -> None:
+    traces = [{"name": "</script><script>alert(1)</script>", "x": [1.0], "y": [None]}]
+    text = str(figure_json(traces, {"title": "a & b"}))
+    assert "</script>" not in text and "<" not in text and "&" not in text
+    assert json.loads(text) == {"data": traces, "layout": {"title": "a & b"}}
+    with pytest.raises(ValueError):
+        figure_json([{"x": [float("nan")]}], {})
+
+
+# -- database-backed -----------------------------------------------------------------------------
+def footprint(gflops: float, total: int) -> Footprint:
+    return Footprint(backbone_bytes=total, embedding_table_bytes=0, total_bytes=total, carry_bytes_per_puzzle=100,
+                     sram_streaming_bytes=total // 2, sram_full_load_bytes=total, fits_8mb=True, fits_4mb=True,
+                     gflops_per_step=gflops / 3, gflops_per_puzzle=gflops)
+
+
+def model_result(spec: CompressionSpec | None, fidelity: float, *, exact: float | None, cell: float | None, gflops: float = 1.0,
+                 total: int = 1000, name: str | None = None) -> ModelResult:
+    return ModelResult(name=name or str(spec.name), spec=spec.to_dict() if spec else None, spec_hash=spec.content_hash if spec else None,
+                       steps=3, fidelity=Summary(mean=fidelity, p05=fidelity - 0.001), step_fidelity=[1.0, fidelity, float("nan")],
+                       consecutive_similarity=Curve(curve=[None, 0.9, 0.95], mean=0.925), answer_agreement=1.0,
+                       puzzle_exact=exact, cell_accuracy=cell, footprint=footprint(gflops, total),
+                       per_puzzle={"fidelity": [fidelity] * 4})
+
+
+def add_job(session: Session, checkpoint: Checkpoint, measured: list[tuple[CompressionSpec, dict[str, Any]]], *,
+            labels: bool = True, builder: str | None = None, created_at: datetime | None = None,
+            policy: GatePolicy | None = None) -> Job:
+    """A succeeded job as the pipeline stores it: candidates, result, the gate's verdicts."""
+    policy = policy or GatePolicy()
+    specs = [spec for spec, _ in measured]
+    reference = model_result(None, 1.0, exact=0.8 if labels else None, cell=0.95 if labels else None, name="reference")
+    candidates = [model_result(spec, **kw) for spec, kw in measured]
+    result = EvaluationResult(puzzles=4, labels=labels, reference=reference, candidates=candidates, seconds=1.0)
+    probe = ProbeSet(builder=builder, builder_args={}, dataset_path=None, content_hash="x" * 64, puzzles=4, labels=labels)
+    rows = candidate_rows(specs)
+    job = Job(checkpoint_id=checkpoint.id, probe_set=probe, status="succeeded", progress=1.0, puzzles_done=4, puzzles_total=4,
+              policy=policy.model_dump(mode="json"), candidates=rows, created_at=created_at or datetime.now(UTC))
+    session.add(job)
+    session.flush()
+    session.add(Result(job_id=job.id, body=result.model_dump(mode="json")))
+    verdict = judge(result, policy)
+    session.add(Verdict(job_id=job.id, candidate_id=None, decision=verdict.decision,
+                        rules=[{"rule": "job", "passed": verdict.decision == "go", "reason": "; ".join(verdict.reasons)}]))
+    for row, cv in zip(rows, verdict.candidates, strict=True):
+        session.add(Verdict(job_id=job.id, candidate_id=row.id, decision=cv.decision, rules=[r.model_dump(mode="json") for r in cv.rules]))
+    session.commit()
+    return job
+
+
+def add_checkpoint(session: Session, name: str, sha: str, created_at: datetime) -> Checkpoint:
+    ckpt = Checkpoint(sha256=sha * 64, architecture="trm", config=SUDOKU_CONFIG, size_bytes=1, original_name=name, storage_path="/x",
+                      source="registered", created_at=created_at)
+    session.add(ckpt)
+    session.commit()
+    return ckpt
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Session:
+    url = f"sqlite:///{tmp_path / 'dash.db'}"
+    upgrade_to_head(url)
+    with session_factory(make_engine(url))() as s:
+        yield s
+
+
+def spec(name: str, body: dict[str, Any]) -> CompressionSpec:
+    return CompressionSpec.model_validate({"name": name, **body})
+
+
+INT8, NAIVE, PRUNE = spec("int8", PAPER["int8-channel"]), spec("int4-naive", PAPER["int4-naive"]), spec("prune-50", PAPER["prune-50"])
+
+
+def test_overview_points_traces_and_filters(session: Session) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    v1 = add_checkpoint(session, "m", "a", t0)
+    v2 = add_checkpoint(session, "m", "b", t0 + timedelta(days=1))
+    job1 = add_job(session, v1, [(INT8, {"fidelity": 0.999, "exact": 0.8, "cell": 0.95}),
+                                 (NAIVE, {"fidelity": 0.9, "exact": 0.5, "cell": 0.9}),
+                                 (PRUNE, {"fidelity": 0.7, "exact": 0.1, "cell": 0.8})], created_at=t0)
+    job2 = add_job(session, v2, [(INT8, {"fidelity": 0.98, "exact": None, "cell": None})], labels=False, builder="maze",
+                   created_at=t0 + timedelta(days=1))
+
+    points, jobs = data.load_points(session, data.Filters())
+    assert [j.id for j in jobs] == [job2.id, job1.id]
+    assert len(points) == 4
+    traces = data.scatter_traces(points, "puzzle_exact_drop")
+    assert {t["name"]: len(t["x"]) for t in traces} == {"int8-channel": 1, "int4/per_tensor": 1, "prune-0.5": 1}  # unlabelled left out
+    by_name = {t["name"]: t for t in traces}
+    assert by_name["int4/per_tensor"]["y"] == [pytest.approx(0.3)] and by_name["int4/per_tensor"]["customdata"] == [job1.id]
+    assert by_name["int8-channel"]["marker"]["symbol"] == ["circle"]  # go under the default policy
+    assert by_name["prune-0.5"]["marker"]["symbol"] == ["x"]  # no_go
+    cell = {t["name"]: t["y"] for t in data.scatter_traces(points, "cell_accuracy_drop")}
+    assert cell["prune-0.5"] == [pytest.approx(0.15)]
+
+    assert len(data.load_points(session, data.Filters(checkpoint_id=v1.id))[0]) == 3
+    assert [p.job_id for p in data.load_points(session, data.Filters(task="maze"))[0]] == [job2.id]
+    assert len(data.load_points(session, data.Filters(task="sudoku"))[0]) == 3
+    assert [p.job_id for p in data.load_points(session, data.Filters(since=t0 + timedelta(hours=12)))[0]] == [job2.id]
+    assert data.load_points(session, data.Filters(until=t0 - timedelta(days=1)))[0] == []
+
+    shapes = data.threshold_shapes(data.policy_of(jobs), "puzzle_exact_drop")
+    assert [(s["name"], s.get("x0"), s.get("y0")) for s in shapes] == [("min_fidelity_mean", 0.99, 0), ("max_puzzle_exact_drop", 0, 0.02)]
+
+
+def test_job_traces_and_verdict_rows(session: Session) -> None:
+    ckpt = add_checkpoint(session, "m", "a", datetime(2026, 1, 1, tzinfo=UTC))
+    job = add_job(session, ckpt, [(INT8, {"fidelity": 0.999, "exact": 0.8, "cell": 0.95}),
+                                  (NAIVE, {"fidelity": 0.9, "exact": 0.5, "cell": 0.9})])
+    body = job.result.body
+    steps = data.step_traces(body)
+    assert [t["name"] for t in steps] == ["int8", "int4-naive", "reference consecutive similarity"]
+    assert steps[1]["y"] == [1.0, 0.9, None]  # NaN becomes a gap
+    assert steps[2]["y"] == [None, 0.9, 0.95]
+    json.loads(str(figure_json(steps, {})))
+    assert [len(t["x"]) for t in data.histogram_traces(body)] == [4, 4]
+    bars = data.footprint_traces(body)
+    assert [len(t["x"]) for t in bars] == [3, 3] and bars[0]["x"][0] == "reference (reference)"
+    rows = data.verdict_rows(job)
+    assert {r.candidate for r in rows} == {"int8", "int4-naive"}
+    assert sum(len(v.rules) for v in job.verdicts if v.scope != JOB_SCOPE) == len(rows)
+    assert any(r.rule == "min_fidelity_mean" and r.passed is False and r.candidate == "int4-naive" for r in rows)
+
+
+def test_grid_view_marks_the_cheapest_passing_cell(session: Session) -> None:
+    ckpt = add_checkpoint(session, "m", "a", datetime(2026, 1, 1, tzinfo=UTC))
+    grid = {str(s.name): s for s in precision_depth_grid(tiny_trm(H_cycles=2))}
+    lenient = GatePolicy(min_answer_agreement=None, max_puzzle_exact_drop=0.2)
+    measured = [
+        (grid["fp32/H2"], {"fidelity": 1.0, "exact": 0.8, "cell": 0.95, "gflops": 2.0, "total": 4000}),
+        (grid["int8/H2"], {"fidelity": 0.999, "exact": 0.8, "cell": 0.95, "gflops": 2.0, "total": 1000}),
+        (grid["int8/H1"], {"fidelity": 0.995, "exact": 0.7, "cell": 0.94, "gflops": 1.0, "total": 1000}),
+        (grid["int4-naive/H1"], {"fidelity": 0.5, "exact": 0.1, "cell": 0.6, "gflops": 1.0, "total": 500}),
+        (PRUNE, {"fidelity": 0.9, "exact": 0.5, "cell": 0.9}),  # not a grid cell
+    ]
+    add_job(session, ckpt, measured, policy=lenient)
+    view = data.grid_view(session, ckpt.id)
+    assert view.precisions == ["fp32", "int8", "int4-naive"] and view.depths == [1, 2]
+    assert view.matrix("fidelity") == [[None, 0.995, 0.5], [1.0, 0.999, None]]
+    assert view.cheapest is not None and (view.cheapest.precision, view.cheapest.h_cycles) == ("int8", 1)
+    traces = data.heatmap_traces(view, "fidelity", "fidelity")
+    assert traces[1]["x"] == ["int8"] and traces[1]["y"] == ["H1"]
+    assert data.cheapest_shapes(view)[0]["x0"] == 0.5 and data.cheapest_shapes(view)[0]["y0"] == -0.5
+    assert [(c.id, n) for c, n in data.grid_checkpoints(session)] == [(ckpt.id, 4)]
+
+
+def test_history_follows_a_spec_across_versions(session: Session) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    v1, v2 = add_checkpoint(session, "m", "a", t0), add_checkpoint(session, "m", "b", t0 + timedelta(days=1))
+    other = add_checkpoint(session, "other", "c", t0)
+    add_job(session, v1, [(INT8, {"fidelity": 0.999, "exact": 0.8, "cell": 0.95}), (PRUNE, {"fidelity": 0.7, "exact": 0.1, "cell": 0.8})])
+    add_job(session, v2, [(spec("int8 renamed", PAPER["int8-channel"]), {"fidelity": 0.95, "exact": 0.6, "cell": 0.9})])
+    add_job(session, other, [(INT8, {"fidelity": 0.5, "exact": 0.1, "cell": 0.5})])
+    traces, versions = data.history_traces(session, "m")
+    assert len(versions) == 2 and versions[0].startswith("v1 aaaaaaaa") and versions[1].startswith("v2 bbbbbbbb")
+    by_hash = {t["name"]: t for t in traces}
+    assert by_hash["int8 renamed"]["y"] == [0.999, 0.95] and by_hash["int8 renamed"]["x"] == versions
+    assert by_hash["prune-50"]["y"] == [0.7]
+    assert data.families(session) == [("m", 2), ("other", 1)]
+    rows = {r.checkpoint.id: r for r in data.checkpoint_rows(session)}
+    assert rows[v1.id].latest_decision == "no_go" and rows[v1.id].candidate_decisions == {"go": 1, "no_go": 1}
