@@ -13,10 +13,11 @@ from app import dashboard, errors
 from app.auth import RateLimiter
 from app.db import make_engine, session_factory, upgrade_to_head
 from app.deps import check_api_key
-from app.routes import checkpoints, health, jobs, keys
+from app.routes import checkpoints, health, jobs, keys, webhooks
 from app.settings import Settings, get_settings
 from workers.artifacts import ArtifactStore
 from workers.local import LocalExecutor, WorkerConfig
+from workers.webhooks import WebhookDispatcher
 
 
 def worker_config(settings: Settings) -> WorkerConfig:
@@ -40,9 +41,15 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         if start_workers and settings.executor == "local":
             app.state.executor = LocalExecutor(worker_config(settings), settings.worker_concurrency)
             app.state.executor.start()
+        app.state.webhook_dispatcher = None
+        if start_workers:  # webhook deliveries are I/O: a thread beside the API, for either executor
+            app.state.webhook_dispatcher = WebhookDispatcher(app.state.session_factory, webhooks.delivery_config(settings))
+            app.state.webhook_dispatcher.start()
         try:
             yield
         finally:
+            if app.state.webhook_dispatcher is not None:
+                app.state.webhook_dispatcher.stop()
             if app.state.executor is not None:
                 app.state.executor.stop()
             engine.dispose()
@@ -54,6 +61,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     app.include_router(checkpoints.router)
     app.include_router(jobs.router)
     app.include_router(keys.router)
+    app.include_router(webhooks.router)
     dashboard.install(app)
     app.state.rate_limiter = RateLimiter()
     return app

@@ -228,9 +228,20 @@ def fail_crashed(ctx: WorkerContext, job_id: str, err: BaseException) -> str:
 
 def _finish(ctx: WorkerContext, job_id: str, status: str, error: str | None) -> str:
     with ctx.session_factory() as session:
-        finish(session, job_id, ctx.worker_id, status, error)
+        if finish(session, job_id, ctx.worker_id, status, error) and status == "failed":
+            enqueue_events(session, job_id, status, error=error)
         session.commit()
     return status
+
+
+def enqueue_events(session: Session, job_id: str, status: str, **details: Any) -> int:
+    """Webhook events of the finished job, in the caller's transaction (the outbox: no verdict without its events)."""
+    from sqlalchemy import select
+
+    from workers.webhooks import enqueue_job_events
+
+    checkpoint_id, tags = session.execute(select(Job.checkpoint_id, Job.tags).where(Job.id == job_id)).one()
+    return enqueue_job_events(session, job_id=job_id, checkpoint_id=checkpoint_id, tags=tags or [], status=status, **details)
 
 
 def _store(ctx: WorkerContext, job_id: str, body: dict[str, Any], verdict: Any, candidates: list[tuple[str, str, Any]]) -> str:
@@ -249,6 +260,7 @@ def _store(ctx: WorkerContext, job_id: str, body: dict[str, Any], verdict: Any, 
             for cv in verdict.candidates:
                 session.add(Verdict(job_id=job_id, candidate_id=by_name[cv.candidate], decision=cv.decision,
                                     rules=[r.model_dump(mode="json") for r in cv.rules], policy=policy))
+            enqueue_events(session, job_id, "succeeded", decision=verdict.decision, reasons=verdict.reasons, result=body)
             session.commit()
         except IntegrityError:  # an earlier run already stored this job's result: the job is done
             session.rollback()
