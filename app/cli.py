@@ -273,6 +273,57 @@ def predict(
     print(json.dumps(summary))
 
 
+# -- export ----------------------------------------------------------------------------------------
+@app.command("export")
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Zoo folder, official step_N / HRM checkpoint file, or its folder.")],
+    out: Annotated[Path, typer.Option(help="Output .onnx (one ACT step; the host runs the loop).")],
+    spec: Annotated[Path | None, typer.Option(help="Apply this compression spec first (its onnxruntime part quantises the file).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Fixed batch (NPUs, AI Hub); default: dynamic batch axis.")] = None,
+    flash_row: Annotated[bool, typer.Option(help="Puzzle-embedding row as a graph input instead of the table.")] = False,
+    exporter: Annotated[str, typer.Option(help="torchscript (opset 17) or dynamo (opset 18).")] = "torchscript",
+    check_puzzles: Annotated[int, typer.Option(help="Shipped/built probe puzzles to check the file against PyTorch on.")] = 4,
+) -> None:
+    """Export one ACT step as ONNX and report its max abs difference from PyTorch."""
+    import torch
+
+    from models.checkpoint import CheckpointError, load_checkpoint
+    from models.compress import CompressionSpec, apply
+    from models.compress.spec import OnnxRuntimeSpec
+    from models.evaluate import Probe
+    from models.tasks.dataset import read_split
+
+    try:
+        ckpt = load_checkpoint(checkpoint)
+        compression = CompressionSpec.from_yaml(spec.read_text()) if spec is not None else CompressionSpec()
+        data = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "data"
+        if (data / "test" / "dataset.json").is_file():
+            probe = Probe.from_split(read_split(data, "test"), max(check_puzzles, 1), labels=False)
+            inputs, ids = torch.from_numpy(probe.inputs), torch.from_numpy(probe.puzzle_identifiers)
+        else:  # no shipped puzzles: random tokens still exercise every op
+            inputs = torch.randint(0, ckpt.config.vocab_size, (max(check_puzzles, 1), ckpt.config.seq_len), dtype=torch.int32)
+            ids = torch.zeros(inputs.shape[0], dtype=torch.int32)
+        ort_spec = compression.onnxruntime or OnnxRuntimeSpec(quantization="none", profile_repeats=0)
+        ort_spec = ort_spec.model_copy(update={k: v for k, v in {"batch_size": batch_size, "flash_row": flash_row or None,
+                                                                  "exporter": exporter}.items() if v is not None})
+        ort_spec = OnnxRuntimeSpec.model_validate(ort_spec.model_dump())
+        model = apply(compression, ckpt.model, calibration=((inputs, ids) for _ in range(1)))
+        from models.compress.ort import build_ort_candidate
+
+        built = build_ort_candidate(ort_spec, model, out.parent, out.stem, [(inputs, ids)])
+    except (CheckpointError, ValueError, OSError) as err:
+        fail(str(err))
+        return
+    if built.path != out:
+        built.path.replace(out)
+    float_file = out.parent / f"{built.path.stem}.fp32.onnx"
+    if ort_spec.quantization == "none" and float_file.exists():
+        float_file.unlink()
+    report = built.artifact.model_dump(mode="json") | {"path": str(out), "bytes": out.stat().st_size}
+    console.print("max |ONNX fp32 - PyTorch| over one step: " + ", ".join(f"{k} {v:.2e}" for k, v in report["export_max_abs_diff"].items()))
+    print(json.dumps(report))
+
+
 from app.cli_demo import demo_command  # noqa: E402  (commands live beside)
 from app.cli_evaluate import evaluate_command, sweep_command  # noqa: E402
 from app.cli_service import gate_command, migrate_command, serve_command, worker_command  # noqa: E402

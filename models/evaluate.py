@@ -7,8 +7,10 @@ that need it on the first probe puzzles, run the lockstep engine, attach footpri
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -56,8 +58,12 @@ def candidate_name(spec: CompressionSpec, taken: set[str]) -> str:
     return name
 
 
-def build_candidates(reference: RecursiveReasoner, specs: list[CompressionSpec], probe: Probe, batch_size: int = 64) -> list[Candidate]:
-    """Apply every spec; raises ValueError prefixed with the candidate's index and name."""
+def build_candidates(reference: RecursiveReasoner, specs: list[CompressionSpec], probe: Probe, batch_size: int = 64,
+                     artifact_dir: Path | None = None) -> list[Candidate]:
+    """Apply every spec; raises ValueError prefixed with the candidate's index and name.
+
+    An `onnxruntime` spec becomes an `OrtReasoner` over the exported (and ORT-quantised) file, written
+    to `artifact_dir` (a fresh temporary folder if None); its `artifact` and `torch_model` ride along."""
     taken: set[str] = set()
     candidates = []
     for i, spec in enumerate(specs):
@@ -65,6 +71,16 @@ def build_candidates(reference: RecursiveReasoner, specs: list[CompressionSpec],
         calibration = ((x, ids) for x, ids, _ in probe.batches(batch_size))
         try:
             model = apply(spec, reference, calibration=calibration)
+            if spec.onnxruntime is not None:
+                from models.compress.ort import build_ort_candidate
+
+                artifact_dir = artifact_dir or Path(tempfile.mkdtemp(prefix="carrygate-artifacts-"))
+                probe_batches = ((x, ids) for x, ids, _ in probe.batches(batch_size))
+                built = build_ort_candidate(spec.onnxruntime, model, artifact_dir, name, probe_batches)
+                built.runner.carry_codec = model.carry_codec
+                built.runner.artifact, built.runner.torch_model = built.artifact, model  # type: ignore[attr-defined]
+                candidates.append(Candidate(name, built.runner, spec))  # type: ignore[arg-type]
+                continue
         except ValueError as err:
             raise ValueError(f"candidates[{i}] ({name}): {err}") from err
         candidates.append(Candidate(name, model, spec))
@@ -81,15 +97,33 @@ def evaluate(
     should_stop: Callable[[], bool] | None = None,
     with_footprint: bool = True,
     compile_steps: bool = False,
+    artifact_dir: Path | None = None,
+    profile_threads: int = 1,
 ) -> EvaluationResult:
-    """Evaluate `specs` against `reference` on `probe`. Fidelity needs no labels; accuracy does."""
-    candidates = build_candidates(reference, specs, probe, batch_size)
+    """Evaluate `specs` against `reference` on `probe`. Fidelity needs no labels; accuracy does.
+    `onnxruntime` candidates write their file to `artifact_dir` and are profiled with ORT on this CPU."""
+    candidates = build_candidates(reference, specs, probe, batch_size, artifact_dir)
     result = run_lockstep(reference, candidates, probe.batches(batch_size), on_batch=on_progress, should_stop=should_stop,
                           compile_steps=compile_steps)
+    for candidate, model_result in zip(candidates, result.candidates, strict=True):
+        artifact = getattr(candidate.model, "artifact", None)
+        if artifact is None:
+            continue
+        model_result.artifact = artifact
+        repeats = candidate.spec.onnxruntime.profile_repeats if candidate.spec and candidate.spec.onnxruntime else 0
+        if repeats and len(probe) and model_result.non_finite is None:
+            from models.compress.ort_profile import profile_runner
+
+            model_result.profile = profile_runner(candidate.model, probe.inputs[:repeats], probe.puzzle_identifiers[:repeats],  # type: ignore[arg-type]
+                                                  repeats=repeats, threads=profile_threads)
     if with_footprint:
         result.reference.footprint = footprint(reference, artifact_size(reference))
         for candidate, model_result in zip(candidates, result.candidates, strict=True):
-            model_result.footprint = footprint(candidate.model, artifact_size(candidate.model))
+            artifact = getattr(candidate.model, "artifact", None)
+            if artifact is not None:  # an ORT file: analytic footprint of its float model, bytes of the file
+                model_result.footprint = footprint(candidate.model.torch_model, artifact.bytes)  # type: ignore[attr-defined]
+                model_result.footprint.notes.append("onnxruntime artifact: artifact_bytes is the .onnx file; the other bytes are analytic")
+                continue
             if candidate.model.emulated_fp16:
                 model_result.notes.append("fp16 emulated on CPU (fp16 rounding, fp32 accumulation)")
     return result

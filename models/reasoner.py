@@ -95,9 +95,14 @@ class RecursiveReasoner(nn.Module):
 
     def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
         """(B, seq_len) token ids + (B,) puzzle ids -> (B, T, D) scaled input embedding x."""
+        puzzle = self.puzzle_emb(puzzle_identifiers.to(torch.long)) if self.puzzle_emb is not None else None
+        return self.embed_with_puzzle_rows(inputs, puzzle)
+
+    def embed_with_puzzle_rows(self, inputs: torch.Tensor, puzzle: torch.Tensor | None) -> torch.Tensor:
+        """`input_embeddings` with the puzzle-table rows (B, puzzle_emb_ndim) already looked up — the
+        flash-row deployment, where the host streams one row per puzzle into the exported step."""
         embedding = self.embed_tokens(inputs.to(torch.int32))  # (B, seq_len, D)
-        if self.puzzle_emb is not None:
-            puzzle = self.puzzle_emb(puzzle_identifiers.to(torch.long))  # (B, puzzle_emb_ndim)
+        if puzzle is not None:
             pad = self.prefix_len * self.config.hidden_size - puzzle.shape[-1]
             if pad > 0:
                 puzzle = F.pad(puzzle, (0, pad))

@@ -13,7 +13,7 @@ Conventions (DESIGN.md "Definitions"):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,6 +60,72 @@ class Footprint(_Result):
     notes: list[str] = Field(default_factory=list)
 
 
+class OnnxArtifact(_Result):
+    """The exact file an `onnxruntime` candidate was measured as (`models/export.py`)."""
+
+    filename: str
+    bytes: int
+    sha256: str
+    quantization: str = Field(description="none | dynamic | static | int4 (ONNX Runtime quantisation of the fp32 export)")
+    opset: int
+    exporter: str
+    batch_size: int | None = Field(None, description="fixed batch of the graph; null = dynamic batch axis")
+    flash_row: bool = False
+    input_names: list[str]
+    output_names: list[str]
+    export_max_abs_diff: dict[str, float] = Field(default_factory=dict,
+                                                  description="fp32 export vs PyTorch, one step from the same carry, per output")
+    export_trajectory_max_abs_diff: dict[str, float] = Field(default_factory=dict,
+                                                             description="fp32 export vs PyTorch, each running its own carry")
+    nodes_excluded: list[str] = Field(default_factory=list, description="graph nodes kept in float (nodes_to_exclude resolved)")
+    store_key: str | None = Field(None, description="artifact-store key, set by the service (GET /jobs/{id}/artifacts/{name})")
+    notes: list[str] = Field(default_factory=list)
+
+
+class OpTime(_Result):
+    op_type: str
+    calls_per_step: float
+    us_per_step: float
+    share: float = Field(description="share of the summed kernel time")
+
+
+class LocalProfile(_Result):
+    """ONNX Runtime on this machine's CPU: the exported step timed on real probe puzzles (host loop in Python)."""
+
+    runtime: str
+    threads: int
+    batch_size: int
+    puzzles: int = Field(description="puzzles timed (each a full host loop of `steps` steps)")
+    steps: int
+    step_latency_ms_p50: float
+    step_latency_ms_p95: float
+    step_latency_ms_mean: float
+    puzzle_latency_ms_p50: float = Field(description="steps x step latency + host overhead, measured")
+    puzzle_latency_ms_p95: float
+    host_overhead_ms_per_puzzle: float = Field(description="puzzle wall time minus the time inside session.run")
+    session_load_ms: float
+    peak_memory_bytes: int | None = Field(None, description="peak RSS increase of a fresh process loading and running the session")
+    model_file_bytes: int
+    ops: list[OpTime] = Field(default_factory=list, description="per-op-type kernel time from ORT's Chrome-trace profile")
+    notes: list[str] = Field(default_factory=list)
+
+
+class DeviceProfile(_Result):
+    """One Qualcomm AI Hub device: compile, on-device inference with profiling, outputs vs the reference."""
+
+    status: Literal["ok", "inconclusive"]
+    reason: str | None = None
+    device_requested: str
+    device_name: str | None = None
+    device_os: str | None = None
+    compile_job_id: str | None = None
+    inference_job_id: str | None = None
+    execution_summary: dict[str, Any] = Field(default_factory=dict, description="AI Hub's summary: times in µs, memory in bytes")
+    compute_units: dict[str, int] = Field(default_factory=dict, description="layers per compute unit (NPU / GPU / CPU)")
+    step_fidelity: list[float | None] = Field(default_factory=list, description="token cosine of on-device z_H vs reference, per step")
+    step_max_abs_diff: list[float | None] = Field(default_factory=list, description="max |on-device z_H - reference|, per step")
+
+
 class ModelResult(_Result):
     name: str
     spec: dict[str, Any] | None = None
@@ -82,6 +148,9 @@ class ModelResult(_Result):
     footprint: Footprint | None = None
     notes: list[str] = Field(default_factory=list)
     per_puzzle: dict[str, list[float]] = Field(default_factory=dict, description="fidelity, fidelity_z_L, exact (1/0)")
+    artifact: OnnxArtifact | None = Field(None, description="onnxruntime candidates: the measured file")
+    profile: LocalProfile | None = Field(None, description="onnxruntime candidates: ORT profile on this CPU")
+    device_profiles: list[DeviceProfile] = Field(default_factory=list, description="Qualcomm AI Hub, when requested")
 
 
 class EvaluationResult(_Result):

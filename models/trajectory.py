@@ -118,7 +118,9 @@ def run_lockstep(
     start = time.perf_counter()
     step_of: dict[int, Callable[..., StepOutput]] = {}
     for model in [reference, *(c.model for c in candidates)]:
-        step_of[id(model)] = torch.compile(model.step, dynamic=False) if compile_steps else model.step
+        # An ONNX Runtime candidate (models.export.OrtReasoner) is not a torch module: nothing to compile.
+        compilable = compile_steps and isinstance(model, torch.nn.Module)
+        step_of[id(model)] = torch.compile(model.step, dynamic=False) if compilable else model.step
     n_ref = reference.config.halt_max_steps
     ref_acc = _Accumulator(n_ref)
     accs = [_Accumulator(c.model.config.halt_max_steps) for c in candidates]

@@ -18,7 +18,8 @@ Rules (named after the policy field that sets them; `observed` / `threshold` are
 - `sram_budget_bytes`      footprint.sram_streaming_bytes <= threshold;
 - `max_artifact_bytes`     footprint.artifact_bytes <= threshold;
 - `max_step_latency_ms`    the profile's `step_latency_ms_p50` <= threshold (profiles come from the
-                           profiling stage, keyed by candidate name; no profile -> not evaluated);
+                           profiling stage, keyed by candidate name, or from an onnxruntime
+                           candidate's own `profile`; no profile -> not evaluated);
 - `require_labels`         listed only when the policy requires labels, none of the label rules is
                            set and labels were not evaluated.
 
@@ -234,7 +235,12 @@ def judge(result: EvaluationResult, policy: GatePolicy, profiles: Mapping[str, M
         `go` only if every candidate is `go`, `no_go` if any is `no_go`, else `inconclusive`.
     """
     profiles = profiles or {}
-    verdicts = [judge_candidate(c, result.reference, result.labels, policy, profiles.get(c.name)) for c in result.candidates]
+
+    def profile_of(c: ModelResult) -> Mapping[str, Any] | None:
+        # An onnxruntime candidate carries its own local ORT profile in the result.
+        return profiles.get(c.name) or (c.profile.model_dump() if c.profile is not None else None)
+
+    verdicts = [judge_candidate(c, result.reference, result.labels, policy, profile_of(c)) for c in result.candidates]
     if not verdicts:
         return JobVerdict(decision="inconclusive", candidates=[], policy=policy, reasons=["the job has no candidates to judge"])
     decisions = {v.decision for v in verdicts}

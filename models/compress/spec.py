@@ -138,6 +138,38 @@ class CarrySpec(_Part):
     states: list[Literal["z_H", "z_L"]] = ["z_H", "z_L"]
 
 
+class OnnxRuntimeSpec(_Part):
+    """Ship the candidate as the exported ONNX step (`models/export.py`) run by ONNX Runtime on CPU,
+    optionally quantised by ORT; the lockstep engine runs that exact file against the reference.
+
+    - `none`: the fp32 export itself; `dynamic`: `quantize_dynamic` (int8 weights, activations
+      quantised per call); `static`: `quantize_static` in QDQ format, activations calibrated on the
+      first `calibration_puzzles` probe puzzles' real carries (every ACT step); `int4`: weight-only
+      `MatMulNBits` with one scale per `block_size` input columns.
+    - `op_types_to_quantize` / `nodes_to_exclude` go to ORT; `nodes_to_exclude` entries are glob
+      patterns over the graph's node names (`*lm_head*`, `*self_attn/MatMul*`) and each must match.
+    """
+
+    quantization: Literal["none", "dynamic", "static", "int4"] = "dynamic"
+    per_channel: bool = Field(False, description="dynamic/static: one weight scale per output channel")
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_puzzles: int = Field(8, ge=1, le=10_000)
+    op_types_to_quantize: list[str] = Field(["MatMul", "Gemm"], min_length=1)
+    nodes_to_exclude: list[str] = Field([], description="glob patterns over ONNX node names kept in float")
+    block_size: Literal[16, 32, 64, 128] = Field(32, description="int4: input columns per scale")
+    symmetric: bool = Field(True, description="int4: symmetric (no zero point)")
+    batch_size: int | None = Field(None, ge=1, description="fixed batch of the exported graph; null = dynamic batch axis")
+    flash_row: bool = Field(False, description="the puzzle-embedding row is a graph input; the table stays on the host")
+    exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    profile_repeats: int = Field(20, ge=0, le=10_000, description="local ORT profile: timed puzzles (0 = no profile)")
+
+    @model_validator(mode="after")
+    def _int4_is_matmul_only(self) -> OnnxRuntimeSpec:
+        if self.quantization == "int4" and set(self.op_types_to_quantize) - {"MatMul"}:
+            raise ValueError("op_types_to_quantize: int4 (MatMulNBits) quantizes MatMul only")
+        return self
+
+
 class CompressionSpec(_Part):
     """One candidate. See the module docstring for the parts and their order."""
 
@@ -151,6 +183,7 @@ class CompressionSpec(_Part):
     activations: ActivationSpec | None = None
     precision: Precision | None = None
     carry: CarrySpec | None = None
+    onnxruntime: OnnxRuntimeSpec | None = Field(None, description="Run the candidate as an ONNX Runtime artifact.")
     include: list[str] = Field(["*"], description="Glob patterns over module names that weight/activation quantisation applies to.")
     exclude: list[str] = Field([], description="Glob patterns kept in full precision (e.g. lm_head, q_head, *mlp_t*).")
 
@@ -163,11 +196,20 @@ class CompressionSpec(_Part):
             raise ValueError("precision: int8-dynamic runs float32 activations; it cannot be combined with fp16")
         if not self.include:
             raise ValueError("include: must name at least one pattern")
+        if self.onnxruntime is not None:
+            torch_only = [part for part in ("weights", "activations") if getattr(self, part) is not None]
+            if self.precision in ("bf16", "fp16"):
+                torch_only.append("precision")
+            if torch_only:
+                raise ValueError(f"onnxruntime: {', '.join(torch_only)} is PyTorch-side quantisation; with the onnxruntime "
+                                 "backend ONNX Runtime quantises the exported fp32 graph (onnxruntime.quantization)")
         return self
 
     # -- identity -------------------------------------------------------------------------------
     def canonical_json(self) -> str:
         data = self.model_dump(mode="json", exclude={"name"})
+        if data.get("onnxruntime") is None:
+            data.pop("onnxruntime", None)  # added later: specs without it keep the hash they always had
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @property
@@ -220,4 +262,6 @@ def describe(spec: CompressionSpec) -> str:
         parts.append(spec.precision)
     if spec.carry:
         parts.append("carry-int8")
+    if spec.onnxruntime:
+        parts.append(f"ort-{spec.onnxruntime.quantization}")
     return "+".join(parts) or "reference"
