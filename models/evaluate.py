@@ -124,6 +124,7 @@ def evaluate(
                 model_result.footprint = footprint(candidate.model.torch_model, artifact.bytes)  # type: ignore[attr-defined]
                 model_result.footprint.notes.append("onnxruntime artifact: artifact_bytes is the .onnx file; the other bytes are analytic")
                 continue
+            model_result.footprint = footprint(candidate.model, artifact_size(candidate.model))
             if candidate.model.emulated_fp16:
                 model_result.notes.append("fp16 emulated on CPU (fp16 rounding, fp32 accumulation)")
     return result
