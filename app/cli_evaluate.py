@@ -60,6 +60,7 @@ def run_evaluation(
     batch_size: int,
     seed: int,
     compile_steps: bool = False,
+    artifacts: Path | None = None,
 ) -> None:
     from models.checkpoint import CheckpointError, load_checkpoint
     from models.evaluate import Probe, evaluate
@@ -86,12 +87,15 @@ def run_evaluation(
     with Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("puzzles", total=len(probe))
         try:
+            if artifacts is None and any(s.onnxruntime is not None for s in specs):
+                artifacts = (json_out.parent if json_out is not None else Path(tempfile.mkdtemp(prefix="carrygate-"))) / "artifacts"
             result = evaluate(ckpt.model, specs, probe, batch_size=batch_size, on_progress=lambda k: progress.advance(task, k),
-                              compile_steps=compile_steps)
+                              compile_steps=compile_steps, artifact_dir=artifacts)
         except ValueError as err:
             _fail(str(err))
             return
     print_table(result)
+    print_runtime_table(result, artifacts)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(result.model_dump_json(indent=1))
@@ -133,6 +137,25 @@ def print_table(result) -> None:  # result: EvaluationResult
     stdout_console().print(table)
 
 
+def print_runtime_table(result, artifacts: Path | None) -> None:  # result: EvaluationResult
+    """The onnxruntime candidates: the file each was measured as, and its local ORT profile."""
+    rows = [m for m in result.candidates if m.artifact is not None]
+    if not rows:
+        return
+    table = Table(title=f"ONNX Runtime artifacts ({artifacts})")
+    for column in ("candidate", "file", "KB", "max|Δ| export", "step ms p50", "p95", "puzzle ms", "host ms", "peak MB", "top ops"):
+        table.add_column(column, justify="left" if column in ("candidate", "file", "top ops") else "right")
+    for m in rows:
+        p = m.profile
+        top = ", ".join(f"{o.op_type} {o.share:.0%}" for o in p.ops[:3]) if p else "—"
+        diff = m.artifact.export_max_abs_diff.get("z_H_next", 0.0)
+        table.add_row(m.name, m.artifact.filename, f"{m.artifact.bytes / 1024:.0f}", f"{diff:.1e}",
+                      _fmt(p.step_latency_ms_p50 if p else None, 2), _fmt(p.step_latency_ms_p95 if p else None, 2),
+                      _fmt(p.puzzle_latency_ms_p50 if p else None, 1), _fmt(p.host_overhead_ms_per_puzzle if p else None, 2),
+                      "—" if p is None or p.peak_memory_bytes is None else f"{p.peak_memory_bytes / 2**20:.1f}", top)
+    stdout_console().print(table)
+
+
 def load_specs(paths: list[Path]) -> list:
     from pydantic import ValidationError
 
@@ -159,9 +182,11 @@ def evaluate_command(
     batch_size: int = 64,
     seed: int = 0,
     compile_steps: Annotated[bool, typer.Option("--compile", help="torch.compile each ACT step (full-size models).")] = False,
+    artifacts: Annotated[Path | None, typer.Option(help="Folder for onnxruntime candidates' .onnx files "
+                                                        "(default: artifacts/ beside --json, else a temporary folder).")] = None,
 ) -> None:
     """Run candidate compression specs against the reference, step by step; print the table."""
-    run_evaluation(checkpoint, load_specs(spec), data, builder, split, limit, labels, json_out, batch_size, seed, compile_steps)
+    run_evaluation(checkpoint, load_specs(spec), data, builder, split, limit, labels, json_out, batch_size, seed, compile_steps, artifacts)
 
 
 def sweep_command(
