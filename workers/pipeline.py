@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.checkpoint import CheckpointError, load_checkpoint, resolve_weights
 from models.compress import CompressionSpec
 from models.evaluate import Probe, evaluate
+from models.results import EvaluationResult
 from models.tasks.dataset import read_split
 from workers.artifacts import ArtifactStore, sha256_file
 from workers.gate import GatePolicy, judge
@@ -205,9 +206,11 @@ def run_job(job_id: str, ctx: WorkerContext, *, on_progress: Callable[[int, int]
             beat.progress = (0, total)
             try:
                 result = evaluate(ckpt.model, [spec for _, _, spec in candidates], probe, batch_size=int(options.get("batch_size", 64)),
-                                  on_progress=progress, should_stop=lambda: beat.cancelled.is_set() or beat.lost.is_set())
+                                  on_progress=progress, should_stop=lambda: beat.cancelled.is_set() or beat.lost.is_set(),
+                                  artifact_dir=Path(workdir) / "artifacts")
             except ValueError as err:  # a spec that does not fit the architecture
                 raise JobFailed(str(err)) from err
+            store_artifacts(ctx.store, result, Path(workdir) / "artifacts")
         beat.beat()  # last progress, and a final look at the cancel flag
         if beat.lost.is_set():
             return "lost"
@@ -219,6 +222,14 @@ def run_job(job_id: str, ctx: WorkerContext, *, on_progress: Callable[[int, int]
         return _finish(ctx, job_id, "failed", str(err))
     finally:
         beat.stop()
+
+
+def store_artifacts(store: ArtifactStore, result: EvaluationResult, folder: Path) -> None:
+    """Keep every onnxruntime candidate's measured .onnx file in the artifact store (content-addressed)
+    and record its key in the result, so `GET /jobs/{id}/artifacts/{name}` can serve it."""
+    for candidate in result.candidates:
+        if candidate.artifact is not None and (folder / candidate.artifact.filename).is_file():
+            candidate.artifact.store_key = store.put_file(folder / candidate.artifact.filename).path
 
 
 def fail_crashed(ctx: WorkerContext, job_id: str, err: BaseException) -> str:

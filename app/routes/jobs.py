@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import FileResponse
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.deps import SessionDep, SettingsDep
+from app.deps import SessionDep, SettingsDep, StoreDep
 from app.errors import Conflict, NotFound, Unprocessable
 from app.schemas import BuilderProbe, JobCreate, JobList, JobRead, JobStatus, VerdictList, VerdictRead
 from models.compress.fit import spec_problems
@@ -194,3 +195,24 @@ def list_verdicts(session: SessionDep, decision: str | None = None, limit: Annot
     count = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     rows = session.execute(query.order_by(Verdict.created_at.desc()).limit(limit).offset(offset)).scalars()
     return VerdictList(data=[_verdict_read(v) for v in rows], count=count)
+
+
+@router.get("/jobs/{job_id}/artifacts/{candidate}", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "the candidate's .onnx file"},
+                       404: {"description": "no such job or candidate, no result yet, or the candidate has no artifact"}})
+def job_artifact(job_id: str, candidate: str, session: SessionDep, store: StoreDep) -> FileResponse:
+    """The .onnx file an `onnxruntime` candidate was measured as: exactly the bytes whose fidelity and
+    profile the result reports (`sha256` in the `X-Content-SHA256` header and in the result)."""
+    job = _get_job(session, job_id)
+    if job.result is None:
+        raise NotFound(f"job {job_id} has no result yet (status {job.status})")
+    found = next((c for c in job.result.body.get("candidates", []) if c.get("name") == candidate), None)
+    if found is None:
+        raise NotFound(f"job {job_id} has no candidate named {candidate!r}")
+    artifact = found.get("artifact") or {}
+    key = artifact.get("store_key")
+    if not key or not store.exists(key):
+        raise NotFound(f"candidate {candidate!r} has no stored artifact (only onnxruntime candidates produce one)")
+    return FileResponse(store.local_path(key), media_type="application/octet-stream", filename=artifact["filename"],
+                        headers={"X-Content-SHA256": artifact["sha256"]})
+
