@@ -70,8 +70,17 @@ def keys_configured() -> bool:
 def worker_command(
     max_jobs: Annotated[int | None, typer.Option(help="Exit after this many jobs.")] = None,
     idle_exit: Annotated[float | None, typer.Option(help="Exit after this many idle seconds.")] = None,
+    queues: Annotated[str | None, typer.Option(help="Celery: comma-separated queues (default CARRYGATE_CELERY_QUEUE).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Celery: worker processes (default CARRYGATE_WORKER_CONCURRENCY).")] = None,
+    device: Annotated[str | None, typer.Option(help="Celery: cpu or cuda:N (sets CUDA_VISIBLE_DEVICES).")] = None,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork, solo or threads.")] = "prefork",
 ) -> None:
-    """Run one worker process against the configured database (the embedded executor's worker)."""
+    """Run a worker: with CARRYGATE_EXECUTOR=celery a Celery worker on the broker, else one embedded worker process."""
+    from app.settings import get_settings
+
+    if get_settings().executor == "celery":
+        _celery_worker(queues, concurrency, device, pool)
+        return
     import logging
     import os
     import socket
@@ -86,6 +95,32 @@ def worker_command(
     upgrade_to_head(settings.database_url)
     ran = worker_loop(worker_config(settings), f"{socket.gethostname()}:{os.getpid()}", max_jobs=max_jobs, idle_exit=idle_exit)
     console.print(f"worker ran {ran} job(s)")
+
+
+def _celery_worker(queues: str | None, concurrency: int | None, device: str | None, pool: str) -> None:
+    import logging
+
+    from app.db import upgrade_to_head
+    from app.main import celery_config, worker_config
+    from app.settings import get_settings
+    from workers.celery_app import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = get_settings()
+    for attempt in range(5):  # workers started together race to migrate a fresh database: the losers retry
+        try:
+            upgrade_to_head(settings.database_url)
+            break
+        except Exception:
+            if attempt == 4:
+                raise
+            time.sleep(1.0 + attempt)
+    names = [q.strip() for q in (queues or settings.celery_queue).split(",") if q.strip()]
+    if device is not None and not (device == "cpu" or (device.startswith("cuda:") and device[5:].isdigit())):
+        console.print(f"[red]error:[/] --device: expected cpu or cuda:N, got {device!r}")
+        raise typer.Exit(2)
+    run_worker(worker_config(settings), celery_config(settings), queues=names, concurrency=concurrency or settings.worker_concurrency,
+               pool=pool, device=device)
 
 
 def migrate_command() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI
 
@@ -19,11 +20,31 @@ from workers.artifacts import ArtifactStore
 from workers.local import LocalExecutor, WorkerConfig
 from workers.webhooks import WebhookDispatcher
 
+if TYPE_CHECKING:
+    from workers.celery_app import CeleryConfig
+
 
 def worker_config(settings: Settings) -> WorkerConfig:
     return WorkerConfig(database_url=settings.database_url, artifact_store=settings.artifact_store,
                         cache_dir=str(Path(settings.data_dir) / "cache"), lease_seconds=settings.lease_seconds,
                         heartbeat_seconds=settings.heartbeat_seconds)
+
+
+def celery_config(settings: Settings) -> CeleryConfig:
+    from workers.celery_app import CeleryConfig
+
+    return CeleryConfig(broker_url=settings.broker_url, queue=settings.celery_queue,
+                        visibility_timeout_seconds=settings.celery_visibility_timeout_seconds)
+
+
+def _celery_dispatcher(settings: Settings, factory: Any) -> Any:
+    """CARRYGATE_EXECUTOR=celery: a thread that sends due jobs to the broker (workers/distributed.py)."""
+    from workers.celery_app import create_celery, sender
+    from workers.distributed import CeleryDispatcher
+
+    app = create_celery(celery_config(settings))
+    return CeleryDispatcher(factory, sender(app, settings.celery_queue), settings.dispatch_poll_seconds,
+                            settings.redispatch_after_seconds)
 
 
 def create_app(settings: Settings | None = None, *, start_workers: bool = True) -> FastAPI:
@@ -41,6 +62,10 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         if start_workers and settings.executor == "local":
             app.state.executor = LocalExecutor(worker_config(settings), settings.worker_concurrency)
             app.state.executor.start()
+        app.state.celery_dispatcher = None
+        if start_workers and settings.executor == "celery":
+            app.state.celery_dispatcher = _celery_dispatcher(settings, app.state.session_factory)
+            app.state.celery_dispatcher.start()
         app.state.webhook_dispatcher = None
         if start_workers:  # webhook deliveries are I/O: a thread beside the API, for either executor
             app.state.webhook_dispatcher = WebhookDispatcher(app.state.session_factory, webhooks.delivery_config(settings))
@@ -50,6 +75,8 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         finally:
             if app.state.webhook_dispatcher is not None:
                 app.state.webhook_dispatcher.stop()
+            if app.state.celery_dispatcher is not None:
+                app.state.celery_dispatcher.stop()
             if app.state.executor is not None:
                 app.state.executor.stop()
             engine.dispose()

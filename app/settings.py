@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         12 * 3600, ge=60, description="Redis redelivers an unacknowledged task after this; keep it above the longest job.")
     dispatch_poll_seconds: float = Field(1.0, gt=0, description="How often the API sends queued jobs to the broker.")
     redispatch_after_seconds: float = Field(
-        120.0, gt=0, description="A queued job whose task was lost (broker flushed) is sent again after this long.")
+        600.0, gt=0, description="A queued job whose task was lost (broker flushed) is sent again after this long.")
 
     @field_validator("data_dir")
     @classmethod

@@ -1,0 +1,147 @@
+"""The Celery executor: `carrygate worker` with CARRYGATE_EXECUTOR=celery runs Celery workers on a Redis broker.
+
+Celery only dispatches (see `workers/distributed.py`): the message is a job id, the task claims the job
+under a lease in the database and runs the same `run_job` as the embedded executor.
+
+Delivery guarantees:
+- `acks_late` + `reject_on_worker_lost`: a message is acknowledged after the task ran, so a worker
+  that dies mid-job leaves it to the broker; the visibility timeout (CARRYGATE_CELERY_VISIBILITY_TIMEOUT_SECONDS)
+  must exceed the longest job, else Redis would hand a running job to a second worker. The API's
+  dispatcher re-sends a job whose lease expired long before that (its claim succeeds once the lease ran out).
+- infrastructure errors (the database unreachable) release the lease and retry the task with
+  exponential backoff; deterministic failures (a hostile checkpoint, a spec that does not fit) fail the
+  job inside `run_job` and are never retried.
+- `worker_prefetch_multiplier=1`: a worker holds one message per process, so jobs spread over workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, Task
+
+from workers.local import WorkerConfig
+
+log = logging.getLogger(__name__)
+
+RUN_JOB = "carrygate.run_job"
+RETRY_BASE_SECONDS = 5
+MAX_RETRIES = 8
+
+
+@dataclass(frozen=True)
+class CeleryConfig:
+    broker_url: str
+    queue: str = "carrygate"
+    visibility_timeout_seconds: int = 12 * 3600
+
+
+_worker_config: WorkerConfig | None = None
+_context: Any = None
+
+
+def create_celery(config: CeleryConfig) -> Celery:
+    """A Celery app for sending (the API) or for running (the worker; tasks are registered on it)."""
+    app = Celery("carrygate", broker=config.broker_url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_default_queue=config.queue,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options={"visibility_timeout": config.visibility_timeout_seconds},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    app.task(name=RUN_JOB, bind=True, max_retries=MAX_RETRIES)(run_job_task)
+    return app
+
+
+def sender(app: Celery, queue: str) -> Any:
+    """`send(job_id)` for `CeleryDispatcher`."""
+
+    def send(job_id: str) -> None:
+        app.send_task(RUN_JOB, args=[job_id], queue=queue)
+
+    return send
+
+
+def _ctx() -> Any:
+    """The worker process's `WorkerContext` (engine, artifact store), built once per process (after the fork)."""
+    global _context
+    if _context is None:
+        from workers.artifacts import ArtifactStore
+        from workers.db import make_engine, session_factory
+        from workers.pipeline import WorkerContext
+
+        config = _worker_config
+        if config is None:
+            raise RuntimeError("this process was not started by run_worker (no WorkerConfig)")
+        if config.torch_threads:
+            import torch
+
+            torch.set_num_threads(config.torch_threads)
+        Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
+        factory = session_factory(make_engine(config.database_url))
+        _context = WorkerContext(factory, ArtifactStore(config.artifact_store), f"celery:{socket.gethostname()}:{os.getpid()}",
+                                 config.lease_seconds, config.heartbeat_seconds, Path(config.cache_dir))
+    return _context
+
+
+def run_job_task(task: Task, job_id: str) -> str:
+    """Claim and run one job. Returns the job's final status, or "skipped" when it was not claimable."""
+    from sqlalchemy.exc import DBAPIError
+
+    from workers.distributed import claim_job, release_job
+    from workers.pipeline import fail_crashed, run_job
+
+    try:
+        ctx = _ctx()
+        with ctx.session_factory() as session:
+            if not claim_job(session, job_id, ctx.worker_id, ctx.lease_seconds):
+                log.info("job %s is not claimable (done, cancelled or leased elsewhere): skipped", job_id)
+                return "skipped"
+    except DBAPIError as err:  # the database is away: nothing claimed, try again later
+        raise task.retry(exc=err, countdown=RETRY_BASE_SECONDS * 2**task.request.retries) from err
+    log.info("worker %s runs job %s", ctx.worker_id, job_id)
+    try:
+        status = run_job(job_id, ctx)
+    except DBAPIError as err:  # infrastructure, not the job: give it back and retry with backoff
+        log.warning("job %s: database error, retrying: %s", job_id, err)
+        try:
+            with ctx.session_factory() as session:
+                release_job(session, job_id, ctx.worker_id)
+        except DBAPIError:
+            pass  # the lease will expire and the dispatcher re-sends it
+        raise task.retry(exc=err, countdown=RETRY_BASE_SECONDS * 2**task.request.retries) from err
+    except Exception as err:  # a bug or resource failure in this job: fail it (not retried), keep the worker
+        log.exception("job %s crashed", job_id)
+        status = fail_crashed(ctx, job_id, err)
+    log.info("job %s: %s", job_id, status)
+    return status
+
+
+def run_worker(worker_config: WorkerConfig, celery_config: CeleryConfig, *, queues: list[str], concurrency: int,
+               pool: str = "prefork", device: str | None = None, hostname: str | None = None) -> None:
+    """Start a Celery worker (blocks). `device`: "cpu" hides every GPU, "cuda:N" shows only GPU N."""
+    global _worker_config
+    if device is not None:
+        if device == "cpu":
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        elif device.startswith("cuda:") and device[5:].isdigit():
+            os.environ["CUDA_VISIBLE_DEVICES"] = device[5:]
+        else:
+            raise ValueError(f"device: expected cpu or cuda:N, got {device!r}")
+    _worker_config = worker_config
+    app = create_celery(celery_config)
+    argv = ["worker", "--loglevel=INFO", f"--queues={','.join(queues)}", f"--concurrency={concurrency}", f"--pool={pool}",
+            f"--hostname={hostname or f'carrygate-{os.getpid()}@{socket.gethostname()}'}", "--without-gossip", "--without-mingle"]
+    app.worker_main(argv)
