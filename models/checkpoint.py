@@ -194,6 +194,30 @@ def load_state_into(model: RecursiveReasoner, state: Mapping[str, torch.Tensor],
     model.load_state_dict({k: state[k].to(v.dtype) for k, v in expected.items()}, strict=True, assign=True)
 
 
+MAX_BUFFER_BYTES = 1 << 30
+"""Cap on the buffers a config implies beyond the checkpoint's own tensors (e.g. a rope cache sized by seq_len)."""
+
+
+def check_fits(config: TRMConfig | HRMConfig, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse a config/state pair before any allocation: the model is built on the meta device (shapes only),
+    every tensor must match the checkpoint's, and derived buffers must stay under `MAX_BUFFER_BYTES`. So a
+    config.json claiming a giant model (a memory bomb) fails here instead of exhausting memory."""
+    with torch.device("meta"):
+        shell = build_model(config)
+    expected = shell.state_dict()
+    misshaped = [f"{k}: checkpoint {tuple(state[k].shape)} != model {tuple(v.shape)}"
+                 for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if misshaped or missing or extra:
+        problems = ([f"missing tensors {missing[:10]}"] if missing else []) + ([f"unexpected tensors {extra[:10]}"] if extra else [])
+        problems += ["mis-shaped tensors [" + "; ".join(misshaped[:10]) + "]"] if misshaped else []
+        raise CheckpointError(f"{source}: the config does not match the weights: " + ", ".join(problems))
+    buffers = sum(b.numel() * b.element_size() for name, b in shell.named_buffers() if name not in expected)
+    if buffers > MAX_BUFFER_BYTES:
+        raise CheckpointError(f"{source}: the config implies {buffers / 2**30:.1f} GiB of buffers "
+                              f"(limit {MAX_BUFFER_BYTES / 2**30:.0f} GiB)")
+
+
 # -- public API ------------------------------------------------------------------------------------
 def resolve_weights(path: Path) -> tuple[str, Path]:
     """-> (format, weights file)."""
@@ -265,6 +289,7 @@ def load_checkpoint(
         source_format = "official-hrm" if is_hrm else "official-trm"
     if seq_len is not None and seq_len != config.seq_len:
         raise CheckpointError(f"inputs have {seq_len} tokens per example but the model's seq_len is {config.seq_len}")
+    check_fits(config, state, str(weights))
     model = build_model(config)
     load_state_into(model, state, str(weights))
     return LoadedCheckpoint(model=model.eval(), config=config, source_format=source_format, path=weights)

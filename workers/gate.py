@@ -72,7 +72,10 @@ class GatePolicy(BaseModel):
 
     @classmethod
     def from_yaml(cls, text: str) -> GatePolicy:
-        data: Any = yaml.safe_load(text)
+        try:
+            data: Any = yaml.safe_load(text)
+        except yaml.YAMLError as err:  # malformed YAML is a ValueError like any other bad input
+            raise ValueError(f"a gate policy file must be valid YAML: {err}") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):

@@ -224,7 +224,10 @@ class CompressionSpec(_Part):
     # -- files ----------------------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, text: str) -> CompressionSpec:
-        data: Any = yaml.safe_load(text)
+        try:
+            data: Any = yaml.safe_load(text)
+        except yaml.YAMLError as err:  # malformed YAML is a ValueError like any other bad input
+            raise ValueError(f"a spec file must be valid YAML: {err}") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):
