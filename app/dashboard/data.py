@@ -7,23 +7,19 @@ Nothing here writes to the database.
 Conventions:
 - a "drop" is reference minus candidate (positive = the candidate lost accuracy), as in the gate;
 - `method` is what a candidate's spec does, in words a legend can hold (`int4/per_tensor`, `bf16`, ...);
-- the depth x precision grid recognises a candidate as a cell when its spec, without `depth`, equals one
-  of `models.compress.grids.PRECISIONS` and its depth changes `H_cycles` only.
+- grids and checkpoint history live in `grid.py` and `history.py`, on top of the loaders here.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from models.compress.grids import PRECISIONS
-from models.compress.spec import CompressionSpec
 from workers.gate import GatePolicy
 from workers.orm import JOB_SCOPE, Checkpoint, Job, ProbeSet, Verdict
 
@@ -31,7 +27,9 @@ Trace = dict[str, Any]
 
 DECISION_SYMBOLS = {"go": "circle", "no_go": "x", "inconclusive": "diamond", None: "circle-open"}
 DECISION_LABELS = {"go": "go", "no_go": "no-go", "inconclusive": "inconclusive", None: "no verdict"}
-METHOD_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+# 20 distinguishable colours (D3 category10, then its lighter partners): a demo shows about 15 methods.
+METHOD_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+                  "#aec7e8", "#ff9896", "#98df8a", "#ffbb78", "#c5b0d5", "#c49c94", "#f7b6d2", "#393b79", "#dbdb8d", "#9edae5"]
 MB = 1024 * 1024
 SRAM_BUDGETS_MB = (8, 4)
 
@@ -91,7 +89,7 @@ def task_of(checkpoint: Checkpoint, probe: ProbeSet | None) -> str:
     return "unknown"
 
 
-def _config_value(checkpoint: Checkpoint, key: str) -> Any:
+def config_value(checkpoint: Checkpoint, key: str) -> Any:
     return ((checkpoint.config or {}).get("config_json") or {}).get(key)
 
 
@@ -104,8 +102,8 @@ class Filters:
     until: datetime | None = None
 
 
-def _jobs(session: Session, *, status: str | None = None, checkpoint_id: str | None = None,
-          since: datetime | None = None, until: datetime | None = None) -> list[Job]:
+def load_jobs(session: Session, *, status: str | None = None, checkpoint_id: str | None = None,
+              since: datetime | None = None, until: datetime | None = None) -> list[Job]:
     query = select(Job).options(selectinload(Job.checkpoint), selectinload(Job.probe_set), selectinload(Job.result),
                                 selectinload(Job.candidates), selectinload(Job.verdicts).selectinload(Verdict.candidate))
     if status is not None:
@@ -174,7 +172,7 @@ def points_of(job: Job) -> list[CandidatePoint]:
 
 def load_points(session: Session, filters: Filters) -> tuple[list[CandidatePoint], list[Job]]:
     """Every candidate of the succeeded jobs that pass the filters, and those jobs (newest first)."""
-    jobs = _jobs(session, status="succeeded", checkpoint_id=filters.checkpoint_id, since=filters.since, until=filters.until)
+    jobs = load_jobs(session, status="succeeded", checkpoint_id=filters.checkpoint_id, since=filters.since, until=filters.until)
     if filters.task:
         jobs = [j for j in jobs if task_of(j.checkpoint, j.probe_set) == filters.task]
     return [p for job in jobs for p in points_of(job)], jobs
@@ -324,176 +322,3 @@ def footprint_traces(body: dict[str, Any]) -> list[Trace]:
 def budget_shapes() -> list[dict[str, Any]]:
     return [{"type": "line", "xref": "paper", "yref": "y", "x0": 0, "x1": 1, "y0": mb, "y1": mb, "name": f"{mb} MB budget",
              "line": {"color": "#b00" if mb == 4 else "#e69500", "dash": "dot", "width": 1.5}} for mb in SRAM_BUDGETS_MB]
-
-
-# -- depth x precision grid ------------------------------------------------------------------------
-def _precision_hashes() -> dict[str, str]:
-    return {name: CompressionSpec.model_validate(body).content_hash for name, body in PRECISIONS.items()}
-
-
-def grid_cell(spec: dict[str, Any], full_depth: int | None) -> tuple[str, int] | None:
-    """(precision label, H_cycles) when the spec is a cell of the depth x precision grid, else None."""
-    body = {k: v for k, v in spec.items() if k not in ("name", "depth")}
-    depth = spec.get("depth") or {}
-    if set(depth) - {"H_cycles"} or any(v is not None for k, v in depth.items() if k != "H_cycles"):
-        return None
-    try:
-        content = CompressionSpec.model_validate(body).content_hash
-    except ValueError:
-        return None
-    precision = next((name for name, h in _precision_hashes().items() if h == content), None)
-    h_cycles = depth.get("H_cycles") or full_depth
-    if precision is None or h_cycles is None:
-        return None
-    return precision, int(h_cycles)
-
-
-@dataclass
-class GridCell:
-    precision: str
-    h_cycles: int
-    candidate: str
-    job_id: str
-    fidelity: float | None
-    puzzle_exact: float | None
-    gflops_per_puzzle: float | None
-    total_bytes: int | None
-    decision: str | None
-
-
-@dataclass
-class GridView:
-    checkpoint_id: str | None
-    precisions: list[str] = field(default_factory=list)
-    depths: list[int] = field(default_factory=list)
-    cells: dict[tuple[str, int], GridCell] = field(default_factory=dict)
-    cheapest: GridCell | None = None
-
-    def matrix(self, attribute: str) -> list[list[float | None]]:
-        """Rows = depths (ascending), columns = precisions; None where the cell was not evaluated."""
-        return [[getattr(self.cells[(p, h)], attribute) if (p, h) in self.cells else None for p in self.precisions] for h in self.depths]
-
-
-def grid_checkpoints(session: Session) -> list[tuple[Checkpoint, int]]:
-    """Checkpoints with at least one grid cell and how many distinct cells, most cells first (then newest):
-    a plain sweep also holds a few full-depth cells, a grid job holds them all."""
-    cells: dict[str, set[tuple[str, int]]] = {}
-    checkpoints: dict[str, Checkpoint] = {}
-    for job in _jobs(session, status="succeeded"):
-        full = _config_value(job.checkpoint, "H_cycles")
-        found = {cell for c in job.candidates if (cell := grid_cell(c.spec, full)) is not None}
-        if found:
-            cells.setdefault(job.checkpoint_id, set()).update(found)
-            checkpoints[job.checkpoint_id] = job.checkpoint
-    newest_first = sorted(checkpoints.values(), key=lambda c: c.created_at, reverse=True)
-    return sorted(((c, len(cells[c.id])) for c in newest_first), key=lambda pair: -pair[1])
-
-
-def grid_view(session: Session, checkpoint_id: str) -> GridView:
-    """The newest measurement of each grid cell over the checkpoint's succeeded jobs; the cheapest passing cell is the
-    `go` cell with the fewest GFLOPs per puzzle, ties broken by the fewest weight bytes."""
-    view = GridView(checkpoint_id=checkpoint_id)
-    for job in _jobs(session, status="succeeded", checkpoint_id=checkpoint_id):
-        full = _config_value(job.checkpoint, "H_cycles")
-        for p in points_of(job):
-            cell = grid_cell(p.spec, full)
-            if cell is None or cell in view.cells:
-                continue
-            view.cells[cell] = GridCell(precision=cell[0], h_cycles=cell[1], candidate=p.candidate, job_id=p.job_id, fidelity=p.fidelity,
-                                        puzzle_exact=p.puzzle_exact, gflops_per_puzzle=p.gflops_per_puzzle, total_bytes=p.total_bytes,
-                                        decision=p.decision)
-    present = {precision for precision, _ in view.cells}
-    view.precisions = [name for name in PRECISIONS if name in present]
-    view.depths = sorted({h for _, h in view.cells})
-    passing = [c for c in view.cells.values() if c.decision == "go"]
-    if passing:
-        view.cheapest = min(passing, key=lambda c: (c.gflops_per_puzzle if c.gflops_per_puzzle is not None else math.inf,
-                                                    c.total_bytes if c.total_bytes is not None else math.inf))
-    return view
-
-
-def heatmap_traces(view: GridView, attribute: str, title: str) -> list[Trace]:
-    """A heatmap of `attribute` (with GFLOPs/puzzle in each cell's text) and a star on the cheapest passing cell."""
-    y = [f"H{h}" for h in view.depths]
-    values = view.matrix(attribute)
-    gflops = view.matrix("gflops_per_puzzle")
-    decisions = view.matrix("decision")
-    text = [[("" if v is None else f"{v:.4f}") + ("" if g is None else f"<br>{g:.2f} GFLOP") + ("" if d is None else f"<br>{d}")
-             for v, g, d in zip(row, grow, drow, strict=True)] for row, grow, drow in zip(values, gflops, decisions, strict=True)]
-    traces: list[Trace] = [{"type": "heatmap", "name": title, "x": view.precisions, "y": y, "z": values, "text": text,
-                            "texttemplate": "%{text}", "hovertemplate": f"%{{x}} %{{y}}<br>{title} %{{z:.4f}}<extra></extra>",
-                            "colorscale": "Viridis", "hoverongaps": False}]
-    if view.cheapest is not None:
-        traces.append({"type": "scatter", "mode": "markers", "name": "cheapest passing", "x": [view.cheapest.precision],
-                       "y": [f"H{view.cheapest.h_cycles}"], "marker": {"symbol": "star", "size": 18, "color": "#ffd400", "opacity": 0.9,
-                                                                       "line": {"width": 1.5, "color": "#000"}},
-                       "hovertemplate": "cheapest passing cell: %{x} %{y}<extra></extra>"})
-    return traces
-
-
-# -- checkpoints and history -----------------------------------------------------------------------
-@dataclass(frozen=True)
-class CheckpointRow:
-    checkpoint: Checkpoint
-    family: str
-    jobs: int
-    latest_job: Job | None
-    latest_decision: str | None
-    candidate_decisions: dict[str, int]
-
-
-def family_of(checkpoint: Checkpoint) -> str:
-    """Successive versions of one model share the name they are registered or uploaded under."""
-    return checkpoint.original_name or checkpoint.sha256[:12]
-
-
-def checkpoint_rows(session: Session) -> list[CheckpointRow]:
-    checkpoints = list(session.execute(select(Checkpoint).order_by(Checkpoint.created_at.desc())).scalars())
-    jobs = _jobs(session)
-    rows = []
-    for ckpt in checkpoints:
-        own = [j for j in jobs if j.checkpoint_id == ckpt.id]
-        decided = next((j for j in own if job_decision(j) is not None), None)
-        counts = Counter(v.decision for v in decided.verdicts if v.scope != JOB_SCOPE) if decided else Counter()
-        rows.append(CheckpointRow(checkpoint=ckpt, family=family_of(ckpt), jobs=len(own), latest_job=own[0] if own else None,
-                                  latest_decision=job_decision(decided) if decided else None, candidate_decisions=dict(counts)))
-    return rows
-
-
-def history_traces(session: Session, family: str) -> tuple[list[Trace], list[str]]:
-    """Fidelity of each spec (by content hash) over the family's checkpoint versions, oldest first: one line per spec,
-    named after the candidate's newest name. Returns the traces and the version labels (the x axis)."""
-    versions = [c for c in session.execute(select(Checkpoint).order_by(Checkpoint.created_at)).scalars() if family_of(c) == family]
-    labels = [f"v{i + 1} {c.sha256[:8]} ({c.created_at:%Y-%m-%d %H:%M})" for i, c in enumerate(versions)]
-    series: dict[str, dict[str, float | None]] = {}
-    names: dict[str, str] = {}
-    for label, ckpt in zip(labels, versions, strict=True):
-        version_names: dict[str, str] = {}
-        for job in _jobs(session, status="succeeded", checkpoint_id=ckpt.id):  # newest first: the first value per spec wins
-            for p in points_of(job):
-                if p.spec_hash is None:
-                    continue
-                version_names.setdefault(p.spec_hash, p.candidate)
-                series.setdefault(p.spec_hash, {}).setdefault(label, p.fidelity)
-        names.update(version_names)  # versions run oldest first: the newest name wins
-    traces = []
-    for spec_hash, values in series.items():
-        traces.append({"type": "scatter", "mode": "lines+markers", "name": names[spec_hash], "x": [x for x in labels if x in values],
-                       "y": [values[x] for x in labels if x in values],
-                       "hovertemplate": f"{names[spec_hash]} ({spec_hash[:10]})<br>%{{x}}<br>fidelity %{{y:.5f}}<extra></extra>"})
-    return traces, labels
-
-
-def families(session: Session) -> list[tuple[str, int]]:
-    """(family, number of versions), most versions first."""
-    counts = Counter(family_of(c) for c in session.execute(select(Checkpoint)).scalars())
-    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-
-
-def cheapest_shapes(view: GridView) -> list[dict[str, Any]]:
-    """A thick outline around the cheapest passing cell (category axes take positions as indices)."""
-    if view.cheapest is None:
-        return []
-    x, y = view.precisions.index(view.cheapest.precision), view.depths.index(view.cheapest.h_cycles)
-    return [{"type": "rect", "xref": "x", "yref": "y", "x0": x - 0.5, "x1": x + 0.5, "y0": y - 0.5, "y1": y + 0.5,
-             "line": {"color": "#ffd400", "width": 4}, "name": "cheapest passing"}]

@@ -20,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from sqlalchemy.orm import selectinload
 
-from app.dashboard import data
+from app.dashboard import data, grid, history
 from app.deps import SessionDep, check_api_key
 from workers.orm import FINISHED_STATUSES, Checkpoint, Job, Verdict
 from workers.queue import now
@@ -105,7 +105,7 @@ def overview(request: Request, session: SessionDep, checkpoint: str | None = Non
         figures[key] = {"json": figure_json(traces, layout), "points": sum(len(t["x"]) for t in traces)}
     unlabelled = sum(1 for p in points if p.puzzle_exact_drop is None)
     checkpoints = session.query(Checkpoint).order_by(Checkpoint.created_at.desc()).all()
-    tasks = sorted({data.task_of(j.checkpoint, j.probe_set) for j in data._jobs(session, status="succeeded")})
+    tasks = sorted({data.task_of(j.checkpoint, j.probe_set) for j in data.load_jobs(session, status="succeeded")})
     return _page(request, "overview.html", title="Overview", points=points, figures=figures, policy=policy, unlabelled=unlabelled,
                  checkpoints=checkpoints, tasks=tasks, filters={"checkpoint": checkpoint or "", "task": task or "", "since": since or "",
                                                                 "until": until or ""},
@@ -146,17 +146,17 @@ def job_page(job_id: str, request: Request, session: SessionDep) -> HTMLResponse
 @router.get("/grid", response_class=HTMLResponse)
 def grid_page(request: Request, session: SessionDep, checkpoint: str | None = None) -> HTMLResponse:
     """Depth x precision heatmaps of fidelity and puzzle-exact, with GFLOPs per puzzle and the cheapest passing cell."""
-    candidates = data.grid_checkpoints(session)
+    candidates = grid.grid_checkpoints(session)
     if checkpoint and session.get(Checkpoint, checkpoint) is None:
         return _error(request, 404, f"There is no checkpoint {checkpoint}.")
     selected = checkpoint or (candidates[0][0].id if candidates else None)
-    view = data.grid_view(session, selected) if selected else None
+    view = grid.grid_view(session, selected) if selected else None
     figures: dict[str, Markup] = {}
     if view is not None and view.cells:
         for key, attribute, title in (("fidelity", "fidelity", "fidelity"), ("exact", "puzzle_exact", "puzzle-exact")):
-            figures[key] = figure_json(data.heatmap_traces(view, attribute, title), {
+            figures[key] = figure_json(grid.heatmap_traces(view, attribute, title), {
                 "xaxis": {"title": {"text": "precision"}, "type": "category"}, "yaxis": {"title": {"text": "H_cycles"}, "type": "category"},
-                "margin": {"t": 30, "r": 10}, "showlegend": False, "shapes": data.cheapest_shapes(view)})
+                "margin": {"t": 30, "r": 10}, "showlegend": False, "shapes": grid.cheapest_shapes(view)})
     return _page(request, "grid.html", title="Depth × precision", view=view, figures=figures, checkpoints=candidates, selected=selected,
                  selected_checkpoint=session.get(Checkpoint, selected) if selected else None)
 
@@ -164,10 +164,10 @@ def grid_page(request: Request, session: SessionDep, checkpoint: str | None = No
 @router.get("/checkpoints", response_class=HTMLResponse)
 def checkpoints_page(request: Request, session: SessionDep, family: str | None = None) -> HTMLResponse:
     """Checkpoints with their latest verdicts, and one family's fidelity per spec across its versions."""
-    rows = data.checkpoint_rows(session)
-    families = data.families(session)
+    rows = history.checkpoint_rows(session)
+    families = history.families(session)
     selected = family or (families[0][0] if families else None)
-    traces, versions = data.history_traces(session, selected) if selected else ([], [])
+    traces, versions = history.history_traces(session, selected) if selected else ([], [])
     history_figure = figure_json(traces, {"xaxis": {"title": {"text": "checkpoint version (registration order)"}, "type": "category"},
                                   "yaxis": {"title": {"text": "fidelity (mean)"}}, "margin": {"t": 30, "r": 10},
                                   "legend": {"orientation": "h", "y": -0.3}}) if traces else None

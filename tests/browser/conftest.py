@@ -30,6 +30,7 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 FAMILY = "tiny-sudoku"
 SWEEP = ["int8-channel", "int4-naive", "prune-50", "bf16"]
 FINISHED = ("succeeded", "failed", "cancelled")
+GRID_POLICY = {"min_fidelity_mean": 0.99, "min_fidelity_p05": 0.95, "min_answer_agreement": None, "max_puzzle_exact_drop": 0.02}
 
 
 def free_port() -> int:
@@ -111,7 +112,8 @@ def dashboard_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashb
         server.slow_checkpoint = response.json()["id"]
         grid = [spec.to_dict() for spec in precision_depth_grid(tiny_trm(halt_max_steps=3))]
         server.jobs["sweep_v1"] = server.submit(server.checkpoints["v1"], sweep_specs(), options={"limit": 16}, tags=["sweep"])
-        server.jobs["grid_v1"] = server.submit(server.checkpoints["v1"], grid, options={"limit": 16}, tags=["grid"])
+        # A lenient policy (no answer-agreement rule) so that some compressed cells of the random tiny model pass.
+        server.jobs["grid_v1"] = server.submit(server.checkpoints["v1"], grid, options={"limit": 16}, tags=["grid"], policy=GRID_POLICY)
         server.jobs["sweep_v2"] = server.submit(server.checkpoints["v2"], sweep_specs(), options={"limit": 16}, tags=["sweep"])
         server.jobs["failed"] = server.submit(server.checkpoints["v2"], sweep_specs()[:1], probe={"dataset_path": str(root / "missing")})
         for job_id in server.jobs.values():

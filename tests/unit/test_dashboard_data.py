@@ -1,4 +1,4 @@
-"""The dashboard's data shaping (app/dashboard/data.py) on a migrated SQLite database, no browser.
+"""The dashboard's data shaping (app/dashboard/data.py, grid.py, history.py) on a migrated SQLite database, no browser.
 
 Rows are written the way the pipeline writes them (candidate rows from specs, the result as an
 `EvaluationResult` dump, verdicts from the real gate), with measurements chosen per test.
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from app.dashboard import data
+from app.dashboard import data, grid, history
 from app.dashboard.routes import figure_json
 from app.db import make_engine, session_factory, upgrade_to_head
 from models.compress.grids import PAPER, precision_depth_grid
@@ -45,11 +45,11 @@ def test_method_of_joins_combined_parts() -> None:
 def test_grid_cell_recognises_the_precision_depth_grid_only() -> None:
     for spec in precision_depth_grid(tiny_trm(H_cycles=3)):
         precision, depth = str(spec.name).split("/")
-        assert data.grid_cell(spec.to_dict(), 3) == (precision, int(depth[1:]))
+        assert grid.grid_cell(spec.to_dict(), 3) == (precision, int(depth[1:]))
     for name in ("int8-bnb", "prune-50", "carry-int8", "nf4"):
-        assert data.grid_cell(CompressionSpec.model_validate(PAPER[name]).to_dict(), 2) is None
-    assert data.grid_cell({"depth": {"H_cycles": 1, "L_cycles": 2}}, 2) is None
-    assert data.grid_cell({"precision": "bf16"}, None) is None  # full depth unknown
+        assert grid.grid_cell(CompressionSpec.model_validate(PAPER[name]).to_dict(), 2) is None
+    assert grid.grid_cell({"depth": {"H_cycles": 1, "L_cycles": 2}}, 2) is None
+    assert grid.grid_cell({"precision": "bf16"}, None) is None  # full depth unknown
 
 
 def test_figure_json_is_valid_json_that_cannot_close_its_script_element() -> None:
@@ -178,24 +178,35 @@ def test_job_traces_and_verdict_rows(session: Session) -> None:
 
 def test_grid_view_marks_the_cheapest_passing_cell(session: Session) -> None:
     ckpt = add_checkpoint(session, "m", "a", datetime(2026, 1, 1, tzinfo=UTC))
-    grid = {str(s.name): s for s in precision_depth_grid(tiny_trm(H_cycles=2))}
+    by_name = {str(s.name): s for s in precision_depth_grid(tiny_trm(H_cycles=2))}
     lenient = GatePolicy(min_answer_agreement=None, max_puzzle_exact_drop=0.2)
     measured = [
-        (grid["fp32/H2"], {"fidelity": 1.0, "exact": 0.8, "cell": 0.95, "gflops": 2.0, "total": 4000}),
-        (grid["int8/H2"], {"fidelity": 0.999, "exact": 0.8, "cell": 0.95, "gflops": 2.0, "total": 1000}),
-        (grid["int8/H1"], {"fidelity": 0.995, "exact": 0.7, "cell": 0.94, "gflops": 1.0, "total": 1000}),
-        (grid["int4-naive/H1"], {"fidelity": 0.5, "exact": 0.1, "cell": 0.6, "gflops": 1.0, "total": 500}),
+        (by_name["fp32/H2"], {"fidelity": 1.0, "exact": 0.8, "cell": 0.95, "gflops": 2.0, "total": 4000}),
+        (by_name["int8/H2"], {"fidelity": 0.999, "exact": 0.8, "cell": 0.95, "gflops": 2.0, "total": 1000}),
+        (by_name["int8/H1"], {"fidelity": 0.995, "exact": 0.7, "cell": 0.94, "gflops": 1.0, "total": 1000}),
+        (by_name["int4-naive/H1"], {"fidelity": 0.5, "exact": 0.1, "cell": 0.6, "gflops": 1.0, "total": 500}),
         (PRUNE, {"fidelity": 0.9, "exact": 0.5, "cell": 0.9}),  # not a grid cell
     ]
     add_job(session, ckpt, measured, policy=lenient)
-    view = data.grid_view(session, ckpt.id)
+    view = grid.grid_view(session, ckpt.id)
     assert view.precisions == ["fp32", "int8", "int4-naive"] and view.depths == [1, 2]
     assert view.matrix("fidelity") == [[None, 0.995, 0.5], [1.0, 0.999, None]]
     assert view.cheapest is not None and (view.cheapest.precision, view.cheapest.h_cycles) == ("int8", 1)
-    traces = data.heatmap_traces(view, "fidelity", "fidelity")
-    assert traces[1]["x"] == ["int8"] and traces[1]["y"] == ["H1"]
-    assert data.cheapest_shapes(view)[0]["x0"] == 0.5 and data.cheapest_shapes(view)[0]["y0"] == -0.5
-    assert [(c.id, n) for c, n in data.grid_checkpoints(session)] == [(ckpt.id, 4)]
+    [heatmap] = grid.heatmap_traces(view, "fidelity", "fidelity")
+    assert "★ cheapest" in heatmap["text"][0][1] and "(reference)" in heatmap["text"][1][0]
+    assert sum("★" in t for row in heatmap["text"] for t in row) == 1
+    assert grid.cheapest_shapes(view)[0]["x0"] == 0.5 and grid.cheapest_shapes(view)[0]["y0"] == -0.5
+    assert [(c.id, n) for c, n in grid.grid_checkpoints(session)] == [(ckpt.id, 4)]
+
+
+def test_grid_never_offers_the_reference_as_the_cheapest_cell(session: Session) -> None:
+    ckpt = add_checkpoint(session, "m", "a", datetime(2026, 1, 1, tzinfo=UTC))
+    by_name = {str(s.name): s for s in precision_depth_grid(tiny_trm(H_cycles=2))}
+    add_job(session, ckpt, [(by_name["fp32/H2"], {"fidelity": 1.0, "exact": 0.8, "cell": 0.95, "gflops": 2.0, "total": 4000}),
+                            (by_name["int8/H1"], {"fidelity": 0.5, "exact": 0.1, "cell": 0.6, "gflops": 1.0, "total": 1000})])
+    view = grid.grid_view(session, ckpt.id)
+    assert view.cells[("fp32", 2)].decision == "go" and view.cells[("fp32", 2)].is_reference
+    assert view.cheapest is None and grid.cheapest_shapes(view) == []
 
 
 def test_history_follows_a_spec_across_versions(session: Session) -> None:
@@ -205,11 +216,31 @@ def test_history_follows_a_spec_across_versions(session: Session) -> None:
     add_job(session, v1, [(INT8, {"fidelity": 0.999, "exact": 0.8, "cell": 0.95}), (PRUNE, {"fidelity": 0.7, "exact": 0.1, "cell": 0.8})])
     add_job(session, v2, [(spec("int8 renamed", PAPER["int8-channel"]), {"fidelity": 0.95, "exact": 0.6, "cell": 0.9})])
     add_job(session, other, [(INT8, {"fidelity": 0.5, "exact": 0.1, "cell": 0.5})])
-    traces, versions = data.history_traces(session, "m")
+    traces, versions = history.history_traces(session, "m")
     assert len(versions) == 2 and versions[0].startswith("v1 aaaaaaaa") and versions[1].startswith("v2 bbbbbbbb")
     by_hash = {t["name"]: t for t in traces}
     assert by_hash["int8 renamed"]["y"] == [0.999, 0.95] and by_hash["int8 renamed"]["x"] == versions
     assert by_hash["prune-50"]["y"] == [0.7]
-    assert data.families(session) == [("m", 2), ("other", 1)]
-    rows = {r.checkpoint.id: r for r in data.checkpoint_rows(session)}
+    assert history.families(session) == [("m", 2), ("other", 1)]
+    rows = {r.checkpoint.id: r for r in history.checkpoint_rows(session)}
     assert rows[v1.id].latest_decision == "no_go" and rows[v1.id].candidate_decisions == {"go": 1, "no_go": 1}
+
+
+def test_pages_render_in_process(tmp_path: Path, session: Session) -> None:
+    """Every page renders from the same data (in-process, no worker, no browser); unknown ids are 404 pages."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    ckpt = add_checkpoint(session, "m", "a", datetime(2026, 1, 1, tzinfo=UTC))
+    job = add_job(session, ckpt, [(INT8, {"fidelity": 0.999, "exact": 0.8, "cell": 0.95})])
+    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'dash.db'}")
+    with TestClient(create_app(settings, start_workers=False)) as client:
+        pages = {"/dashboard": "chart-exact", f"/dashboard/jobs/{job.id}": "chart-steps", "/dashboard/grid": "chart-grid-fidelity",
+                 "/dashboard/checkpoints": "chart-history"}
+        for path, marker in pages.items():
+            response = client.get(path)
+            assert response.status_code == 200 and f'id="{marker}"' in response.text, path
+        assert client.get("/dashboard/jobs/nope").status_code == 404
+        assert client.get("/dashboard/static/dashboard.js").status_code == 200
