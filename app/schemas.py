@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.compress.spec import CompressionSpec
 from workers.gate import GatePolicy
+from workers.profile.aihub import AiHubOptions
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -70,6 +71,7 @@ class JobOptions(_Schema):
     limit: int | None = Field(None, ge=1, description="use only the first N probe puzzles")
     batch_size: int = Field(64, ge=1, le=4096)
     profile: bool = Field(False, description="also profile the deployable artifact (ONNX Runtime; later AI Hub)")
+    aihub: AiHubOptions | None = Field(None, description="profile onnxruntime candidates on Qualcomm AI Hub devices (needs a token)")
 
 
 class JobCreate(_Schema):

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 GIB = 1024**3
@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     dispatch_poll_seconds: float = Field(1.0, gt=0, description="How often the API sends queued jobs to the broker.")
     redispatch_after_seconds: float = Field(
         600.0, gt=0, description="A queued job whose task was lost (broker flushed) is sent again after this long.")
+    aihub_token: SecretStr | None = Field(None, description="Qualcomm AI Hub API token for jobs with options.aihub and no token_ref; "
+                                                            "workers read CARRYGATE_AIHUB_TOKEN from their own environment")
 
     @field_validator("data_dir")
     @classmethod

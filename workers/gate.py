@@ -20,6 +20,8 @@ Rules (named after the policy field that sets them; `observed` / `threshold` are
 - `max_step_latency_ms`    the profile's `step_latency_ms_p50` <= threshold (profiles come from the
                            profiling stage, keyed by candidate name, or from an onnxruntime
                            candidate's own `profile`; no profile -> not evaluated);
+- `device_profile`         one per requested AI Hub device (onnxruntime candidates): passed when it was
+                           compiled, run and compared there, not evaluated (inconclusive) otherwise;
 - `require_labels`         listed only when the policy requires labels, none of the label rules is
                            set and labels were not evaluated.
 
@@ -223,6 +225,11 @@ def judge_candidate(result: ModelResult, reference: ModelResult, labels: bool, p
                               policy.max_artifact_bytes, at_least=False))
     if policy.max_step_latency_ms is not None:
         rules.append(_latency_rule(policy.max_step_latency_ms, profile))
+    for device in result.device_profiles:  # requested on-device profiles: one that did not happen is no pass
+        ok = device.status == "ok"
+        rules.append(RuleOutcome(rule="device_profile", observed=None, threshold=None, passed=True if ok else None,
+                                 reason=f"{device.device_name or device.device_requested}: "
+                                        + ("compiled, run and compared on device" if ok else device.reason or "inconclusive")))
     return verdict(rules)
 
 

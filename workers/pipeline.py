@@ -211,6 +211,11 @@ def run_job(job_id: str, ctx: WorkerContext, *, on_progress: Callable[[int, int]
             except ValueError as err:  # a spec that does not fit the architecture
                 raise JobFailed(str(err)) from err
             store_artifacts(ctx.store, result, Path(workdir) / "artifacts")
+            if options.get("aihub"):
+                from workers.profile.aihub import AiHubOptions, attach_device_profiles
+
+                attach_device_profiles(result, ckpt.model, probe.inputs, probe.puzzle_identifiers, Path(workdir) / "artifacts",
+                                       AiHubOptions.model_validate(options["aihub"]))
         beat.beat()  # last progress, and a final look at the cancel flag
         if beat.lost.is_set():
             return "lost"

@@ -59,3 +59,24 @@ def test_ort_candidate_job_stores_a_downloadable_artifact(client: TestClient, tm
     assert client.get(f"/jobs/{job['id']}/artifacts/int8").status_code == 404
     assert client.get(f"/jobs/{job['id']}/artifacts/nope").status_code == 404
     assert client.get("/jobs/nope/artifacts/ort-dyn").status_code == 404
+
+
+def test_aihub_requested_without_reachable_hub_is_inconclusive(client: TestClient, tmp_path: Path) -> None:
+    """The real client in a real worker on this offline machine: the job succeeds, the device profile
+    is inconclusive with its reason, and the verdict is inconclusive (never a false go)."""
+    checkpoint = make_tiny_zoo_model(tmp_path / "zoo" / "tiny", steps=2, puzzles=4, seed=1)
+    policy = {"min_fidelity_mean": None, "min_fidelity_p05": None, "min_answer_agreement": None, "max_puzzle_exact_drop": None}
+    options = {"limit": 4, "aihub": {"devices": ["Samsung Galaxy S24 (Family)"], "token_ref": "env:CARRYGATE_TEST_NO_SUCH_TOKEN",
+                                     "connect_timeout_seconds": 2}}
+    spec = {"name": "ort-none", "onnxruntime": {"quantization": "none", "profile_repeats": 0}}
+    created = client.post("/jobs", json={"checkpoint_id": register(client, checkpoint), "candidates": [spec], "policy": policy,
+                                         "options": options})
+    assert created.status_code == 202, created.text
+    job = wait_for(client, created.json()["id"], timeout=300)
+    assert job["status"] == "succeeded", job["error"]
+    [device] = job["result"]["candidates"][0]["device_profiles"]
+    assert device["status"] == "inconclusive" and device["reason"].startswith("no AI Hub token")
+    assert job["verdict"]["decision"] == "inconclusive"
+    bad = client.post("/jobs", json={"checkpoint_id": register(client, checkpoint), "candidates": [spec],
+                                     "options": {"aihub": {"devices": ["x"], "token_ref": "my-plain-token"}}})
+    assert bad.status_code == 422 and "token_ref" in bad.text
