@@ -142,7 +142,7 @@ def register_checkpoint(body: CheckpointRegister, response: Response, session: S
 
 @router.get("", response_model=CheckpointList)
 def list_checkpoints(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                     offset: Annotated[int, Query(ge=0)] = 0) -> CheckpointList:
+                     offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> CheckpointList:
     rows = session.execute(select(Checkpoint).order_by(Checkpoint.created_at.desc()).limit(limit).offset(offset)).scalars()
     count = session.execute(select(func.count()).select_from(Checkpoint)).scalar_one()
     return CheckpointList(data=[CheckpointRead.model_validate(r) for r in rows], count=count)

@@ -134,7 +134,7 @@ def _has_tag(tag: str, dialect: str) -> ColumnElement[bool]:
 @router.get("/jobs", response_model=JobList)
 def list_jobs(request: Request, session: SessionDep, status: JobStatus | None = None, checkpoint_id: str | None = None,
               tag: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Annotated[int, Query(ge=0)] = 0) -> JobList:
+              offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> JobList:
     """Newest first; results are left out of listings (read one job for its result)."""
     query = select(Job)
     if status is not None:
@@ -187,7 +187,7 @@ def job_verdict(job_id: str, session: SessionDep) -> VerdictList:
 
 @router.get("/verdicts", response_model=VerdictList)
 def list_verdicts(session: SessionDep, decision: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                  offset: Annotated[int, Query(ge=0)] = 0) -> VerdictList:
+                  offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> VerdictList:
     """Job-level verdicts, newest first."""
     query = select(Verdict).where(Verdict.scope == JOB_SCOPE)
     if decision is not None:

@@ -71,7 +71,8 @@ def delete_webhook(webhook_id: str, session: SessionDep) -> Response:
 
 @router.get("/{webhook_id}/deliveries", response_model=WebhookDeliveryList, responses={404: {"description": "no such webhook"}})
 def list_deliveries(webhook_id: str, session: SessionDep, status: Literal["pending", "delivered", "failed"] | None = None,
-                    limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> WebhookDeliveryList:
+                    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                    offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> WebhookDeliveryList:
     """Deliveries newest first, each with every attempt (time, HTTP status or error, duration)."""
     _get(session, webhook_id)
     query = select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id)
