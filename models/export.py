@@ -129,8 +129,8 @@ def _inline_initializer_identities(proto: onnx.ModelProto) -> int:
 
 def _dedupe_constants(proto: onnx.ModelProto) -> int:
     """Every application of an attention block bakes its own copy of the RoPE tables into Constant
-    nodes (~0.75 MB on maze-att, more than half the weights); keep one node per distinct value. The
-    first copy precedes every later copy's consumers, so rewiring to it keeps the graph sorted."""
+    nodes (~0.75 MB on maze-att, more than half the weights); keep one node (or initializer) per
+    distinct value. The first copy precedes every later copy's consumers, so rewiring keeps the order."""
     first: dict[bytes, str] = {}
     rename: dict[str, str] = {}
     keep = []
@@ -143,8 +143,23 @@ def _dedupe_constants(proto: onnx.ModelProto) -> int:
             first[key] = node.output[0]
         keep.append(node)
     graph_outputs = {out.name for out in proto.graph.output}
+    # The dynamo exporter stores those tables as initializers instead: the same, by content.
+    first_init: dict[bytes, str] = {}
+    kept_inits = []
+    for init in proto.graph.initializer:
+        anonymous = onnx.TensorProto()
+        anonymous.CopyFrom(init)
+        anonymous.name = ""
+        key = anonymous.SerializeToString(deterministic=True)
+        if key in first_init and init.name not in graph_outputs:
+            rename[init.name] = first_init[key]
+            continue
+        first_init.setdefault(key, init.name)
+        kept_inits.append(init)
     if not rename or graph_outputs & set(rename):
         return 0
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept_inits)
     for node in keep:
         for i, name in enumerate(node.input):
             if name in rename:
