@@ -1,4 +1,5 @@
-"""The read-only web dashboard: `install(app)` adds its pages under /dashboard and its static files."""
+"""The read-only web dashboard: `install(app)` adds its pages under /dashboard, its static files and the
+browser sign-in for servers with API keys (`access.py`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ __all__ = ["install"]
 
 
 def install(app: FastAPI) -> None:
+    from app.dashboard.access import DashboardSession
     from app.dashboard.routes import router
 
     app.include_router(router)
+    app.add_middleware(DashboardSession)  # browsers sign in with a key kept in a cookie (reads only)
     app.mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")

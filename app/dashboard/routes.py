@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import plotly
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from sqlalchemy.orm import selectinload
 
 from app.dashboard import data, grid, history
-from app.deps import SessionDep, check_api_key
+from app.deps import SessionDep, require_scope
 from workers.orm import FINISHED_STATUSES, Checkpoint, Job, Verdict
 from workers.queue import now
 
@@ -29,8 +29,8 @@ APP_DIR = Path(__file__).resolve().parent.parent
 TEMPLATES = Jinja2Templates(directory=str(APP_DIR / "templates"))
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 
-read_access = Depends(check_api_key)
-"""The one dependency that guards every dashboard page; it becomes the `read` scope check when scoped keys exist (issue 5)."""
+read_access = require_scope("read")
+"""The one dependency that guards every dashboard page (a no-op in open mode); browsers sign in through `access.py`."""
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"], dependencies=[read_access], include_in_schema=False)
 

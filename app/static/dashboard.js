@@ -13,6 +13,7 @@ function drawFigures() {
     if (window.innerWidth < 700) {  // a phone: the legend goes under the plot, which keeps the full width
       layout.legend = Object.assign({}, layout.legend, { orientation: "h", x: 0, y: -0.3 });
       layout.margin = Object.assign({}, layout.margin, { l: 50, r: 5 });
+      figure.data.forEach((trace) => { if (trace.type === "heatmap") trace.texttemplate = "%{z:.3f}"; });  // cells are small
     }
     Plotly.newPlot(div, figure.data, layout, PLOT_CONFIG).then(() => {
       div.dataset.rendered = "true";
