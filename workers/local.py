@@ -81,6 +81,9 @@ def worker_loop(config: WorkerConfig, worker_id: str, max_jobs: int | None = Non
 
 def _worker_main(config: WorkerConfig, worker_id: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # Embedded workers share the API's cores: model work yields to request handling, which keeps the
+    # API's latency while a job runs (bench/api_load.py) without slowing the job on an idle machine.
+    os.nice(10)
     worker_loop(config, worker_id)
 
 
