@@ -38,9 +38,16 @@ def _settle_abandoned(session: Session, at: datetime) -> None:
     session.execute(update(Job).where(abandoned, Job.cancel_requested.is_(True))
                     .values(status="cancelled", error="cancelled by request", finished_at=at, lease_owner=None)
                     .execution_options(synchronize_session=False))
-    session.execute(update(Job).where(Job.status == "running", Job.lease_expires_at < at, Job.attempts >= MAX_ATTEMPTS)
-                    .values(status="failed", error=f"its worker died {MAX_ATTEMPTS} times while running it", finished_at=at,
-                            lease_owner=None).execution_options(synchronize_session=False))
+    poisoned = (Job.status == "running", Job.lease_expires_at < at, Job.attempts >= MAX_ATTEMPTS)
+    error = f"its worker died {MAX_ATTEMPTS} times while running it"
+    for job_id, checkpoint_id, tags in session.execute(select(Job.id, Job.checkpoint_id, Job.tags).where(*poisoned)).all():
+        failed = session.execute(update(Job).where(Job.id == job_id, *poisoned)
+                                 .values(status="failed", error=error, finished_at=at, lease_owner=None)
+                                 .execution_options(synchronize_session=False))
+        if failed.rowcount == 1:  # its job.failed webhooks go out with the same commit (outbox)
+            from workers.webhooks import enqueue_job_events
+
+            enqueue_job_events(session, job_id=job_id, checkpoint_id=checkpoint_id, tags=tags or [], status="failed", error=error)
 
 
 def claim_next_job(session: Session, worker_id: str, lease_seconds: float) -> str | None:
@@ -52,7 +59,7 @@ def claim_next_job(session: Session, worker_id: str, lease_seconds: float) -> st
         query = query.with_for_update(skip_locked=True)
     job_id = session.execute(query).scalar_one_or_none()
     if job_id is None:
-        session.rollback()
+        session.commit()  # nothing to claim, but keep what _settle_abandoned settled (a rollback lost it)
         return None
     claimed = session.execute(
         update(Job)

@@ -273,3 +273,30 @@ def test_signature_format_and_verification() -> None:
     assert not verify_signature("whsec_other_secret_value", body, header, now=1_700_000_100)
     assert not verify_signature(SECRET, body, header, now=1_700_000_000 + 301)  # replayed later
     assert not verify_signature(SECRET, body, "v1=" + header.split("v1=")[1]) and not verify_signature(SECRET, body, "garbage")
+
+
+def test_a_job_that_kills_its_workers_sends_job_failed(database_url: str) -> None:
+    from datetime import timedelta
+
+    from app.db import upgrade_to_head
+    from workers.orm import Checkpoint, Job, ProbeSet, WebhookDelivery
+    from workers.queue import MAX_ATTEMPTS, claim_next_job, now
+
+    upgrade_to_head(database_url)
+    engine = make_engine(database_url)
+    try:
+        with session_factory(engine)() as session:
+            session.add(Webhook(url="https://93.184.216.34/x", secret=SECRET, events=["job.failed"], active=True))
+            checkpoint = Checkpoint(sha256="ab" * 32, architecture="trm", config={}, size_bytes=1, storage_path="/x", source="upload")
+            job = Job(checkpoint=checkpoint,
+                      probe_set=ProbeSet(builder="sudoku", builder_args={}, content_hash="0" * 64, puzzles=1), tags=["nightly"],
+                      status="running", attempts=MAX_ATTEMPTS, lease_owner="dead", lease_expires_at=now() - timedelta(seconds=1))
+            session.add(job)
+            session.commit()
+            assert claim_next_job(session, "w", 30) is None
+            session.refresh(job)
+            delivery = session.query(WebhookDelivery).one()
+            assert job.status == "failed" and delivery.event == "job.failed" and delivery.job_id == job.id
+            assert delivery.payload["job"]["error"] == f"its worker died {MAX_ATTEMPTS} times while running it"
+    finally:
+        engine.dispose()
