@@ -30,6 +30,8 @@ DECISION_LABELS = {"go": "go", "no_go": "no-go", "inconclusive": "inconclusive",
 # 20 distinguishable colours (D3 category10, then its lighter partners): a demo shows about 15 methods.
 METHOD_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
                   "#aec7e8", "#ff9896", "#98df8a", "#ffbb78", "#c5b0d5", "#c49c94", "#f7b6d2", "#393b79", "#dbdb8d", "#9edae5"]
+OVERVIEW_JOB_LIMIT = 500
+"""The overview plots the newest this many jobs (each result document holds per-puzzle arrays)."""
 MB = 1024 * 1024
 SRAM_BUDGETS_MB = (8, 4)
 
@@ -102,10 +104,15 @@ class Filters:
     until: datetime | None = None
 
 
-def load_jobs(session: Session, *, status: str | None = None, checkpoint_id: str | None = None,
-              since: datetime | None = None, until: datetime | None = None) -> list[Job]:
-    query = select(Job).options(selectinload(Job.checkpoint), selectinload(Job.probe_set), selectinload(Job.result),
-                                selectinload(Job.candidates), selectinload(Job.verdicts).selectinload(Verdict.candidate))
+def load_jobs(session: Session, *, status: str | None = None, checkpoint_id: str | None = None, since: datetime | None = None,
+              until: datetime | None = None, with_result: bool = True, limit: int | None = None) -> list[Job]:
+    """Jobs newest first, with what the pages read loaded up front; `with_result=False` leaves the result
+    documents (curves and per-puzzle arrays, the bulk of the data) unread."""
+    options = [selectinload(Job.checkpoint), selectinload(Job.probe_set), selectinload(Job.candidates),
+               selectinload(Job.verdicts).selectinload(Verdict.candidate)]
+    if with_result:  # otherwise left unloaded (not noload: a later query in the same session must still be able to load it)
+        options.append(selectinload(Job.result))
+    query = select(Job).options(*options)
     if status is not None:
         query = query.where(Job.status == status)
     if checkpoint_id is not None:
@@ -114,7 +121,10 @@ def load_jobs(session: Session, *, status: str | None = None, checkpoint_id: str
         query = query.where(Job.created_at >= since)
     if until is not None:
         query = query.where(Job.created_at < until)
-    return list(session.execute(query.order_by(Job.created_at.desc())).scalars())
+    query = query.order_by(Job.created_at.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.execute(query).scalars())
 
 
 @dataclass(frozen=True)
@@ -171,8 +181,9 @@ def points_of(job: Job) -> list[CandidatePoint]:
 
 
 def load_points(session: Session, filters: Filters) -> tuple[list[CandidatePoint], list[Job]]:
-    """Every candidate of the succeeded jobs that pass the filters, and those jobs (newest first)."""
-    jobs = load_jobs(session, status="succeeded", checkpoint_id=filters.checkpoint_id, since=filters.since, until=filters.until)
+    """Every candidate of the newest `OVERVIEW_JOB_LIMIT` succeeded jobs that pass the filters, and those jobs (newest first)."""
+    jobs = load_jobs(session, status="succeeded", checkpoint_id=filters.checkpoint_id, since=filters.since, until=filters.until,
+                     limit=OVERVIEW_JOB_LIMIT)
     if filters.task:
         jobs = [j for j in jobs if task_of(j.checkpoint, j.probe_set) == filters.task]
     return [p for job in jobs for p in points_of(job)], jobs

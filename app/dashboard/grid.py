@@ -74,7 +74,7 @@ def grid_checkpoints(session: Session) -> list[tuple[Checkpoint, int]]:
     a plain sweep also holds a few full-depth cells, a grid job holds them all."""
     cells: dict[str, set[tuple[str, int]]] = {}
     checkpoints: dict[str, Checkpoint] = {}
-    for job in load_jobs(session, status="succeeded"):
+    for job in load_jobs(session, status="succeeded", with_result=False):
         full = config_value(job.checkpoint, "H_cycles")
         found = {cell for c in job.candidates if (cell := grid_cell(c.spec, full)) is not None}
         if found:

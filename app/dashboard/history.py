@@ -33,7 +33,7 @@ def family_of(checkpoint: Checkpoint) -> str:
 
 def checkpoint_rows(session: Session) -> list[CheckpointRow]:
     checkpoints = list(session.execute(select(Checkpoint).order_by(Checkpoint.created_at.desc())).scalars())
-    jobs = load_jobs(session)
+    jobs = load_jobs(session, with_result=False)
     rows = []
     for ckpt in checkpoints:
         own = [j for j in jobs if j.checkpoint_id == ckpt.id]

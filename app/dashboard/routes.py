@@ -104,8 +104,10 @@ def overview(request: Request, session: SessionDep, checkpoint: str | None = Non
                   "legend": {"title": {"text": "method"}}}
         figures[key] = {"json": figure_json(traces, layout), "points": sum(len(t["x"]) for t in traces)}
     unlabelled = sum(1 for p in points if p.puzzle_exact_drop is None)
+    if len(jobs) >= data.OVERVIEW_JOB_LIMIT:
+        errors.append(f"showing the newest {data.OVERVIEW_JOB_LIMIT} matching jobs; narrow the dates or pick a checkpoint to see others")
     checkpoints = session.query(Checkpoint).order_by(Checkpoint.created_at.desc()).all()
-    tasks = sorted({data.task_of(j.checkpoint, j.probe_set) for j in data.load_jobs(session, status="succeeded")})
+    tasks = sorted({data.task_of(j.checkpoint, j.probe_set) for j in data.load_jobs(session, status="succeeded", with_result=False)})
     return _page(request, "overview.html", title="Overview", points=points, figures=figures, policy=policy, unlabelled=unlabelled,
                  checkpoints=checkpoints, tasks=tasks, filters={"checkpoint": checkpoint or "", "task": task or "", "since": since or "",
                                                                 "until": until or ""},

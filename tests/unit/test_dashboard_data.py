@@ -244,3 +244,13 @@ def test_pages_render_in_process(tmp_path: Path, session: Session) -> None:
             assert response.status_code == 200 and f'id="{marker}"' in response.text, path
         assert client.get("/dashboard/jobs/nope").status_code == 404
         assert client.get("/dashboard/static/dashboard.js").status_code == 200
+
+
+def test_overview_reads_only_the_newest_jobs(session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    ckpt = add_checkpoint(session, "m", "a", t0)
+    jobs = [add_job(session, ckpt, [(INT8, {"fidelity": 0.999, "exact": 0.8, "cell": 0.95})], created_at=t0 + timedelta(hours=i))
+            for i in range(3)]
+    monkeypatch.setattr(data, "OVERVIEW_JOB_LIMIT", 2)
+    points, loaded = data.load_points(session, data.Filters())
+    assert [j.id for j in loaded] == [jobs[2].id, jobs[1].id] and len(points) == 2
