@@ -7,6 +7,7 @@ Rows are written the way the pipeline writes them (candidate rows from specs, th
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from models.compress.grids import PAPER, precision_depth_grid
 from models.compress.spec import CompressionSpec
 from models.results import Curve, EvaluationResult, Footprint, ModelResult, Summary
 from tests.conftest import tiny_trm
+from tests.service.conftest import pg_url  # noqa: F401  (fixture used through database_url)
 from workers.gate import GatePolicy, judge
 from workers.orm import JOB_SCOPE, Checkpoint, Job, ProbeSet, Result, Verdict
 from workers.pipeline import candidate_rows
@@ -52,6 +54,15 @@ def test_grid_cell_recognises_the_precision_depth_grid_only() -> None:
     assert grid.grid_cell({"precision": "bf16"}, None) is None  # full depth unknown
 
 
+def test_non_finite_measurements_become_gaps() -> None:
+    body = {"reference": {"consecutive_similarity": {"curve": [None, float("inf")]}},
+            "candidates": [{"name": "c", "step_fidelity": [1.0, float("nan")], "per_puzzle": {"fidelity": [0.5, float("nan")]}}]}
+    steps = data.step_traces(body)
+    assert steps[0]["y"] == [1.0, None] and steps[1]["y"] == [None, None]
+    assert data.histogram_traces(body)[0]["x"] == [0.5]
+    json.loads(str(figure_json(steps, {})))
+
+
 def test_figure_json_is_valid_json_that_cannot_close_its_script_element() -> None:
     traces = [{"name": "</script><script>alert(1)</script>", "x": [1.0], "y": [None]}]
     text = str(figure_json(traces, {"title": "a & b"}))
@@ -71,7 +82,7 @@ def footprint(gflops: float, total: int) -> Footprint:
 def model_result(spec: CompressionSpec | None, fidelity: float, *, exact: float | None, cell: float | None, gflops: float = 1.0,
                  total: int = 1000, name: str | None = None) -> ModelResult:
     return ModelResult(name=name or str(spec.name), spec=spec.to_dict() if spec else None, spec_hash=spec.content_hash if spec else None,
-                       steps=3, fidelity=Summary(mean=fidelity, p05=fidelity - 0.001), step_fidelity=[1.0, fidelity, float("nan")],
+                       steps=3, fidelity=Summary(mean=fidelity, p05=fidelity - 0.001), step_fidelity=[1.0, fidelity, None],
                        consecutive_similarity=Curve(curve=[None, 0.9, 0.95], mean=0.925), answer_agreement=1.0,
                        puzzle_exact=exact, cell_accuracy=cell, footprint=footprint(gflops, total),
                        per_puzzle={"fidelity": [fidelity] * 4})
@@ -110,12 +121,20 @@ def add_checkpoint(session: Session, name: str, sha: str, created_at: datetime) 
     return ckpt
 
 
-@pytest.fixture
-def session(tmp_path: Path) -> Session:
-    url = f"sqlite:///{tmp_path / 'dash.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database on each backend (the real PostgreSQL server, as in tests/service)."""
+    url = f"sqlite:///{tmp_path / 'dash.db'}" if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
     upgrade_to_head(url)
-    with session_factory(make_engine(url))() as s:
+    return url
+
+
+@pytest.fixture
+def session(database_url: str) -> Iterator[Session]:
+    engine = make_engine(database_url)
+    with session_factory(engine)() as s:
         yield s
+    engine.dispose()
 
 
 def spec(name: str, body: dict[str, Any]) -> CompressionSpec:
@@ -164,7 +183,7 @@ def test_job_traces_and_verdict_rows(session: Session) -> None:
     body = job.result.body
     steps = data.step_traces(body)
     assert [t["name"] for t in steps] == ["int8", "int4-naive", "reference consecutive similarity"]
-    assert steps[1]["y"] == [1.0, 0.9, None]  # NaN becomes a gap
+    assert steps[1]["y"] == [1.0, 0.9, None]
     assert steps[2]["y"] == [None, 0.9, 0.95]
     json.loads(str(figure_json(steps, {})))
     assert [len(t["x"]) for t in data.histogram_traces(body)] == [4, 4]
@@ -226,7 +245,7 @@ def test_history_follows_a_spec_across_versions(session: Session) -> None:
     assert rows[v1.id].latest_decision == "no_go" and rows[v1.id].candidate_decisions == {"go": 1, "no_go": 1}
 
 
-def test_pages_render_in_process(tmp_path: Path, session: Session) -> None:
+def test_pages_render_in_process(tmp_path: Path, database_url: str, session: Session) -> None:
     """Every page renders from the same data (in-process, no worker, no browser); unknown ids are 404 pages."""
     from fastapi.testclient import TestClient
 
@@ -235,7 +254,7 @@ def test_pages_render_in_process(tmp_path: Path, session: Session) -> None:
 
     ckpt = add_checkpoint(session, "m", "a", datetime(2026, 1, 1, tzinfo=UTC))
     job = add_job(session, ckpt, [(INT8, {"fidelity": 0.999, "exact": 0.8, "cell": 0.95})])
-    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'dash.db'}")
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
     with TestClient(create_app(settings, start_workers=False)) as client:
         pages = {"/dashboard": "chart-exact", f"/dashboard/jobs/{job.id}": "chart-steps", "/dashboard/grid": "chart-grid-fidelity",
                  "/dashboard/checkpoints": "chart-history"}
