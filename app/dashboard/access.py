@@ -71,7 +71,7 @@ def login_page(next_path: str, reason: str | None) -> bytes:
   <button type="submit">Open the dashboard</button>
 </form>
 <p class="muted">The key is kept in an HttpOnly cookie for this site and is only ever sent with reads.
-Create one with <code>carrygate keys create NAME --scope read</code>.</p>
+Create one with <code>carrygate keys create --name NAME --scope read</code>.</p>
 </main></body></html>""".encode()
 
 
