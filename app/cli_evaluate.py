@@ -126,7 +126,8 @@ def print_table(result) -> None:  # result: EvaluationResult
             _fmt(m.cell_accuracy),
             _fmt(m.puzzle_exact, 3),
             "" if is_ref else (_fmt(m.delta_puzzle_exact, 3) if m.delta_puzzle_exact is not None else "—"),
-            "—" if fp is None else f"{fp.total_bytes / 2**20:.2f}",
+            # an onnxruntime candidate's deployed size is its .onnx file
+            f"{m.artifact.bytes / 2**20:.2f}" if m.artifact is not None else "—" if fp is None else f"{fp.total_bytes / 2**20:.2f}",
             fits,
             "—" if fp is None else f"{fp.gflops_per_puzzle:.3f}",
         )

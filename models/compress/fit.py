@@ -48,4 +48,6 @@ def spec_problems(spec: CompressionSpec, config: TRMConfig | HRMConfig) -> list[
             rank = spec.puzzle_embedding.rank
             if rank is not None and rank >= bound:
                 problems.append(f"puzzle_embedding.rank: {rank} is not below the table's rank bound {bound}")
+    if spec.onnxruntime is not None and spec.onnxruntime.flash_row and config.puzzle_emb_ndim == 0:
+        problems.append("onnxruntime.flash_row: this model has no puzzle-embedding table to stream")
     return problems

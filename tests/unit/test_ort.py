@@ -117,6 +117,13 @@ def test_spec_validation_and_stable_hash() -> None:
     ort = CompressionSpec.from_yaml("onnxruntime: {quantization: static}\nprune: {sparsity: 0.25}")
     assert ort.display_name == "prune-intermediate-0.25+ort-static"
     assert CompressionSpec.model_validate(ort.to_dict()).content_hash == ort.content_hash
+    from models.compress.fit import spec_problems
+    from tests.conftest import tiny_trm
+
+    flash = CompressionSpec.from_yaml("onnxruntime: {flash_row: true}")
+    assert spec_problems(flash, tiny_trm(puzzle_emb_ndim=0, puzzle_emb_len=0)) == [
+        "onnxruntime.flash_row: this model has no puzzle-embedding table to stream"]
+    assert spec_problems(flash, tiny_trm()) == []
 
 
 def test_local_profile_schema_and_latency_gate(tmp_path: Path) -> None:
