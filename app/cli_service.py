@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -219,10 +220,10 @@ def _gate_remote(server: str, checkpoint: Path, specs: list[Any], policy: Any, p
         with httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=60.0) as client:
             _, weights = resolve_weights(checkpoint)
             config_file = weights.parent / ("config.json" if weights.suffix == ".safetensors" else "all_config.yaml")
-            files: dict[str, Any] = {"file": (weights.name, open(weights, "rb"))}
-            if config_file.is_file():
-                files["config"] = (config_file.name, open(config_file, "rb"))
-            uploaded = client.post("/checkpoints", files=files)
+            upload_headers = {"X-Carrygate-Config": base64.b64encode(config_file.read_bytes()).decode()} if config_file.is_file() else {}
+            with open(weights, "rb") as body:  # the raw route: streamed in one pass (README, Benchmarks)
+                uploaded = client.put(f"/checkpoints/raw/{weights.name}", content=iter(lambda: body.read(1 << 20), b""),
+                                      headers=upload_headers, timeout=None)
             uploaded.raise_for_status()
             if probe.get("dataset_path", "x") is None and (checkpoint / "data").is_dir():
                 probe = {"dataset_path": str((checkpoint / "data").resolve())}

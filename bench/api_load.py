@@ -1,5 +1,5 @@
 """API under load, on loopback: POST /jobs latency with 100 concurrent clients while a job runs,
-and a streamed 1 GB checkpoint upload (throughput, server peak RSS).
+and a streamed 1 GB checkpoint upload through both upload routes (throughput, server peak RSS).
 
     python bench/api_load.py [--clients 100] [--requests 1000] [--upload-mb 1024]
 
@@ -135,15 +135,23 @@ def main() -> None:
         print(f"POST /jobs, {args.clients} concurrent clients, {args.requests} requests, a job {running} meanwhile:")
         print(f"  p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms (target < 50 ms), throughput {args.requests / wall:.0f} req/s")
 
-        rss_before = vm_hwm_mb(server.pid)
         total = args.upload_mb << 20
-        start = time.perf_counter()
-        response = httpx.post(f"{url}/checkpoints", files={"file": ("step_1", Stream(total), "application/octet-stream")}, timeout=600)
-        wall = time.perf_counter() - start
-        response.raise_for_status()
-        rss_after = vm_hwm_mb(server.pid)
-        print(f"upload of {args.upload_mb} MiB: {args.upload_mb / wall:.0f} MiB/s (target >= 200 MB/s), "
-              f"server peak RSS {rss_before:.0f} MiB before, {rss_after:.0f} MiB after")
+        speeds = {}
+        for route in ("multipart POST /checkpoints", "raw PUT /checkpoints/raw/{name}"):
+            rss_before = vm_hwm_mb(server.pid)
+            start = time.perf_counter()
+            if route.startswith("multipart"):
+                files = {"file": ("step_1", Stream(total), "application/octet-stream")}
+                response = httpx.post(f"{url}/checkpoints", files=files, timeout=600)
+            else:
+                response = httpx.put(f"{url}/checkpoints/raw/step_1", content=chunks(total), timeout=600)
+            wall = time.perf_counter() - start
+            response.raise_for_status()
+            speeds[route] = args.upload_mb / wall
+            print(f"upload of {args.upload_mb} MiB, {route}: {speeds[route]:.0f} MiB/s (target >= 200 MB/s), "
+                  f"server peak RSS {rss_before:.0f} MiB before, {vm_hwm_mb(server.pid):.0f} MiB after")
+        raw, multipart = speeds["raw PUT /checkpoints/raw/{name}"], speeds["multipart POST /checkpoints"]
+        print(f"raw / multipart throughput: {raw / multipart:.2f}x")
     finally:
         server.terminate()
         try:

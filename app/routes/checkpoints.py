@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
+import anyio.from_thread
+import anyio.to_thread
 import yaml
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile, status
+from fastapi import Path as Path_
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.deps import SessionDep, SettingsDep, StoreDep
 from app.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
 from app.schemas import CheckpointList, CheckpointRead, CheckpointRegister
-from workers.artifacts import TooLarge, sha256_file
+from workers.artifacts import StoredArtifact, TooLarge, sha256_file
 from workers.orm import Checkpoint
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
@@ -62,39 +70,100 @@ def upload_checkpoint(
 ) -> Checkpoint:
     """Upload a checkpoint. The body is streamed to the artifact store in 1 MiB chunks while hashing.
     (A plain `def`: FastAPI runs it in the thread pool, so a long upload never blocks the event loop.)"""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > settings.upload_limit_bytes + 1_000_000:
-        raise PayloadTooLarge(f"upload of {length} bytes exceeds the limit of {settings.upload_limit_bytes}")
+    _refuse_declared_oversize(request, settings.upload_limit_bytes + 1_000_000)
     filename = file.filename or "checkpoint"
+    meta = _upload_meta(filename, config.file.read() if config else None, dataset_json.file.read() if dataset_json else None)
+    try:
+        stored = store.put_stream(file.file, limit=settings.upload_limit_bytes)
+    except TooLarge as err:
+        raise PayloadTooLarge(str(err)) from err
+    return _record_upload(session, response, stored, meta, name or filename)
+
+
+@router.put("/raw/{filename}", status_code=status.HTTP_201_CREATED, response_model=CheckpointRead,
+            responses={200: {"description": "the same content was uploaded before"}, 413: {"description": "over the upload limit"},
+                       409: {"description": "the same weights were stored with a different config"}})
+async def upload_checkpoint_raw(
+    filename: Annotated[str, Path_(description="the weights' file name: step_N, checkpoint (HRM) or model.safetensors")],
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    name: str | None = None,
+    x_carrygate_config: Annotated[str | None, Header(description="base64 of all_config.yaml or config.json")] = None,
+    x_carrygate_dataset_json: Annotated[str | None, Header(description="base64 of dataset.json")] = None,
+) -> Checkpoint:
+    """Upload the weights as the raw request body (`application/octet-stream`), the small config files in
+    headers. One pass from socket to artifact store while hashing: no multipart parsing and no spooled
+    temporary copy, which is what bounds `POST /checkpoints` for GB-sized ARC checkpoints."""
+    _refuse_declared_oversize(request, settings.upload_limit_bytes)
+    meta = _upload_meta(filename, _b64(x_carrygate_config, "x-carrygate-config"),
+                        _b64(x_carrygate_dataset_json, "x-carrygate-dataset-json"))
+    body = request.stream()
+
+    def chunks() -> Iterator[bytes]:  # runs in a worker thread; each chunk is awaited on the event loop
+        while True:
+            try:
+                chunk = anyio.from_thread.run(body.__anext__)
+            except StopAsyncIteration:
+                return
+            if chunk:
+                yield chunk
+
+    try:
+        stored = await anyio.to_thread.run_sync(partial(store.put_stream, chunks(), limit=settings.upload_limit_bytes))
+    except TooLarge as err:
+        raise PayloadTooLarge(str(err)) from err
+    return await anyio.to_thread.run_sync(_record_upload, session, response, stored, meta, name or filename)
+
+
+def _refuse_declared_oversize(request: Request, limit: int) -> None:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"upload of {length} bytes exceeds the limit of {limit}")
+
+
+def _b64(value: str | None, header: str) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error as err:
+        raise Unprocessable(f"{header}: not base64: {err}") from err
+
+
+def _upload_meta(filename: str, config: bytes | None, dataset_json: bytes | None) -> dict[str, Any]:
+    """What the loader will need beside the weights, validated now so a bad upload is a 422, not a failed job."""
     meta: dict[str, Any] = {"weights_name": Path(filename).name}
     if filename.endswith(".safetensors"):
         if config is None:
             raise Unprocessable("config: a carrygate-format upload (model.safetensors) needs its config.json")
         try:
-            meta |= {"format": "carrygate", "config_json": json.loads(config.file.read())}
+            meta |= {"format": "carrygate", "config_json": json.loads(config)}
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise Unprocessable(f"config: invalid JSON: {err}") from err
         if not isinstance(meta["config_json"], dict):
             raise Unprocessable("config: config.json must hold an object")
-    else:
-        meta["format"] = "official"
-        if config is not None:
-            meta["all_config_yaml"] = config.file.read().decode("utf-8", errors="replace")
-        if dataset_json is not None:
-            try:
-                meta["dataset_json"] = json.loads(dataset_json.file.read())
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise Unprocessable(f"dataset_json: invalid JSON: {err}") from err
-    try:
-        stored = store.put_stream(file.file, limit=settings.upload_limit_bytes)
-    except TooLarge as err:
-        raise PayloadTooLarge(str(err)) from err
+        return meta
+    meta["format"] = "official"
+    if config is not None:
+        meta["all_config_yaml"] = config.decode("utf-8", errors="replace")
+    if dataset_json is not None:
+        try:
+            meta["dataset_json"] = json.loads(dataset_json)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise Unprocessable(f"dataset_json: invalid JSON: {err}") from err
+    return meta
+
+
+def _record_upload(session: Session, response: Response, stored: StoredArtifact, meta: dict[str, Any], original_name: str) -> Checkpoint:
     existing = _existing(session, stored.sha256, meta)
     if existing is not None:
         response.status_code = status.HTTP_200_OK
         return existing
     row = Checkpoint(sha256=stored.sha256, architecture=_architecture(meta), config=meta, size_bytes=stored.size,
-                     original_name=name or filename, storage_path=stored.path, source="upload")
+                     original_name=original_name, storage_path=stored.path, source="upload")
     session.add(row)
     session.commit()
     return row

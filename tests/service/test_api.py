@@ -135,6 +135,34 @@ def test_list_jobs_filters_by_tag_status_and_pages_in_the_database(database_url:
         assert len(set(paged)) == 4 and set(paged) <= set(ids)
 
 
+def test_raw_upload_streams_dedups_and_refuses_oversize(database_url: str, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    import base64
+    import hashlib
+
+    weights = (tiny_checkpoint / "model.safetensors").read_bytes()
+    config = base64.b64encode((tiny_checkpoint / "config.json").read_bytes()).decode()
+    settings = settings_for(database_url, tmp_path, upload_limit_bytes=len(weights) + 10)
+    with TestClient(create_app(settings, start_workers=False)) as client:
+        chunked = (weights[i : i + 4096] for i in range(0, len(weights), 4096))  # no Content-Length: the limit is enforced while streaming
+        first = client.put("/checkpoints/raw/model.safetensors", content=chunked, headers={"X-Carrygate-Config": config},
+                           params={"name": "tiny"})
+        assert first.status_code == 201, first.text
+        assert first.json()["sha256"] == hashlib.sha256(weights).hexdigest() and first.json()["size_bytes"] == len(weights)
+        # the same bytes through the multipart route are the same checkpoint
+        multipart = client.post("/checkpoints", files={"file": ("model.safetensors", weights),
+                                                       "config": ("config.json", (tiny_checkpoint / "config.json").read_bytes())})
+        assert multipart.status_code == 200 and multipart.json()["id"] == first.json()["id"]
+        missing = client.put("/checkpoints/raw/model.safetensors", content=weights)
+        assert missing.status_code == 422 and "config" in missing.text
+        bad = client.put("/checkpoints/raw/step_1", content=b"x", headers={"X-Carrygate-Config": "not base64!"})
+        assert bad.status_code == 422 and "x-carrygate-config" in bad.text
+        too_big = client.put("/checkpoints/raw/step_1", content=(b"x" * 4096 for _ in range(1 + len(weights) // 4096)))
+        assert too_big.status_code == 413
+        assert client.get("/checkpoints").json()["count"] == 1
+    stored = [p for p in Path(settings.artifact_store).rglob("*") if p.is_file()]
+    assert len(stored) == 1  # the oversize stream left nothing behind
+
+
 def test_upload_over_limit_is_413_and_stores_nothing(database_url: str, tmp_path: Path) -> None:
     settings = settings_for(database_url, tmp_path, upload_limit_bytes=1000)
     with TestClient(create_app(settings, start_workers=False)) as client:
