@@ -162,7 +162,8 @@ def build_ort_candidate(
                                exporter=spec.exporter)
     except ValueError as err:
         raise ValueError(f"onnxruntime: {err}") from err
-    float_runner = OrtReasoner.from_model(exported.path, model, threads=threads)
+    # The host-side carry codec (spec `carry`) belongs to the host loop of every file built here.
+    float_runner = OrtReasoner.from_model(exported.path, model, threads=threads, carry_codec=model.carry_codec)
     batches = iter(probe_batches)
     first = next(batches, None)
     if first is None:
@@ -178,7 +179,7 @@ def build_ort_candidate(
         feeds, calibrated = probe_carry_feeds(float_runner, again(), spec.calibration_puzzles)
     path = workdir / f"{base}.onnx"
     quantize_file(spec, exported.path, path, excluded, feeds)
-    runner = OrtReasoner.from_model(path, model, threads=threads)
+    runner = OrtReasoner.from_model(path, model, threads=threads, carry_codec=model.carry_codec)
     data = path.read_bytes()
     notes = list(exported.notes)
     if feeds is not None:

@@ -154,3 +154,16 @@ def test_local_profile_schema_and_latency_gate(tmp_path: Path) -> None:
     assert judge(result, GatePolicy(**relaxed, max_artifact_bytes=ort.artifact.bytes - 1)).candidates[0].decision == "no_go"  # type: ignore[union-attr]
     unbudgeted = judge(result, GatePolicy(**relaxed))
     assert [v.decision for v in unbudgeted.candidates] == ["go", "go"]  # no budget set: a missing profile does not matter
+
+
+def test_structural_parts_and_host_carry_codec_travel_with_the_file(tmp_path: Path) -> None:
+    """prune + INT8 carry storage + a fixed-batch flash-row file: the fp32 file measures like its PyTorch twin."""
+    structural = "prune: {sparsity: 0.25}\ncarry: {bits: 8}\n"
+    result = run("sudoku-mlp", tmp_path, "name: torch\n" + structural,
+                 "name: file\n" + structural + "onnxruntime: {quantization: none, batch_size: 4, flash_row: true, profile_repeats: 0}")
+    twin, file = result.candidates
+    assert twin.fidelity is not None and file.fidelity is not None and file.artifact is not None
+    print(f"prune-25 + carry-int8: PyTorch {twin.fidelity.mean:.6f}, ORT file {file.fidelity.mean:.6f}")
+    assert file.artifact.export_max_abs_diff["z_H_next"] < 1e-4  # the codec runs in both host loops
+    assert abs(file.fidelity.mean - twin.fidelity.mean) < 2e-3
+    assert file.artifact.batch_size == 4 and file.artifact.flash_row
