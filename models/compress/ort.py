@@ -13,10 +13,13 @@ single static graph can hold — the paper's per-step ranges need one graph per 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
+import logging
 import re
 import shutil
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,8 +111,27 @@ def probe_carry_feeds(runner: OrtReasoner, batches: Iterable[tuple[torch.Tensor,
 _CALIBRATION = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
+class _DropPreprocessHint(logging.Filter):
+    """ORT logs "consider to run pre-processing" on the root logger for every quantisation; we
+    quantise the exporter's graph on purpose (node names must stay those `nodes_to_exclude` matched)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
 def quantize_file(spec: OnnxRuntimeSpec, fp32: Path, out: Path, excluded: list[str], feeds: list[dict[str, np.ndarray]] | None) -> None:
-    """Write `fp32` quantised per `spec` to `out` (ONNX Runtime's own quantisers)."""
+    """Write `fp32` quantised per `spec` to `out` (ONNX Runtime's own quantisers). Their progress
+    prints go to stderr, so stdout stays the caller's (tables, JSON)."""
+    hint = _DropPreprocessHint()
+    logging.getLogger().addFilter(hint)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            _quantize(spec, fp32, out, excluded, feeds)
+    finally:
+        logging.getLogger().removeFilter(hint)
+
+
+def _quantize(spec: OnnxRuntimeSpec, fp32: Path, out: Path, excluded: list[str], feeds: list[dict[str, np.ndarray]] | None) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     if spec.quantization == "none":
