@@ -127,6 +127,32 @@ def _inline_initializer_identities(proto: onnx.ModelProto) -> int:
     return len(rename)
 
 
+def _fold_initializer_transposes(proto: onnx.ModelProto) -> int:
+    """The dynamo exporter feeds each Linear weight to its MatMul through a Transpose node; ORT's
+    quantisers then see an activation, not a weight (the file keeps fp32 weights). Fold every
+    Transpose of an initializer into a transposed initializer. Returns the number folded."""
+    graph = proto.graph
+    inits = {init.name: init for init in graph.initializer}
+    folded, keep = 0, []
+    for node in graph.node:
+        if node.op_type == "Transpose" and node.input[0] in inits:
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            array = onnx.numpy_helper.to_array(inits[node.input[0]])
+            tensor = onnx.numpy_helper.from_array(np.ascontiguousarray(np.transpose(array, perm)), node.output[0])
+            graph.initializer.append(tensor)
+            folded += 1
+            continue
+        keep.append(node)
+    if folded:
+        del graph.node[:]
+        graph.node.extend(keep)
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        kept = [init for init in graph.initializer if init.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    return folded
+
+
 def _dedupe_constants(proto: onnx.ModelProto) -> int:
     """Every application of an attention block bakes its own copy of the RoPE tables into Constant
     nodes (~0.75 MB on maze-att, more than half the weights); keep one node (or initializer) per
@@ -245,6 +271,7 @@ def export_step(
         raise ValueError(f"export: {type(err).__name__}: {str(err)[:400]}") from err
     proto = onnx.load(str(out))
     _inline_initializer_identities(proto)
+    _fold_initializer_transposes(proto)
     _dedupe_constants(proto)
     _name_weights(proto, fp32)
     meta = {

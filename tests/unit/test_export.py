@@ -104,3 +104,19 @@ def test_export_cli_reports_max_abs_diff(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "app", "export", str(ZOO / "sudoku-mlp"), "--out", str(tmp_path / "b.onnx"),
                           "--spec", str(tmp_path / "missing.yaml")], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert bad.returncode == 2 and "missing.yaml" in bad.stderr
+
+
+def test_dynamo_exporter_opset18_weights_are_initializers(tmp_path: Path) -> None:
+    model = load_checkpoint(ZOO / "sudoku-mlp").model
+    exported = export_step(model, tmp_path / "dynamo.onnx", exporter="dynamo")
+    proto = onnx.load(str(exported.path))
+    assert exported.opset == 18 and {o.domain: o.version for o in proto.opset_import}[""] == 18
+    inits = {i.name for i in proto.graph.initializer}
+    # Weights reach their MatMul as initializers (the exporter's Transpose nodes are folded), so ORT can quantise them.
+    assert not [n for n in proto.graph.node if n.op_type == "Transpose" and n.input[0] in inits]
+    weight_matmuls = [n for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and any(i in inits for i in n.input)]
+    # H(L+1) = 8 applications x 2 blocks x 2 SwiGLUs (mlp_t, mlp) x 2 matmuls, + lm_head, + q_head (Gemm)
+    assert len(weight_matmuls) == 8 * 2 * 2 * 2 + 1 + 1
+    inputs, ids = probe("sudoku-mlp", 2)
+    check = check_export(model, OrtReasoner.from_model(exported.path, model), inputs, ids, n_steps=2)
+    assert check.step["z_H_next"] < 1e-4
