@@ -179,6 +179,8 @@ def build_ort_candidate(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     base = slug(name)
+    while (workdir / f"{base}.onnx").exists():  # two names that slug alike ("a/b", "a_b") keep separate files
+        base += "_"
     try:
         exported = export_step(model, workdir / f"{base}.fp32.onnx", batch_size=spec.batch_size, flash_row=spec.flash_row,
                                exporter=spec.exporter)
