@@ -133,9 +133,13 @@ def _outcome(job: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _sweep(client: TestClient, checkpoint: Path) -> list[str]:
-    ckpt = client.post("/checkpoints/register", json={"path": str(checkpoint)}).json()["id"]
+    """Three jobs on an uploaded checkpoint: its weights reach the workers through the artifact store."""
+    files = {"file": ("model.safetensors", (checkpoint / "model.safetensors").read_bytes()),
+             "config": ("config.json", (checkpoint / "config.json").read_bytes())}
+    ckpt = client.post("/checkpoints", files=files).json()["id"]
+    probe = {"dataset_path": str(checkpoint / "data")}
     bodies = [{"candidates": [INT8]}, {"candidates": [NAIVE, GROUP], "policy": STRICT}, {"candidates": [GROUP, INT8]}]
-    responses = [client.post("/jobs", json={"checkpoint_id": ckpt, **b}) for b in bodies]
+    responses = [client.post("/jobs", json={"checkpoint_id": ckpt, "probe": probe, **b}) for b in bodies]
     assert all(r.status_code == 202 for r in responses), [r.text for r in responses]
     return [r.json()["id"] for r in responses]
 
