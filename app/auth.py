@@ -131,8 +131,11 @@ def _given_key(request: Request) -> str:
 def authenticate(request: Request, session: Session) -> Principal | None:
     """The request's principal; None while no key exists at all (open mode). 401 for a missing or bad key."""
     settings_keys: list[str] = request.app.state.settings.api_keys
-    if not settings_keys and not key_exists(session):
-        return None
+    state = request.app.state
+    if not settings_keys and not getattr(state, "keys_exist", False):
+        if not key_exists(session):
+            return None
+        state.keys_exist = True  # keys are revoked, never deleted: once closed, the API stays closed (no query per request)
     given = _given_key(request)
     if not given:
         raise HTTPException(401, "an API key is required (X-API-Key header or Authorization: Bearer)",
