@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 
 class AppError(Exception):
@@ -31,7 +34,37 @@ class Unprocessable(AppError):
     status_code, code = 422, "unprocessable"
 
 
+class ErrorBody(BaseModel):
+    """The body of every `AppError` response."""
+
+    detail: str
+    code: str
+
+
+def _document_error_bodies(app: FastAPI) -> None:
+    """A 422 is either FastAPI's validation error (a list) or an `Unprocessable` (a message naming the
+    field): say so in the OpenAPI spec, so clients and schemathesis accept both."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {}).setdefault("schemas", {})["ErrorBody"] = ErrorBody.model_json_schema()
+        validation = {"$ref": "#/components/schemas/HTTPValidationError"}
+        for operation in (op for path in schema.get("paths", {}).values() for op in path.values() if isinstance(op, dict)):
+            content = operation.get("responses", {}).get("422", {}).get("content", {}).get("application/json")
+            if content is not None and content.get("schema") == validation:
+                content["schema"] = {"anyOf": [validation, {"$ref": "#/components/schemas/ErrorBody"}]}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
+    _document_error_bodies(app)
+
     @app.exception_handler(AppError)
     async def _render(_request: Request, exc: AppError) -> JSONResponse:
         return JSONResponse(status_code=exc.status_code, content={"detail": exc.message, "code": exc.code})
