@@ -112,19 +112,12 @@ class Principal:
     rate_limit_per_minute: int | None = None
 
 
-KEY_COOKIE = "carrygate_api_key"
-"""A browser (the dashboard) may carry its key in this cookie; it is honoured for reads only, so a
-cross-site form can never submit or delete with it (no CSRF surface)."""
-
-
 def _given_key(request: Request) -> str:
     key = request.headers.get("x-api-key", "")
     if not key:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             key = token.strip()
-    if not key and request.method in READ_METHODS:
-        key = request.cookies.get(KEY_COOKIE, "")
     return key
 
 
