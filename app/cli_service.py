@@ -36,7 +36,8 @@ def serve_command(
                       "pass --insecure.")
         raise typer.Exit(2)
     console.print(f"carrygate API on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
-    uvicorn.run(create_app(start_workers=workers), host=host, port=port, log_level="info")
+    # --no-workers leaves out the embedded worker processes only: Celery dispatch and webhook delivery still run here
+    uvicorn.run(create_app(start_workers=workers, start_dispatchers=True), host=host, port=port, log_level="info")
 
 
 def is_loopback(host: str) -> bool:

@@ -47,8 +47,11 @@ def _celery_dispatcher(settings: Settings, factory: Any) -> Any:
                             settings.redispatch_after_seconds)
 
 
-def create_app(settings: Settings | None = None, *, start_workers: bool = True) -> FastAPI:
+def create_app(settings: Settings | None = None, *, start_workers: bool = True, start_dispatchers: bool | None = None) -> FastAPI:
+    """`start_workers`: the embedded worker processes (executor local). `start_dispatchers` (default: as
+    `start_workers`): the threads that send jobs to Celery (executor celery) and deliver webhooks."""
     settings = settings or get_settings()
+    dispatch = start_workers if start_dispatchers is None else start_dispatchers
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,11 +66,11 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
             app.state.executor = LocalExecutor(worker_config(settings), settings.worker_concurrency)
             app.state.executor.start()
         app.state.celery_dispatcher = None
-        if start_workers and settings.executor == "celery":
+        if dispatch and settings.executor == "celery":
             app.state.celery_dispatcher = _celery_dispatcher(settings, app.state.session_factory)
             app.state.celery_dispatcher.start()
         app.state.webhook_dispatcher = None
-        if start_workers:  # webhook deliveries are I/O: a thread beside the API, for either executor
+        if dispatch:  # webhook deliveries are I/O: a thread beside the API, for either executor
             app.state.webhook_dispatcher = WebhookDispatcher(app.state.session_factory, webhooks.delivery_config(settings))
             app.state.webhook_dispatcher.start()
         try:

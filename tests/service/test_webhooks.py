@@ -300,3 +300,11 @@ def test_a_job_that_kills_its_workers_sends_job_failed(database_url: str) -> Non
             assert delivery.payload["job"]["error"] == f"its worker died {MAX_ATTEMPTS} times while running it"
     finally:
         engine.dispose()
+
+
+def test_dispatchers_run_without_embedded_workers(sqlite_url: str, tmp_path: Path) -> None:
+    """`carrygate serve --no-workers` (workers elsewhere) still delivers webhooks from the API process."""
+    with TestClient(create_app(settings_for(sqlite_url, tmp_path), start_workers=False, start_dispatchers=True)) as client:
+        assert client.app.state.executor is None and client.app.state.webhook_dispatcher.is_alive()
+    with TestClient(create_app(settings_for(sqlite_url, tmp_path), start_workers=False)) as client:
+        assert client.app.state.webhook_dispatcher is None
