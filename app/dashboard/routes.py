@@ -54,6 +54,7 @@ def _age(moment: datetime | None) -> str:
 
 TEMPLATES.env.filters["age"] = _age
 TEMPLATES.env.filters["mb"] = lambda b: "—" if b is None else f"{b / data.MB:.3f}"
+TEMPLATES.env.filters["size"] = lambda b: "—" if b is None else (f"{b / 1024:.1f} KB" if b < data.MB else f"{b / data.MB:.2f} MB")
 TEMPLATES.env.filters["num"] = lambda v, digits=4: "—" if v is None else f"{v:.{digits}f}"
 TEMPLATES.env.globals["decision_label"] = lambda d: data.DECISION_LABELS.get(d, d)
 
@@ -116,7 +117,8 @@ def overview(request: Request, session: SessionDep, checkpoint: str | None = Non
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(job_id: str, request: Request, session: SessionDep) -> HTMLResponse:
-    """A job's status and live progress; once finished its verdicts, per-step curves, histogram and footprint."""
+    """A job's status and live progress; once finished its verdicts, per-step curves, histogram, footprint and, for
+    onnxruntime candidates, the deployable artifact (file, local ORT profile, per-op times, AI Hub devices)."""
     job = session.get(Job, job_id, options=[selectinload(Job.verdicts).selectinload(Verdict.candidate)])
     if job is None:
         return _error(request, 404, f"There is no job {job_id}.")
@@ -139,8 +141,16 @@ def job_page(job_id: str, request: Request, session: SessionDep) -> HTMLResponse
                 "annotations": [{"xref": "paper", "x": 1, "y": mb, "yref": "y", "text": f"{mb} MB", "showarrow": False,
                                  "xanchor": "right", "yanchor": "bottom"} for mb in data.SRAM_BUDGETS_MB],
                 "legend": {"orientation": "h", "y": -0.35}})
+    rules = data.verdict_rows(job)
+    artifact = data.artifact_section(body, rules) if body is not None else None
+    if artifact is not None and artifact.op_traces:
+        figures["ops"] = figure_json(artifact.op_traces, {
+            "barmode": "group", "xaxis": {"title": {"text": "kernel µs per ACT step"}},
+            "yaxis": {"type": "category", "categoryorder": "array", "categoryarray": artifact.op_order, "autorange": "reversed",
+                      "automargin": True},
+            "margin": {"t": 30, "r": 10}, "legend": {"orientation": "h", "y": -0.25}})
     stale = (job.status == "running" and job.lease_expires_at is not None and job.lease_expires_at < now())
-    return _page(request, "job.html", title=f"Job {job.id[:8]}", job=job, body=body, figures=figures, rules=data.verdict_rows(job),
+    return _page(request, "job.html", title=f"Job {job.id[:8]}", job=job, body=body, figures=figures, rules=rules, artifact=artifact,
                  decision=data.job_decision(job), reasons=data.job_reasons(job), finished=job.status in FINISHED_STATUSES,
                  task=data.task_of(job.checkpoint, job.probe_set), stale=stale)
 

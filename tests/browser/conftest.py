@@ -31,6 +31,11 @@ FAMILY = "tiny-sudoku"
 SWEEP = ["int8-channel", "int4-naive", "prune-50", "bf16"]
 FINISHED = ("succeeded", "failed", "cancelled")
 GRID_POLICY = {"min_fidelity_mean": 0.99, "min_fidelity_p05": 0.95, "min_answer_agreement": None, "max_puzzle_exact_drop": 0.02}
+ORT_CANDIDATE = {"name": "ort-dynamic-int8", "onnxruntime": {"quantization": "dynamic", "profile_repeats": 2}}
+"""The one onnxruntime candidate (ONNX file, local ORT profile), in the v1 sweep: the job page's deployable-artifact section."""
+ARTIFACT_BUDGETS = {"max_step_latency_ms": 1000.0, "max_artifact_bytes": 8 * 1024 * 1024}
+"""The v1 sweep's policy adds the gate's latency and file-size budgets (the PyTorch candidates, which have no ORT
+profile, are therefore inconclusive on the latency rule, as the gate decides for them)."""
 
 
 def free_port() -> int:
@@ -77,8 +82,8 @@ def sweep_specs() -> list[dict[str, Any]]:
 @pytest.fixture(scope="session")
 def dashboard_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardServer]:
     """`carrygate serve` on a free loopback port with its own data dir, filled with: a 4-candidate sweep on two
-    versions of one tiny model (same name: the history), the depth x precision grid on version 1, and a job
-    whose probe folder does not exist (it fails)."""
+    versions of one tiny model (same name: the history; on version 1 with an onnxruntime candidate as well), the
+    depth x precision grid on version 1, and a job whose probe folder does not exist (it fails)."""
     root = tmp_path_factory.mktemp("dashboard")
     v1 = make_tiny_zoo_model(root / "v1", steps=3, puzzles=24, seed=0)
     v2 = make_tiny_zoo_model(root / "v2", steps=3, puzzles=24, seed=1)
@@ -111,7 +116,8 @@ def dashboard_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashb
         response = client.post("/checkpoints/register", json={"path": str(slow), "name": "tiny-slow"})
         server.slow_checkpoint = response.json()["id"]
         grid = [spec.to_dict() for spec in precision_depth_grid(tiny_trm(halt_max_steps=3))]
-        server.jobs["sweep_v1"] = server.submit(server.checkpoints["v1"], sweep_specs(), options={"limit": 16}, tags=["sweep"])
+        server.jobs["sweep_v1"] = server.submit(server.checkpoints["v1"], [*sweep_specs(), ORT_CANDIDATE], options={"limit": 16},
+                                                tags=["sweep"], policy=ARTIFACT_BUDGETS)
         # A lenient policy (no answer-agreement rule) so that some compressed cells of the random tiny model pass.
         server.jobs["grid_v1"] = server.submit(server.checkpoints["v1"], grid, options={"limit": 16}, tags=["grid"], policy=GRID_POLICY)
         server.jobs["sweep_v2"] = server.submit(server.checkpoints["v2"], sweep_specs(), options={"limit": 16}, tags=["sweep"])

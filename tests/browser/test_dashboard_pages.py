@@ -17,8 +17,9 @@ from selenium.common.exceptions import JavascriptException, StaleElementReferenc
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 
+from app.dashboard.data import TOP_OPS
 from app.dashboard.routes import PLOTLY_JS
-from tests.browser.conftest import ARTIFACTS, FAMILY, DashboardServer, sweep_specs
+from tests.browser.conftest import ARTIFACTS, FAMILY, ORT_CANDIDATE, DashboardServer, sweep_specs
 from tests.conftest import make_tiny_zoo_model
 
 FIGURE_STATE = """
@@ -154,6 +155,48 @@ def test_job_page_curves_histogram_footprint_and_verdicts(dashboard_server: Dash
     assert browser.find_element(By.ID, "raw-verdict").get_attribute("href") == f"{dashboard_server.url}/jobs/{job['id']}/verdict"
     assert job["verdict"]["decision"].replace("_", "-") in browser.find_element(By.TAG_NAME, "h1").text
     shot(browser, "job-1280")
+    check_artifact_section(dashboard_server, browser, job)
+
+    open_page(browser, dashboard_server, f"/dashboard/jobs/{dashboard_server.jobs['sweep_v2']}")  # no onnxruntime candidate
+    figure(browser, "chart-steps")
+    assert count(browser, "#artifact-section") == 0
+
+
+def check_artifact_section(server: DashboardServer, browser: Any, job: dict[str, Any]) -> None:
+    """The open job page's "Deployable artifact" section against the job's JSON: one table row per onnxruntime
+    candidate with its file size and download link, one bar per shown op type per candidate (the top ops of
+    its profile, the rest summed into one bar), and the gate's latency and size rules for it."""
+    profiled = [c for c in job["result"]["candidates"] if c["artifact"] or c["profile"] or c["device_profiles"]]
+    assert [c["name"] for c in profiled] == [ORT_CANDIDATE["name"]]
+    rows = browser.find_elements(By.CSS_SELECTOR, "#artifact-table tbody tr")
+    assert [r.get_attribute("data-candidate") for r in rows] == [c["name"] for c in profiled]
+    for row, cand in zip(rows, profiled, strict=True):
+        assert row.find_element(By.CSS_SELECTOR, "td.file-size").get_attribute("title") == f"{cand['artifact']['bytes']} bytes"
+        href = row.find_element(By.CSS_SELECTOR, "a.artifact-download").get_attribute("href")
+        assert href == f"{server.url}/jobs/{job['id']}/artifacts/{cand['name']}"
+        download = server.client.get(href)
+        assert download.status_code == 200 and hashlib.sha256(download.content).hexdigest() == cand["artifact"]["sha256"]
+
+    ops = figure(browser, "chart-ops")
+    assert [t["name"] for t in ops["traces"]] == [c["name"] for c in profiled]
+    bars = 0
+    for trace, cand in zip(ops["traces"], profiled, strict=True):
+        kernel = cand["profile"]["ops"]  # most time first
+        top = [op["op_type"] for op in kernel[:TOP_OPS]]
+        expected = len(top) + (1 if len(kernel) > TOP_OPS else 0)
+        assert len(trace["y"]) == len(trace["x"]) == expected and trace["y"][:len(top)] == top
+        assert sum(trace["x"]) == pytest.approx(sum(op["us_per_step"] for op in kernel))
+        bars += expected
+    assert count(browser, "#chart-ops .barlayer .point") == bars
+
+    names = {c["name"] for c in profiled}
+    budget_rules = [r for v in job["candidate_verdicts"] if v["candidate"] in names for r in v["rules"]
+                    if r["rule"] in ("max_step_latency_ms", "max_artifact_bytes", "device_profile")]
+    assert len(budget_rules) == 2 * len(profiled)  # latency and size; no AI Hub device was asked for
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#artifact-rules tbody tr")) == len(budget_rules)
+    assert count(browser, "#device-table") == 0
+    browser.execute_script("document.getElementById('artifact-section').scrollIntoView()")
+    shot(browser, "job-artifact")
 
 
 def _grid_expectation(job: dict[str, Any]) -> tuple[dict[tuple[str, str], float], tuple[str, str] | None]:

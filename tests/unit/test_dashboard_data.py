@@ -1,31 +1,41 @@
 """The dashboard's data shaping (app/dashboard/data.py, grid.py, history.py) on a migrated SQLite database, no browser.
 
 Rows are written the way the pipeline writes them (candidate rows from specs, the result as an
-`EvaluationResult` dump, verdicts from the real gate), with measurements chosen per test.
+`EvaluationResult` dump, verdicts from the real gate), with measurements chosen per test; the
+deployable-artifact section is shaped from a real ONNX Runtime evaluation of a tiny model.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+import yaml
+from markupsafe import escape
 from sqlalchemy.orm import Session
 
 from app.dashboard import data, grid, history
 from app.dashboard.routes import figure_json
 from app.db import make_engine, session_factory, upgrade_to_head
+from models.checkpoint import load_checkpoint
 from models.compress.grids import PAPER, precision_depth_grid
 from models.compress.spec import CompressionSpec
+from models.evaluate import Probe, evaluate
 from models.results import Curve, EvaluationResult, Footprint, ModelResult, Summary
-from tests.conftest import tiny_trm
+from models.tasks.dataset import read_split
+from tests import fake_qai_hub
+from tests.conftest import REPO, make_tiny_zoo_model, tiny_trm
 from tests.service.conftest import pg_url  # noqa: F401  (fixture used through database_url)
 from workers.gate import GatePolicy, judge
 from workers.orm import JOB_SCOPE, Checkpoint, Job, ProbeSet, Result, Verdict
 from workers.pipeline import candidate_rows
+from workers.profile.aihub import AiHubOptions, attach_device_profiles
 
 SUDOKU_CONFIG = {"config_json": {"vocab_size": 11, "seq_len": 81, "H_cycles": 2}}
 
@@ -97,9 +107,18 @@ def add_job(session: Session, checkpoint: Checkpoint, measured: list[tuple[Compr
     reference = model_result(None, 1.0, exact=0.8 if labels else None, cell=0.95 if labels else None, name="reference")
     candidates = [model_result(spec, **kw) for spec, kw in measured]
     result = EvaluationResult(puzzles=4, labels=labels, reference=reference, candidates=candidates, seconds=1.0)
-    probe = ProbeSet(builder=builder, builder_args={}, dataset_path=None, content_hash="x" * 64, puzzles=4, labels=labels)
+    return store_job(session, checkpoint, specs, result, builder=builder, created_at=created_at, policy=policy)
+
+
+def store_job(session: Session, checkpoint: Checkpoint, specs: list[CompressionSpec], result: EvaluationResult, *,
+              builder: str | None = None, created_at: datetime | None = None, policy: GatePolicy | None = None) -> Job:
+    """Store a measured `result` of `specs` as the pipeline does: candidate rows, the result document, the gate's verdicts."""
+    policy = policy or GatePolicy()
+    labels = result.labels
+    probe = ProbeSet(builder=builder, builder_args={}, dataset_path=None, content_hash="x" * 64, puzzles=result.puzzles, labels=labels)
     rows = candidate_rows(specs)
-    job = Job(checkpoint_id=checkpoint.id, probe_set=probe, status="succeeded", progress=1.0, puzzles_done=4, puzzles_total=4,
+    job = Job(checkpoint_id=checkpoint.id, probe_set=probe, status="succeeded", progress=1.0, puzzles_done=result.puzzles,
+              puzzles_total=result.puzzles,
               policy=policy.model_dump(mode="json"), candidates=rows, created_at=created_at or datetime.now(UTC))
     session.add(job)
     session.flush()
@@ -273,3 +292,125 @@ def test_overview_reads_only_the_newest_jobs(session: Session, monkeypatch: pyte
     monkeypatch.setattr(data, "OVERVIEW_JOB_LIMIT", 2)
     points, loaded = data.load_points(session, data.Filters())
     assert [j.id for j in loaded] == [jobs[2].id, jobs[1].id] and len(points) == 2
+
+
+# -- the deployable artifact section (onnxruntime candidates), from a real ORT evaluation ---------------
+@dataclass(frozen=True)
+class OrtMeasured:
+    specs: list[CompressionSpec]
+    result: EvaluationResult
+    reference: Any
+    probe: Probe
+    artifact_dir: Path
+
+
+@pytest.fixture(scope="module")
+def ort_measured(tmp_path_factory: pytest.TempPathFactory) -> OrtMeasured:
+    """The shipped ORT dynamic-INT8 spec (2 puzzles timed instead of 20) and a PyTorch INT8 candidate, evaluated for
+    real on a tiny zoo-layout model: export, quantize_dynamic, lockstep engine, local ORT profile."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("ort-dashboard")
+    folder = make_tiny_zoo_model(root / "tiny", steps=3, puzzles=4, seed=0)
+    reference = load_checkpoint(folder).model
+    probe = Probe.from_split(read_split(folder / "data", "test"), 4)
+    shipped = yaml.safe_load((REPO / "examples" / "specs" / "ort-dynamic-int8.yaml").read_text())
+    shipped["onnxruntime"]["profile_repeats"] = 2
+    specs = [CompressionSpec.model_validate(shipped), INT8]
+    result = evaluate(reference, specs, probe, batch_size=4, artifact_dir=root / "artifacts")
+    return OrtMeasured(specs=specs, result=result, reference=reference, probe=probe, artifact_dir=root / "artifacts")
+
+
+BUDGETS = GatePolicy(min_fidelity_mean=None, min_fidelity_p05=None, min_answer_agreement=None, max_puzzle_exact_drop=None,
+                     max_step_latency_ms=10_000, max_artifact_bytes=50_000_000)
+
+
+def test_artifact_section_from_a_real_ort_evaluation(session: Session, ort_measured: OrtMeasured) -> None:
+    ckpt = add_checkpoint(session, "m", "a", datetime(2026, 1, 1, tzinfo=UTC))
+    job = store_job(session, ckpt, ort_measured.specs, ort_measured.result, policy=BUDGETS)
+    section = data.artifact_section(job.result.body, data.verdict_rows(job))
+    assert section is not None
+    ort = ort_measured.result.candidates[0]
+    artifact, profile = ort.artifact, ort.profile
+    assert artifact is not None and profile is not None
+
+    [row] = section.rows  # the PyTorch candidate has no file, no profile: no row
+    assert row.candidate == ort.name == "ort-dynamic-int8" and row.quantization == "dynamic" and row.filename == artifact.filename
+    assert row.file_bytes == artifact.bytes == (ort_measured.artifact_dir / artifact.filename).stat().st_size
+    assert not row.stored  # evaluated in-process: no artifact store, so no download link
+    assert (row.step_ms_p50, row.step_ms_p95) == (profile.step_latency_ms_p50, profile.step_latency_ms_p95)
+    assert (row.puzzle_ms_p50, row.puzzle_ms_p95) == (profile.puzzle_latency_ms_p50, profile.puzzle_latency_ms_p95)
+    assert row.peak_memory_bytes == profile.peak_memory_bytes and row.puzzles == 2 and row.steps == 3 and row.threads == 1
+
+    [trace] = section.op_traces
+    assert trace["name"] == ort.name and trace["orientation"] == "h"
+    kernel_us = {op.op_type: op.us_per_step for op in profile.ops}
+    top = [op.op_type for op in profile.ops[:data.TOP_OPS]]  # the profile lists ops by time, most first
+    assert trace["y"][:len(top)] == top and trace["x"][:len(top)] == [kernel_us[op] for op in top]
+    assert (trace["y"][-1] == data.OTHER_OPS) == (len(kernel_us) > data.TOP_OPS)
+    assert sum(trace["x"]) == pytest.approx(sum(kernel_us.values()))  # the rest is summed, nothing dropped
+    assert section.op_order == trace["y"]
+    assert any("Quantize" in op or "Integer" in op for op in kernel_us), kernel_us  # quantize_dynamic's kernels ran
+    json.loads(str(figure_json(section.op_traces, {})))
+
+    rules = {r.rule: r for r in section.rules}
+    assert set(rules) == {"max_step_latency_ms", "max_artifact_bytes"} and {r.candidate for r in section.rules} == {ort.name}
+    assert rules["max_step_latency_ms"].observed == pytest.approx(profile.step_latency_ms_p50) and rules["max_step_latency_ms"].passed
+    assert rules["max_artifact_bytes"].observed == artifact.bytes and rules["max_artifact_bytes"].passed
+    assert section.devices == []
+    assert data.method_of(job.result.body["candidates"][0]["spec"]) == "ort-dynamic"
+
+    plain = add_job(session, ckpt, [(INT8, {"fidelity": 0.999, "exact": 0.8, "cell": 0.95})])
+    assert data.artifact_section(plain.result.body, data.verdict_rows(plain)) is None
+
+
+def hub_client(**knobs: object) -> Any:
+    """token -> a fake qai_hub client with these scenario knobs (as workers.profile.aihub.real_client)."""
+    scenario = type("Scenario", (fake_qai_hub.Client,), dict(knobs))
+    return lambda token: scenario(config=fake_qai_hub.ClientConfig(api_token=token))
+
+
+def test_artifact_section_shows_ai_hub_devices_and_an_inconclusive_reason(session: Session, ort_measured: OrtMeasured, tmp_path: Path,
+                                                                         database_url: str) -> None:
+    """The same file on the AI Hub fake: one device that compiled and ran, one submission that was rate-limited."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    result = ort_measured.result.model_copy(deep=True)
+    probe = ort_measured.probe
+    options = AiHubOptions(devices=["Samsung Galaxy S24 (Family)"])
+    profiles = []
+    for client in (hub_client(), hub_client(rate_limited=True)):
+        attach_device_profiles(result, ort_measured.reference, probe.inputs, probe.puzzle_identifiers, ort_measured.artifact_dir, options,
+                               default_token="good-token", client_factory=client)
+        profiles += result.candidates[0].device_profiles
+    result.candidates[0].device_profiles = profiles
+    ckpt = add_checkpoint(session, "m", "a", datetime(2026, 1, 1, tzinfo=UTC))
+    job = store_job(session, ckpt, ort_measured.specs, result, policy=BUDGETS)
+    stored = job.result.body["candidates"][0]["device_profiles"]
+    section = data.artifact_section(job.result.body, data.verdict_rows(job))
+    assert section is not None
+
+    ok, limited = section.devices
+    assert ok.status == "ok" and ok.device == stored[0]["device_name"] == "Samsung Galaxy S24 (Family)"
+    assert ok.device_os == stored[0]["device_os"]
+    assert ok.compute_units == stored[0]["compute_units"] and sum(ok.compute_units.values()) > 0
+    assert ok.inference_ms == stored[0]["execution_summary"]["estimated_inference_time"] / 1000
+    assert ok.peak_memory_bytes == stored[0]["execution_summary"]["estimated_inference_peak_memory"]
+    assert ok.step_fidelity_min == min(stored[0]["step_fidelity"]) and ok.step_fidelity_min <= ok.step_fidelity_mean  # type: ignore[operator]
+    assert limited.status == "inconclusive" and limited.reason == stored[1]["reason"] and limited.reason.startswith("rate-limited")
+    assert limited.inference_ms is None and limited.step_fidelity_mean is None and limited.compute_units == {}
+    assert [r.passed for r in section.rules if r.rule == "device_profile"] == [True, None]
+    assert {v.candidate.name: v.decision for v in job.verdicts if v.candidate is not None}["ort-dynamic-int8"] == "inconclusive"
+
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
+    with TestClient(create_app(settings, start_workers=False)) as client:
+        page = client.get(f"/dashboard/jobs/{job.id}")
+        assert page.status_code == 200
+        html = page.text
+    assert 'id="artifact-section"' in html and 'id="chart-ops"' in html
+    assert html.count('<tr class="artifact"') == 1 and "(not stored)" in html
+    assert html.count('<tr class="device ok"') == 1 and html.count('<tr class="device inconclusive"') == 1
+    assert escape(limited.reason) in html
+    assert html.count('<tr class="rule ') == len(data.verdict_rows(job)) + len(section.rules)  # verdict table + artifact rules
