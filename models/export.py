@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from models.config import ModelConfig
-from models.reasoner import Carry, RecursiveReasoner, StepOutput
+from models.reasoner import Carry, RecursiveReasoner, StepOutput, host_loop
 
 OPSET = 17
 DYNAMO_OPSET = 18
@@ -399,12 +399,7 @@ class OrtReasoner:
                           torch.from_numpy(q_halt), torch.from_numpy(q_continue))
 
     def steps(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor, n_steps: int | None = None) -> Iterator[StepOutput]:
-        x = self.input_embeddings(inputs, puzzle_identifiers)
-        carry = self.initial_carry(inputs.shape[0])
-        for t in range(n_steps or self.config.halt_max_steps):
-            out = self.step(carry, x, t)
-            carry = out.carry
-            yield out
+        return host_loop(self, inputs, puzzle_identifiers, n_steps)
 
 
 # -- the check against PyTorch ---------------------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -138,14 +138,34 @@ class RecursiveReasoner(nn.Module):
 
     def steps(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor, n_steps: int | None = None) -> Iterator[StepOutput]:
         """All ACT steps of the official evaluation loop (default `halt_max_steps`)."""
-        x = self.input_embeddings(inputs, puzzle_identifiers)
-        carry = self.initial_carry(inputs.shape[0])
-        for t in range(n_steps or self.config.halt_max_steps):
-            out = self.step(carry, x, t)
-            carry = out.carry
-            yield out
+        return host_loop(self, inputs, puzzle_identifiers, n_steps)
 
     def forward(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> StepOutput:
         """Full evaluation: the output of the last ACT step."""
         *_, last = self.steps(inputs, puzzle_identifiers)
         return last
+
+
+class SteppedModel(Protocol):
+    """What the host loop and the lockstep engine use of a model: a `RecursiveReasoner`, or an exported
+    step file run by ONNX Runtime."""
+
+    config: Any
+
+    def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> Any: ...  # a tensor, or host inputs
+
+    def initial_carry(self, batch_size: int) -> Carry: ...
+
+    def step(self, carry: Carry, x: Any, step_index: int) -> StepOutput: ...
+
+
+def host_loop(model: SteppedModel, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor,
+              n_steps: int | None = None) -> Iterator[StepOutput]:
+    """The ACT loop as a host runs it: embed once, then feed each step the carry the last one returned.
+    Shared by the PyTorch model and an exported step file run by ONNX Runtime (`models.export.OrtReasoner`)."""
+    x = model.input_embeddings(inputs, puzzle_identifiers)
+    carry = model.initial_carry(inputs.shape[0])
+    for t in range(n_steps or model.config.halt_max_steps):
+        out = model.step(carry, x, t)
+        carry = out.carry
+        yield out
