@@ -61,7 +61,10 @@ class GatePolicy(BaseModel):
 
     min_fidelity_mean: float | None = Field(0.99, ge=-1.0, le=1.0, allow_inf_nan=False)
     min_fidelity_p05: float | None = Field(0.95, ge=-1.0, le=1.0, allow_inf_nan=False)
-    min_answer_agreement: float | None = Field(0.95, ge=0.0, le=1.0, allow_inf_nan=False)
+    # Off by default: agreement also counts puzzles the reference gets wrong, whose wrong answers flip
+    # under any perturbation (lossless INT8 scores 0.90 on sudoku-mlp and < 0.5 on the undertrained zoo
+    # models); set it per model where the reference is accurate.
+    min_answer_agreement: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
     max_puzzle_exact_drop: float | None = Field(0.02, ge=0.0, le=1.0, allow_inf_nan=False,
                                                 description="reference minus candidate puzzle_exact; needs labels")
     max_cell_accuracy_drop: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False,

@@ -268,7 +268,7 @@ def test_policy_yaml_round_trip() -> None:
     policy = GatePolicy.from_yaml(text)
     assert policy.min_fidelity_mean == 0.98 and policy.min_fidelity_p05 is None
     assert policy.sram_budget_bytes == 4_194_304 and policy.require_labels is True
-    assert policy.min_answer_agreement == 0.95  # defaults fill the rest
+    assert policy.min_answer_agreement is None and policy.max_puzzle_exact_drop == 0.02  # defaults fill the rest
     assert GatePolicy.from_yaml(policy.to_yaml()) == policy
     assert GatePolicy.from_yaml("") == GatePolicy()
     with pytest.raises(ValueError, match="mapping"):
