@@ -75,7 +75,7 @@ def test_go_when_every_rule_passes_and_each_is_recorded() -> None:
 
 def test_fidelity_below_threshold_is_no_go_with_the_observed_value() -> None:
     naive_int4 = candidate("int4-per-tensor", fidelity=Summary(mean=0.35, p05=0.12, min=0.03))
-    verdict = judge_candidate(naive_int4, reference(), True, GatePolicy())
+    verdict = judge_candidate(naive_int4, reference(), True, FULL_POLICY)
     assert verdict.decision == "no_go"
     mean = rule(verdict, "min_fidelity_mean")
     assert mean.passed is False and mean.observed == pytest.approx(0.35) and mean.threshold == pytest.approx(0.99)
@@ -104,7 +104,7 @@ def test_missing_fidelity_is_inconclusive() -> None:
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
 def test_non_finite_observation_is_inconclusive(bad: float) -> None:
-    verdict = judge_candidate(candidate(answer_agreement=bad), reference(), True, GatePolicy())
+    verdict = judge_candidate(candidate(answer_agreement=bad), reference(), True, FULL_POLICY)
     assert verdict.decision == "inconclusive"
     agreement = rule(verdict, "min_answer_agreement")
     assert agreement.passed is None and agreement.observed is None
@@ -146,7 +146,7 @@ def test_puzzle_exact_collapse_is_no_go_even_when_cell_accuracy_survives() -> No
 
 def test_failed_rule_wins_over_missing_measurement() -> None:
     broken = candidate(fidelity=None, answer_agreement=0.62)
-    verdict = judge_candidate(broken, reference(), True, GatePolicy())
+    verdict = judge_candidate(broken, reference(), True, FULL_POLICY)
     assert rule(verdict, "min_fidelity_mean").passed is None
     assert rule(verdict, "min_answer_agreement").passed is False
     assert verdict.decision == "no_go"
