@@ -33,5 +33,8 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD curl -fsS http://127.0.0.1:8000/healthz || exit 1
 
 ENTRYPOINT ["carrygate"]
-# `serve` binds all interfaces inside the container; `worker` and `migrate` are the other entry points.
+# `serve` binds all interfaces inside the container, so it refuses to start without an API key:
+# `docker run -e CARRYGATE_API_KEYS=... carrygate` (or create one with `carrygate keys create` against
+# the same database); `--insecure` only behind a trusted network. `worker` and `migrate` are the other
+# entry points.
 CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
