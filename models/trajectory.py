@@ -3,8 +3,14 @@
 For every probe batch the reference and each candidate start from their initial carry and advance
 one ACT step at a time together. After each step the engine reduces what it needs on the spot —
 sums of token-wise cosines against the reference, consecutive-step cosines, non-finite checks — and
-keeps only the previous step's z_H per model. Memory is O(batch) in the number of steps and O(1) per
-puzzle except the per-puzzle final values (a few floats each) kept for histograms and intervals.
+keeps only the previous step's z_H per model. Memory is O(batch) in the number of steps; what is kept
+is one row of per-step sums per batch and the per-puzzle final values (a few floats each) for
+histograms and intervals.
+
+`run_lockstep` = `finish(run_partial(...))`. A job split into shards on batch boundaries runs
+`run_partial` per shard, then `finish(merge(partials))`: the per-batch sums are added with
+`math.fsum` (correctly rounded, so grouping cannot change them) and the per-puzzle arrays are
+concatenated in puzzle order, so the result equals a single run bit for bit.
 
 Definitions: `models/results.py`. The reference's outputs are computed once per batch and shared by
 all K candidates, which is where the K-candidate saving comes from.
@@ -16,6 +22,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,32 +44,106 @@ class Candidate:
 
 @dataclass
 class _Accumulator:
-    """Streaming sums for one model; per-puzzle lists hold only final values."""
+    """What one model contributes over a run of batches; serialisable, so shards can be merged.
+
+    Per-step sums are kept as one row per batch (not added up on the spot): `finish` adds the rows
+    with `math.fsum`, which is correctly rounded and so independent of grouping. A job split into
+    shards on batch boundaries therefore reduces to exactly the numbers of a single run. Per-puzzle
+    lists hold only final values, one array per batch."""
 
     steps: int
-    step_fid_H: np.ndarray = field(init=False)
-    step_fid_L: np.ndarray = field(init=False)
-    step_count: np.ndarray = field(init=False)
-    consec: np.ndarray = field(init=False)
-    consec_count: np.ndarray = field(init=False)
-    halt_sum: np.ndarray = field(init=False)
+    step_fid_H: list[np.ndarray] = field(default_factory=list)
+    step_fid_L: list[np.ndarray] = field(default_factory=list)
+    step_count: list[np.ndarray] = field(default_factory=list)
+    consec: list[np.ndarray] = field(default_factory=list)
+    consec_count: list[np.ndarray] = field(default_factory=list)
     fid_H: list[np.ndarray] = field(default_factory=list)
     fid_L: list[np.ndarray] = field(default_factory=list)
     answer_equal: list[np.ndarray] = field(default_factory=list)
-    cell_equal_sum: float = 0.0
+    cell_equal: int = 0
     cells: int = 0
     halt_equal: int = 0
     exact: list[np.ndarray] = field(default_factory=list)
     accuracy: list[np.ndarray] = field(default_factory=list)
     non_finite: NonFinite | None = None
 
-    def __post_init__(self) -> None:
-        self.step_fid_H = np.zeros(self.steps)
-        self.step_fid_L = np.zeros(self.steps)
-        self.step_count = np.zeros(self.steps)
-        self.consec = np.zeros(self.steps)
-        self.consec_count = np.zeros(self.steps)
-        self.halt_sum = np.zeros(self.steps)
+    _ROWS = ("step_fid_H", "step_fid_L", "step_count", "consec", "consec_count")
+    _PER_PUZZLE = ("fid_H", "fid_L", "answer_equal", "exact", "accuracy")
+
+    def new_row(self) -> None:
+        """Open this batch's row of per-step sums (a model skipped after a non-finite step gets none)."""
+        for name in self._ROWS:
+            getattr(self, name).append(np.zeros(self.steps))
+
+    def extend(self, later: _Accumulator) -> None:
+        """Append a later run of batches (the next shard). After a non-finite batch a model took no
+        further batches, so a later shard's batches are dropped for it, as a single run would."""
+        if self.non_finite is not None:
+            return
+        for name in (*self._ROWS, *self._PER_PUZZLE):
+            getattr(self, name).extend(getattr(later, name))
+        self.cell_equal += later.cell_equal
+        self.cells += later.cells
+        self.halt_equal += later.halt_equal
+        self.non_finite = later.non_finite
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe; floats round-trip exactly and each per-puzzle array keeps its dtype."""
+        body: dict[str, Any] = {"steps": self.steps, "cell_equal": self.cell_equal, "cells": self.cells, "halt_equal": self.halt_equal,
+                                "non_finite": self.non_finite.model_dump(mode="json") if self.non_finite else None}
+        for name in self._ROWS:
+            body[name] = [row.tolist() for row in getattr(self, name)]
+        for name in self._PER_PUZZLE:
+            chunks = getattr(self, name)
+            body[name] = [{"dtype": str(c.dtype), "values": c.tolist()} for c in chunks]
+        return body
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> _Accumulator:
+        acc = cls(int(body["steps"]), cell_equal=int(body["cell_equal"]), cells=int(body["cells"]), halt_equal=int(body["halt_equal"]),
+                  non_finite=NonFinite.model_validate(body["non_finite"]) if body["non_finite"] else None)
+        for name in cls._ROWS:
+            setattr(acc, name, [np.asarray(row, dtype=np.float64) for row in body[name]])
+        for name in cls._PER_PUZZLE:
+            setattr(acc, name, [np.asarray(c["values"], dtype=c["dtype"]) for c in body[name]])
+        return acc
+
+
+@dataclass
+class Partial:
+    """The engine's state after a run of batches: reference and candidate accumulators, in order."""
+
+    reference: _Accumulator
+    candidates: list[_Accumulator]
+    puzzles: int = 0
+    labels: bool = True  # every batch so far had labels
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"puzzles": self.puzzles, "labels": self.labels, "seconds": self.seconds, "reference": self.reference.to_json(),
+                "candidates": [a.to_json() for a in self.candidates]}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Partial:
+        return cls(_Accumulator.from_json(body["reference"]), [_Accumulator.from_json(a) for a in body["candidates"]],
+                   int(body["puzzles"]), bool(body["labels"]), float(body["seconds"]))
+
+
+def merge(partials: list[Partial]) -> Partial:
+    """Shards' partials, in shard (puzzle) order, as one partial: lists concatenated, counts added."""
+    if not partials:
+        raise ValueError("merge: no partials")
+    first = Partial.from_json(partials[0].to_json())  # a copy: the inputs stay untouched
+    for later in partials[1:]:
+        if len(later.candidates) != len(first.candidates):
+            raise ValueError("merge: partials of different candidate lists")
+        first.reference.extend(later.reference)
+        for acc, more in zip(first.candidates, later.candidates, strict=True):
+            acc.extend(more)
+        first.puzzles += later.puzzles
+        first.labels = first.labels and later.labels
+        first.seconds += later.seconds
+    return first
 
 
 def _finite_problem(out: StepOutput) -> tuple[str, int] | None:
@@ -86,8 +167,11 @@ def _summary(values: np.ndarray, rng: np.random.Generator, resamples: int = 1000
     )
 
 
-def _ratio_curve(sums: np.ndarray, counts: np.ndarray) -> list[float | None]:
-    return [float(s / c) if c else None for s, c in zip(sums, counts, strict=True)]
+def _ratio_curve(sum_rows: list[np.ndarray], count_rows: list[np.ndarray], steps: int) -> list[float | None]:
+    """Per step: (exact sum of the batches' sums) / (their puzzle count)."""
+    sums = [math.fsum(row[t] for row in sum_rows) for t in range(steps)]
+    counts = [int(sum(int(row[t]) for row in count_rows)) for t in range(steps)]
+    return [s / c if c else None for s, c in zip(sums, counts, strict=True)]
 
 
 def _error_growth(step_fidelity: list[float | None]) -> float | None:
@@ -96,7 +180,6 @@ def _error_growth(step_fidelity: list[float | None]) -> float | None:
     return float(math.exp(sum(math.log(r) for r in ratios) / len(ratios))) if ratios else None
 
 
-@torch.inference_mode()
 def run_lockstep(
     reference: RecursiveReasoner,
     candidates: list[Candidate],
@@ -115,6 +198,21 @@ def run_lockstep(
         compile_steps: run each model's ACT step through `torch.compile` (worth it for full-size
             models and many puzzles: it fuses the norms and casts around the matmuls).
     """
+    partial = run_partial(reference, candidates, batches, on_batch=on_batch, should_stop=should_stop, compile_steps=compile_steps)
+    return finish(partial, candidates, seed=seed)
+
+
+@torch.inference_mode()
+def run_partial(
+    reference: RecursiveReasoner,
+    candidates: list[Candidate],
+    batches: Iterable[Batch],
+    *,
+    on_batch: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    compile_steps: bool = False,
+) -> Partial:
+    """The lockstep run without the final reduction: what `merge` combines across shards and `finish` reduces."""
     start = time.perf_counter()
     step_of: dict[int, Callable[..., StepOutput]] = {}
     for model in [reference, *(c.model for c in candidates)]:
@@ -124,14 +222,15 @@ def run_lockstep(
     n_ref = reference.config.halt_max_steps
     ref_acc = _Accumulator(n_ref)
     accs = [_Accumulator(c.model.config.halt_max_steps) for c in candidates]
-    has_labels = True
-    puzzles = 0
+    partial = Partial(ref_acc, accs)
     for inputs, ids, labels in batches:
         if should_stop is not None and should_stop():
             break
-        has_labels = has_labels and labels is not None
+        partial.labels = partial.labels and labels is not None
         B = inputs.shape[0]
         live = [i for i, a in enumerate(accs) if a.non_finite is None]
+        for acc in [ref_acc, *(accs[i] for i in live)]:
+            acc.new_row()
         xs = {i: candidates[i].model.input_embeddings(inputs, ids) for i in live}
         carries: dict[int, Carry] = {i: candidates[i].model.initial_carry(B) for i in live}
         prev_H: dict[int, torch.Tensor] = {}
@@ -143,10 +242,9 @@ def run_lockstep(
             if t < n_ref:
                 ref_out = step_of[id(reference)](ref_carry, ref_x, t)
                 ref_carry = ref_out.carry
-                ref_acc.halt_sum[t] += float((ref_out.q_halt_logits > 0).sum())
                 if ref_prev is not None:
-                    ref_acc.consec[t] += float(token_cosine(ref_carry.z_H, ref_prev).mean(-1).sum())
-                    ref_acc.consec_count[t] += B
+                    ref_acc.consec[-1][t] = float(token_cosine(ref_carry.z_H, ref_prev).mean(-1).sum())
+                    ref_acc.consec_count[-1][t] = B
                 ref_prev = ref_carry.z_H
             for i in list(live):
                 acc = accs[i]
@@ -161,12 +259,12 @@ def run_lockstep(
                 carries[i], last[i] = out.carry, out
                 if t < n_ref:
                     assert ref_out is not None
-                    acc.step_fid_H[t] += float(token_cosine(out.carry.z_H, ref_carry.z_H).mean(-1).sum())
-                    acc.step_fid_L[t] += float(token_cosine(out.carry.z_L, ref_carry.z_L).mean(-1).sum())
-                    acc.step_count[t] += B
+                    acc.step_fid_H[-1][t] = float(token_cosine(out.carry.z_H, ref_carry.z_H).mean(-1).sum())
+                    acc.step_fid_L[-1][t] = float(token_cosine(out.carry.z_L, ref_carry.z_L).mean(-1).sum())
+                    acc.step_count[-1][t] = B
                 if i in prev_H:
-                    acc.consec[t] += float(token_cosine(out.carry.z_H, prev_H[i]).mean(-1).sum())
-                    acc.consec_count[t] += B
+                    acc.consec[-1][t] = float(token_cosine(out.carry.z_H, prev_H[i]).mean(-1).sum())
+                    acc.consec_count[-1][t] = B
                 prev_H[i] = out.carry.z_H
         assert ref_out is not None
         ref_preds = ref_out.logits.argmax(-1)
@@ -182,22 +280,31 @@ def run_lockstep(
             preds = out.logits.argmax(-1)
             same = preds == ref_preds
             acc.answer_equal.append(same.all(-1).float().numpy())
-            acc.cell_equal_sum += float(same.float().sum())
+            acc.cell_equal += int(same.sum())
             acc.cells += same.numel()
             acc.halt_equal += int(((out.q_halt_logits > 0) == ref_halt).sum())
             if labels is not None:
                 accuracy, exact, valid = per_puzzle_accuracy(preds, labels)
                 acc.accuracy.append(accuracy[valid].numpy())
                 acc.exact.append(exact[valid].float().numpy())
-        puzzles += B
+        partial.puzzles += B
         if on_batch is not None:
             on_batch(B)
+    partial.seconds = time.perf_counter() - start
+    return partial
 
+
+def finish(partial: Partial, candidates: list[Candidate], *, seed: int = 0) -> EvaluationResult:
+    """The final reduction of a (merged) partial: curves, means, bootstrap intervals (one RNG, in model order)."""
+    if len(candidates) != len(partial.candidates):
+        raise ValueError(f"finish: {len(candidates)} candidates for a partial of {len(partial.candidates)}")
+    has_labels = partial.labels
     rng = np.random.default_rng(seed)
-    reference_result = _model_result("reference", None, ref_acc, None, has_labels, rng)
-    results = [_model_result(c.name, c.spec, a, reference_result, has_labels, rng) for c, a in zip(candidates, accs, strict=True)]
-    return EvaluationResult(puzzles=puzzles, labels=has_labels and puzzles > 0, reference=reference_result, candidates=results,
-                            seconds=time.perf_counter() - start)
+    reference_result = _model_result("reference", None, partial.reference, None, has_labels, rng)
+    results = [_model_result(c.name, c.spec, a, reference_result, has_labels, rng)
+               for c, a in zip(candidates, partial.candidates, strict=True)]
+    return EvaluationResult(puzzles=partial.puzzles, labels=has_labels and partial.puzzles > 0, reference=reference_result,
+                            candidates=results, seconds=partial.seconds)
 
 
 def _mean(chunks: list[np.ndarray]) -> float | None:
@@ -208,7 +315,7 @@ def _mean(chunks: list[np.ndarray]) -> float | None:
 def _model_result(
     name: str, spec: CompressionSpec | None, acc: _Accumulator, reference: ModelResult | None, has_labels: bool, rng: np.random.Generator
 ) -> ModelResult:
-    consec = _ratio_curve(acc.consec, acc.consec_count)
+    consec = _ratio_curve(acc.consec, acc.consec_count, acc.steps)
     valid_consec = [c for c in consec if c is not None]
     result = ModelResult(
         name=name,
@@ -229,11 +336,11 @@ def _model_result(
         return result
     fid_H, fid_L = np.concatenate(acc.fid_H) if acc.fid_H else np.zeros(0), np.concatenate(acc.fid_L) if acc.fid_L else np.zeros(0)
     result.fidelity, result.fidelity_z_L = _summary(fid_H, rng), _summary(fid_L, rng)
-    result.step_fidelity = _ratio_curve(acc.step_fid_H, acc.step_count)
-    result.step_fidelity_z_L = _ratio_curve(acc.step_fid_L, acc.step_count)
+    result.step_fidelity = _ratio_curve(acc.step_fid_H, acc.step_count, acc.steps)
+    result.step_fidelity_z_L = _ratio_curve(acc.step_fid_L, acc.step_count, acc.steps)
     result.error_growth = _error_growth(result.step_fidelity)
     result.answer_agreement = _mean(acc.answer_equal)
-    result.cell_agreement = acc.cell_equal_sum / acc.cells if acc.cells else None
+    result.cell_agreement = acc.cell_equal / acc.cells if acc.cells else None
     result.halting_agreement = acc.halt_equal / fid_H.size if fid_H.size else None
     if result.cell_accuracy is not None and reference.cell_accuracy is not None:
         result.delta_cell_accuracy = result.cell_accuracy - reference.cell_accuracy

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 
 from models import build_model
 from models.compress import CompressionSpec, apply
 from models.metrics import token_cosine
-from models.trajectory import Batch, Candidate, run_lockstep
+from models.trajectory import Batch, Candidate, Partial, finish, merge, run_lockstep, run_partial
 from tests.conftest import tiny_trm
 
 
@@ -99,3 +101,33 @@ def test_no_labels_gives_null_accuracy_and_deeper_candidates_run_their_own_steps
     assert not result.labels and cr.cell_accuracy is None and cr.puzzle_exact is None
     assert cr.steps == 5 and len(cr.step_fidelity) == 5 and cr.step_fidelity[3] is None
     assert cr.step_fidelity[2] == 1.0  # same weights, same first 3 steps: exactly
+
+
+def _shards(batches: list[Batch], n: int) -> list[list[Batch]]:
+    """Contiguous runs of whole batches, the last one longest when it does not divide evenly."""
+    size = len(batches) // n
+    return [batches[i * size:(i + 1) * size if i < n - 1 else len(batches)] for i in range(n)]
+
+
+def test_shards_merged_equal_a_single_run_bit_for_bit() -> None:
+    ref = build_model(tiny_trm(halt_max_steps=4))
+    poisoned = _perturbed(ref, 0.02)
+    with torch.no_grad():  # token 4 only occurs in batch 3 below: this candidate goes non-finite there and nowhere else
+        poisoned.embed_tokens.embedding_weight[4] = float("nan")
+    candidates = [Candidate("perturbed", _perturbed(ref, 0.05)), Candidate("nan-in-one-batch", poisoned),
+                  Candidate("deeper", apply(CompressionSpec(depth={"halt_max_steps": 6}), ref))]
+    batches = [(inputs.clamp(max=3), ids, labels) for inputs, ids, labels in _batches(20, 3)]  # 7 batches, the last of 2 puzzles
+    inputs, ids, labels = batches[3]
+    batches[3] = (torch.cat([torch.full((1, inputs.shape[1]), 4), inputs[1:]]), ids, labels)
+
+    single = run_lockstep(ref, candidates, batches, seed=3).model_dump(mode="json")
+    assert single["candidates"][1]["non_finite"] is not None and single["candidates"][0]["fidelity"]["mean"] < 0.9999
+    del single["seconds"]
+    for n in (2, 3):
+        # each partial goes through JSON as a shard's row would
+        partials = [Partial.from_json(json.loads(json.dumps(run_partial(ref, candidates, shard).to_json())))
+                    for shard in _shards(batches, n)]
+        assert [p.candidates[1].non_finite is not None for p in partials] == [False, True] + [False] * (n - 2)
+        merged = finish(merge(partials), candidates, seed=3).model_dump(mode="json")
+        del merged["seconds"]
+        assert merged == single  # every float, bit for bit
