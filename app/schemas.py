@@ -72,6 +72,8 @@ class JobOptions(_Schema):
     batch_size: int = Field(64, ge=1, le=4096)
     profile: bool = Field(False, description="also profile the deployable artifact (ONNX Runtime; later AI Hub)")
     aihub: AiHubOptions | None = Field(None, description="profile onnxruntime candidates on Qualcomm AI Hub devices (needs a token)")
+    shards: int = Field(1, ge=1, le=256, description="Celery executor: split the probe puzzles into this many contiguous shards "
+                        "(on batch boundaries) run by several workers and reduced exactly; the result equals an unsharded run")
 
 
 class JobCreate(_Schema):

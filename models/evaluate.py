@@ -43,11 +43,13 @@ class Probe:
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
 
-    def batches(self, batch_size: int) -> Iterator[Batch]:
-        for start in range(0, len(self), batch_size):
-            stop = min(start + batch_size, len(self))
-            labels = torch.from_numpy(self.labels[start:stop]) if self.labels is not None else None
-            yield torch.from_numpy(self.inputs[start:stop]), torch.from_numpy(self.puzzle_identifiers[start:stop]), labels
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
+        """Batches of puzzles [start, stop); a shard's range starts on a batch boundary, so its batches are the single run's."""
+        end = len(self) if stop is None else min(stop, len(self))
+        for first in range(start, end, batch_size):
+            last = min(first + batch_size, end)
+            labels = torch.from_numpy(self.labels[first:last]) if self.labels is not None else None
+            yield torch.from_numpy(self.inputs[first:last]), torch.from_numpy(self.puzzle_identifiers[first:last]), labels
 
 
 def candidate_name(spec: CompressionSpec, taken: set[str]) -> str:
@@ -105,6 +107,14 @@ def evaluate(
     candidates = build_candidates(reference, specs, probe, batch_size, artifact_dir)
     result = run_lockstep(reference, candidates, probe.batches(batch_size), on_batch=on_progress, should_stop=should_stop,
                           compile_steps=compile_steps)
+    measure(result, reference, candidates, probe, with_footprint=with_footprint, profile_threads=profile_threads)
+    return result
+
+
+def measure(result: EvaluationResult, reference: RecursiveReasoner, candidates: list[Candidate], probe: Probe, *,
+            with_footprint: bool = True, profile_threads: int = 1) -> None:
+    """Attach what is measured on the models rather than along the trajectories: ORT artifacts and
+    profiles, footprints (in place; shared by a single run and the reduction of a sharded one)."""
     for candidate, model_result in zip(candidates, result.candidates, strict=True):
         artifact = getattr(candidate.model, "artifact", None)
         if artifact is None:
@@ -127,4 +137,3 @@ def evaluate(
             model_result.footprint = footprint(candidate.model, artifact_size(candidate.model))
             if candidate.model.emulated_fp16:
                 model_result.notes.append("fp16 emulated on CPU (fp16 rounding, fp32 accumulation)")
-    return result

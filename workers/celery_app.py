@@ -30,6 +30,7 @@ from workers.local import WorkerConfig
 log = logging.getLogger(__name__)
 
 RUN_JOB = "carrygate.run_job"
+RUN_SHARD = "carrygate.run_shard"
 RETRY_BASE_SECONDS = 5
 MAX_RETRIES = 8
 
@@ -62,7 +63,18 @@ def create_celery(config: CeleryConfig) -> Celery:
         worker_send_task_events=False,
     )
     app.task(name=RUN_JOB, bind=True, max_retries=MAX_RETRIES)(run_job_task)
+    app.task(name=RUN_SHARD, bind=True, max_retries=MAX_RETRIES)(run_shard_task)
     return app
+
+
+def _shard_sender(task: Task) -> Any:
+    """`send(shard_id)` for `workers.shards`: shards go to the queue the running task's message came from."""
+    queue = (task.request.delivery_info or {}).get("routing_key") or task.app.conf.task_default_queue
+
+    def send(shard_id: str) -> None:
+        task.app.send_task(RUN_SHARD, args=[shard_id], queue=queue)
+
+    return send
 
 
 def sender(app: Celery, queue: str) -> Any:
@@ -102,6 +114,7 @@ def run_job_task(task: Task, job_id: str) -> str:
 
     from workers.distributed import claim_job, release_job
     from workers.pipeline import fail_crashed, run_job
+    from workers.shards import fan_out, is_sharded
 
     try:
         ctx = _ctx()
@@ -109,11 +122,12 @@ def run_job_task(task: Task, job_id: str) -> str:
             if not claim_job(session, job_id, ctx.worker_id, ctx.lease_seconds):
                 log.info("job %s is not claimable (done, cancelled or leased elsewhere): skipped", job_id)
                 return "skipped"
+            sharded = is_sharded(session, job_id)
     except DBAPIError as err:  # the database is away: nothing claimed, try again later
         raise task.retry(exc=err, countdown=RETRY_BASE_SECONDS * 2**task.request.retries) from err
-    log.info("worker %s runs job %s", ctx.worker_id, job_id)
+    log.info("worker %s runs job %s%s", ctx.worker_id, job_id, " (sends its shards)" if sharded else "")
     try:
-        status = run_job(job_id, ctx)
+        status = fan_out(job_id, ctx, _shard_sender(task)) if sharded else run_job(job_id, ctx)
     except DBAPIError as err:  # infrastructure, not the job: give it back and retry with backoff
         log.warning("job %s: database error, retrying: %s", job_id, err)
         try:
@@ -126,6 +140,21 @@ def run_job_task(task: Task, job_id: str) -> str:
         log.exception("job %s crashed", job_id)
         status = fail_crashed(ctx, job_id, err)
     log.info("job %s: %s", job_id, status)
+    return status
+
+
+def run_shard_task(task: Task, shard_id: str) -> str:
+    """Claim and run one shard of a sharded job (`workers/shards.py`); infrastructure errors retry with backoff."""
+    from sqlalchemy.exc import DBAPIError
+
+    from workers.shards import run_shard
+
+    try:
+        status = run_shard(shard_id, _ctx(), _shard_sender(task))
+    except DBAPIError as err:
+        log.warning("shard %s: database error, retrying: %s", shard_id, err)
+        raise task.retry(exc=err, countdown=RETRY_BASE_SECONDS * 2**task.request.retries) from err
+    log.info("shard %s: %s", shard_id, status)
     return status
 
 

@@ -37,7 +37,8 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = ["Base", "Candidate", "Checkpoint", "Job", "ProbeSet", "Result", "Verdict", "JOB_STATUSES",
            "FINISHED_STATUSES", "DECISIONS", "JOB_SCOPE", "utcnow", "new_id",
-           "ApiKey", "Webhook", "WebhookDelivery", "WebhookAttempt", "API_SCOPES", "WEBHOOK_EVENTS", "DELIVERY_STATUSES"]
+           "ApiKey", "Webhook", "WebhookDelivery", "WebhookAttempt", "API_SCOPES", "WEBHOOK_EVENTS", "DELIVERY_STATUSES",
+           "JobShard", "SHARD_STATUSES"]
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
@@ -198,6 +199,35 @@ class Result(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="result")
+
+
+SHARD_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+
+
+class JobShard(Base):
+    """A contiguous range of a job's probe puzzles (on batch boundaries) run by one worker under a lease,
+    like a job. `partial` holds the engine's `Partial` (JSON) once done; whoever stores the last one
+    reduces them into the job's one result. See `workers/shards.py`."""
+
+    __tablename__ = "job_shards"
+    __table_args__ = (
+        CheckConstraint(_in("status", SHARD_STATUSES), name="status"),
+        UniqueConstraint("job_id", "index"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    puzzle_start: Mapped[int] = mapped_column(Integer)
+    puzzle_stop: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    puzzles_done: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    partial: Mapped[dict[str, Any] | None] = mapped_column(JSONValue)
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 def _default_scope(context: Any) -> str:

@@ -168,32 +168,66 @@ class _Heartbeat(threading.Thread):
         self._stop_event.set()
 
 
-def run_job(job_id: str, ctx: WorkerContext, *, on_progress: Callable[[int, int], None] | None = None) -> str:
-    """Run a claimed job to its end; returns the final status."""
+@dataclass
+class JobInputs:
+    """What a job's rows say to run, detached from their session."""
+
+    checkpoint: Checkpoint
+    probe_row: ProbeSet
+    candidates: list[tuple[str, str, CompressionSpec]]  # (candidate id, name, spec)
+    policy: GatePolicy
+    options: dict[str, Any]
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.options.get("batch_size", 64))
+
+
+def load_job(ctx: WorkerContext, job_id: str) -> JobInputs:
     with ctx.session_factory() as session:
         job = session.get(Job, job_id)
         if job is None:
             raise JobFailed(f"job {job_id} vanished")
-        checkpoint, probe_row = job.checkpoint, job.probe_set
-        candidates = [(c.id, c.name, CompressionSpec.model_validate(c.spec | {"name": c.name})) for c in job.candidates]
-        policy = GatePolicy.model_validate(job.policy or {})
-        options = dict(job.options or {})
+        inputs = JobInputs(job.checkpoint, job.probe_set,
+                           [(c.id, c.name, CompressionSpec.model_validate(c.spec | {"name": c.name})) for c in job.candidates],
+                           GatePolicy.model_validate(job.policy or {}), dict(job.options or {}))
         session.expunge_all()
+    return inputs
 
+
+def load_model_and_probe(inputs: JobInputs, ctx: WorkerContext, workdir: Path) -> tuple[Any, Probe]:
+    """-> (the loaded checkpoint, the probe puzzles); unreadable or mismatched inputs raise JobFailed."""
+    try:
+        path = materialize_checkpoint(inputs.checkpoint, ctx.store, workdir)
+        ckpt = load_checkpoint(path)
+        folder, split = probe_folder(inputs.probe_row, path, ctx.cache_dir, ckpt.config.seq_len)
+        data = read_split(folder, split)
+        if data.metadata.seq_len != ckpt.config.seq_len:
+            raise JobFailed(f"probe: puzzles have seq_len {data.metadata.seq_len}, the checkpoint {ckpt.config.seq_len}")
+        return ckpt, Probe.from_split(data, inputs.options.get("limit"), bool(inputs.options.get("labels", True)))
+    except (CheckpointError, ValueError, OSError) as err:
+        raise JobFailed(str(err)) from err
+
+
+def attach_artifacts(ctx: WorkerContext, result: EvaluationResult, reference: Any, probe: Probe, options: dict[str, Any],
+                     workdir: Path) -> None:
+    """Keep the ORT files in the store and, when asked, profile them on AI Hub devices."""
+    store_artifacts(ctx.store, result, workdir / "artifacts")
+    if options.get("aihub"):
+        from workers.profile.aihub import AiHubOptions, attach_device_profiles
+
+        attach_device_profiles(result, reference, probe.inputs, probe.puzzle_identifiers, workdir / "artifacts",
+                               AiHubOptions.model_validate(options["aihub"]))
+
+
+def run_job(job_id: str, ctx: WorkerContext, *, on_progress: Callable[[int, int], None] | None = None) -> str:
+    """Run a claimed job to its end; returns the final status."""
+    inputs = load_job(ctx, job_id)
     beat = _Heartbeat(ctx, job_id)
     beat.start()
     try:
         with tempfile.TemporaryDirectory(dir=ctx.cache_dir) as workdir:
-            try:
-                path = materialize_checkpoint(checkpoint, ctx.store, Path(workdir))
-                ckpt = load_checkpoint(path)
-                folder, split = probe_folder(probe_row, path, ctx.cache_dir, ckpt.config.seq_len)
-                data = read_split(folder, split)
-                if data.metadata.seq_len != ckpt.config.seq_len:
-                    raise JobFailed(f"probe: puzzles have seq_len {data.metadata.seq_len}, the checkpoint {ckpt.config.seq_len}")
-                probe = Probe.from_split(data, options.get("limit"), bool(options.get("labels", True)))
-            except (CheckpointError, ValueError, OSError) as err:
-                raise JobFailed(str(err)) from err
+            ckpt, probe = load_model_and_probe(inputs, ctx, Path(workdir))
             total, done = len(probe), 0
 
             def progress(k: int) -> None:
@@ -205,28 +239,26 @@ def run_job(job_id: str, ctx: WorkerContext, *, on_progress: Callable[[int, int]
 
             beat.progress = (0, total)
             try:
-                result = evaluate(ckpt.model, [spec for _, _, spec in candidates], probe, batch_size=int(options.get("batch_size", 64)),
+                result = evaluate(ckpt.model, [spec for _, _, spec in inputs.candidates], probe, batch_size=inputs.batch_size,
                                   on_progress=progress, should_stop=lambda: beat.cancelled.is_set() or beat.lost.is_set(),
                                   artifact_dir=Path(workdir) / "artifacts")
             except ValueError as err:  # a spec that does not fit the architecture
                 raise JobFailed(str(err)) from err
-            store_artifacts(ctx.store, result, Path(workdir) / "artifacts")
-            if options.get("aihub"):
-                from workers.profile.aihub import AiHubOptions, attach_device_profiles
-
-                attach_device_profiles(result, ckpt.model, probe.inputs, probe.puzzle_identifiers, Path(workdir) / "artifacts",
-                                       AiHubOptions.model_validate(options["aihub"]))
+            attach_artifacts(ctx, result, ckpt.model, probe, inputs.options, Path(workdir))
         beat.beat()  # last progress, and a final look at the cancel flag
         if beat.lost.is_set():
             return "lost"
         if beat.cancelled.is_set():
             return _finish(ctx, job_id, "cancelled", "cancelled by request")
-        verdict = judge(result, policy)
-        return _store(ctx, job_id, result.model_dump(mode="json"), verdict, candidates)
+        return judge_and_store(ctx, job_id, result, inputs)
     except JobFailed as err:
         return _finish(ctx, job_id, "failed", str(err))
     finally:
         beat.stop()
+
+
+def judge_and_store(ctx: WorkerContext, job_id: str, result: EvaluationResult, inputs: JobInputs) -> str:
+    return _store(ctx, job_id, result.model_dump(mode="json"), judge(result, inputs.policy), inputs.candidates)
 
 
 def store_artifacts(store: ArtifactStore, result: EvaluationResult, folder: Path) -> None:

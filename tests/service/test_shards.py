@@ -1,0 +1,115 @@
+"""Puzzle shards on real Redis and two real Celery worker subprocesses (PostgreSQL, so partials go through JSONB).
+
+A job split into 3 shards gives the unsharded job's result (every number, per-puzzle arrays included)
+and verdicts; both workers run shards; kill -9 of the worker running a shard -> that shard runs again
+elsewhere, one verdict set, the same result; cancelling stops the shards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from tests.conftest import make_tiny_zoo_model
+from tests.service.test_celery import INT8, NAIVE, queue, settings_for, wait_for, workers  # noqa: F401  (fixtures)
+from workers.db import make_engine, session_factory
+from workers.orm import JobShard
+from workers.shards import shard_ranges
+
+PUZZLES = 60
+OPTIONS = {"batch_size": 2, "labels": True}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 6 ACT steps and batches of 2: a shard takes seconds, long enough to be killed in the middle
+    return make_tiny_zoo_model(tmp_path_factory.mktemp("zoo") / "tiny", steps=6, puzzles=PUZZLES, seed=1)
+
+
+def _shards(database_url: str, job_id: str) -> list[JobShard]:
+    engine = make_engine(database_url)
+    try:
+        with session_factory(engine)() as session:
+            rows = list(session.query(JobShard).filter(JobShard.job_id == job_id).order_by(JobShard.index))
+            session.expunge_all()
+        return rows
+    finally:
+        engine.dispose()
+
+
+def _comparable(job: dict[str, Any]) -> dict[str, Any]:
+    result = dict(job["result"])
+    del result["seconds"]  # compute time, the one field that may differ
+    return result
+
+
+def _verdicts(client: TestClient, job_id: str) -> list[tuple[Any, ...]]:
+    """Candidate name, decision and every rule (observed values included) of each verdict, job-level first."""
+    return [(v["candidate"], v["decision"], v["rules"]) for v in client.get(f"/jobs/{job_id}/verdict").json()["data"]]
+
+
+def test_shard_ranges_cut_on_batch_boundaries() -> None:
+    assert shard_ranges(60, 2, 3) == [(0, 20), (20, 40), (40, 60)]
+    assert shard_ranges(25, 4, 3) == [(0, 8), (8, 16), (16, 25)]  # 7 batches: 2, 2, 3 (the last one short)
+    assert shard_ranges(5, 4, 3) == [(0, 4), (4, 5)]  # never more shards than batches
+    assert shard_ranges(0, 4, 3) == []
+
+
+def test_sharded_job_equals_unsharded_and_survives_kill_9(tmp_path: Path, pg_url: str, queue: str,  # noqa: F811
+                                                         checkpoint: Path, workers: Any) -> None:  # noqa: F811
+    settings = settings_for(pg_url, tmp_path, queue, lease_seconds=3, heartbeat_seconds=0.25)
+    pool = workers(settings)
+    processes = {name: pool.start(name) for name in ("a", "b")}
+    pool.wait_ready("a"), pool.wait_ready("b")
+    with TestClient(create_app(settings)) as client:
+        ckpt = client.post("/checkpoints/register", json={"path": str(checkpoint)}).json()["id"]
+
+        def submit(**options: Any) -> str:
+            response = client.post("/jobs", json={"checkpoint_id": ckpt, "candidates": [INT8, NAIVE], "options": OPTIONS | options})
+            assert response.status_code == 202, response.text
+            return str(response.json()["id"])
+
+        single = wait_for(client, submit())
+        assert single["status"] == "succeeded", single["error"]
+        assert single["result"]["candidates"][1]["fidelity"]["mean"] < 0.9999  # int4-naive moves the trajectory: not vacuous
+
+        sharded_id = submit(shards=3)
+        sharded = wait_for(client, sharded_id)
+        assert sharded["status"] == "succeeded", (sharded["error"], pool.log("a")[-2000:], pool.log("b")[-2000:])
+        assert _comparable(sharded) == _comparable(single)  # every float of the result, per-puzzle arrays included
+        assert sharded["puzzles_done"] == PUZZLES and _verdicts(client, sharded_id) == _verdicts(client, single["id"])
+        shards = _shards(pg_url, sharded_id)
+        assert [(s.puzzle_start, s.puzzle_stop, s.status, s.attempts) for s in shards] == \
+            [(0, 20, "done", 1), (20, 40, "done", 1), (40, 60, "done", 1)]
+        assert len({s.lease_owner for s in shards}) == 2  # both workers ran shards
+
+        killed_id = submit(shards=3)
+        deadline, victim = time.monotonic() + 60, None
+        while victim is None and time.monotonic() < deadline:
+            victim = next((s for s in _shards(pg_url, killed_id) if s.status == "running" and 0 < s.puzzles_done < 20), None)
+            time.sleep(0.05)
+        assert victim is not None and victim.lease_owner is not None, "no shard seen mid-run"
+        pid = int(victim.lease_owner.rsplit(":", 1)[1])  # worker ids are celery:<host>:<pid>
+        assert pid in {p.pid for p in processes.values()}
+        os.kill(pid, signal.SIGKILL)
+        killed = wait_for(client, killed_id)
+        assert killed["status"] == "succeeded", killed["error"]
+        rerun = next(s for s in _shards(pg_url, killed_id) if s.index == victim.index)
+        assert rerun.status == "done" and rerun.attempts == 2 and rerun.lease_owner != victim.lease_owner
+        assert _comparable(killed) == _comparable(single)
+        assert _verdicts(client, killed_id) == _verdicts(client, single["id"])  # one job verdict + one per candidate
+
+        cancelled_id = submit(shards=3)
+        deadline = time.monotonic() + 60
+        while not any(s.puzzles_done > 0 for s in _shards(pg_url, cancelled_id)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.post(f"/jobs/{cancelled_id}/cancel").status_code == 200
+        cancelled = wait_for(client, cancelled_id)
+        assert cancelled["status"] == "cancelled" and cancelled["result"] is None and cancelled["puzzles_done"] < PUZZLES

@@ -1,0 +1,264 @@
+"""Puzzle shards: one job's probe puzzles run on several Celery workers and reduced exactly.
+
+A job with `options.shards` > 1 under the Celery executor:
+1. The task that claimed the job (`fan_out`) loads the probe, cuts it into contiguous ranges on batch
+   boundaries, inserts one `job_shards` row per range (idempotent: unique (job_id, index)), hands the
+   job's lease to the shards (owner `SHARDS_OWNER`) and sends one message per shard.
+2. A shard task (`run_shard`) claims its row under a lease, exactly like a job. It builds the candidates
+   from the whole probe (calibration sees the puzzles an unsharded run sees), runs `run_partial` on its
+   range and stores the partial. Its heartbeat renews its own lease and the job's, writes the job's
+   progress (puzzles done over all shards) and reads cancellation.
+3. Whoever stores the last partial merges the partials in shard order, finishes, judges, and stores
+   the one result + verdicts + webhook events with `pipeline.judge_and_store`; the job's unique
+   constraints keep it one however many workers race to it. `models/trajectory.py` says why the merged
+   result equals the single run's bit for bit.
+
+A lost worker: its shard's lease expires and the shard is claimable again. A worker that completes a
+shard re-sends expired siblings; once no shard beats any more, the job's own lease expires, the API's
+dispatcher re-sends the job and `fan_out` re-sends the unfinished shards (or reduces, when all are done).
+Cancellation: shards stop at their next batch and the first to notice marks the job cancelled. A
+deterministic failure in any shard fails the job. The embedded executor runs a sharded job whole
+(`run_job`): the result is the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+
+from models.evaluate import Probe, build_candidates, measure
+from models.trajectory import Candidate, Partial, finish, merge, run_partial
+from workers.orm import Job, JobShard
+from workers.pipeline import (
+    JobFailed,
+    JobInputs,
+    WorkerContext,
+    _finish,
+    _Heartbeat,
+    attach_artifacts,
+    fail_crashed,
+    judge_and_store,
+    load_job,
+    load_model_and_probe,
+    run_job,
+)
+from workers.queue import MAX_ATTEMPTS, now
+
+log = logging.getLogger(__name__)
+
+SHARDS_OWNER = "shards"
+"""The job's lease owner while its shards run: whichever shard worker settles the job acts under this name."""
+
+SendShard = Callable[[str], None]
+
+
+def shard_ranges(total: int, batch_size: int, shards: int) -> list[tuple[int, int]]:
+    """Contiguous [start, stop) puzzle ranges on batch boundaries, as even as whole batches allow."""
+    n_batches = -(-total // batch_size)
+    n = min(shards, n_batches)
+    if n == 0:
+        return []
+    cuts = [i * n_batches // n * batch_size for i in range(n)] + [total]
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
+
+
+def is_sharded(session: Session, job_id: str) -> bool:
+    options = session.execute(select(Job.options).where(Job.id == job_id)).scalar_one_or_none() or {}
+    return int(options.get("shards", 1)) > 1
+
+
+def _claimable(at: Any):  # noqa: ANN202  (a SQL expression)
+    return or_(JobShard.status == "queued", and_(JobShard.status == "running", JobShard.lease_expires_at < at))
+
+
+def claim_shard(session: Session, shard_id: str, worker_id: str, lease_seconds: float) -> bool:
+    """Claim a shard of a running, not cancelled job, if it is queued or its worker's lease expired."""
+    at = now()
+    live_jobs = select(Job.id).where(Job.status == "running", Job.cancel_requested.is_(False))
+    claimed = session.execute(
+        update(JobShard)
+        .where(JobShard.id == shard_id, _claimable(at), JobShard.attempts < MAX_ATTEMPTS, JobShard.job_id.in_(live_jobs))
+        .values(status="running", lease_owner=worker_id, lease_expires_at=at + timedelta(seconds=lease_seconds), heartbeat_at=at,
+                attempts=JobShard.attempts + 1, puzzles_done=0, error=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return claimed.rowcount == 1
+
+
+def _settle_shard(ctx: WorkerContext, shard_id: str, status: str, **values: Any) -> bool:
+    """Set a shard's end state (or give it back: "queued") if this worker still holds it."""
+    with ctx.session_factory() as session:
+        done = session.execute(
+            update(JobShard).where(JobShard.id == shard_id, JobShard.lease_owner == ctx.worker_id, JobShard.status == "running")
+            .values(status=status, **values).execution_options(synchronize_session=False))
+        session.commit()
+    return done.rowcount == 1
+
+
+def _shards_of(ctx: WorkerContext, job_id: str) -> list[JobShard]:
+    with ctx.session_factory() as session:
+        rows = list(session.execute(select(JobShard).where(JobShard.job_id == job_id).order_by(JobShard.index)).scalars())
+        session.expunge_all()
+    return rows
+
+
+class _ShardHeartbeat(_Heartbeat):
+    """Renews the shard's lease and the job's, adds the shard's progress to the job's, reads cancellation."""
+
+    def __init__(self, ctx: WorkerContext, shard_id: str, job_id: str) -> None:
+        super().__init__(ctx, job_id)
+        self.shard_id = shard_id
+        self.done: int | None = None
+
+    def beat(self) -> None:
+        at, lease = now(), timedelta(seconds=self.ctx.lease_seconds)
+        with self.ctx.session_factory() as session:
+            values: dict[str, Any] = {"lease_expires_at": at + lease, "heartbeat_at": at}
+            if self.done is not None:
+                values["puzzles_done"] = self.done
+            mine = session.execute(update(JobShard).where(JobShard.id == self.shard_id, JobShard.lease_owner == self.ctx.worker_id,
+                                                          JobShard.status == "running").values(**values)
+                                   .execution_options(synchronize_session=False))
+            all_done = select(func.coalesce(func.sum(JobShard.puzzles_done), 0)).where(JobShard.job_id == self.job_id)
+            done = session.execute(all_done).scalar_one()
+            status, cancel, total = session.execute(select(Job.status, Job.cancel_requested, Job.puzzles_total)
+                                                    .where(Job.id == self.job_id)).one()
+            session.execute(update(Job).where(Job.id == self.job_id, Job.status == "running", Job.lease_owner == SHARDS_OWNER)
+                            .values(lease_expires_at=at + lease, heartbeat_at=at, puzzles_done=done,
+                                    progress=min(1.0, done / total) if total else 0.0)
+                            .execution_options(synchronize_session=False))
+            session.commit()
+        if cancel:
+            self.cancelled.set()
+        if mine.rowcount != 1 or status != "running":
+            self.lost.set()
+
+
+def fan_out(job_id: str, ctx: WorkerContext, send: SendShard) -> str:
+    """Called by the worker that claimed a sharded job: create its shards (once), hand the job's lease to
+    them and send every unfinished one. Returns "sharded", or the job's status when it ended here."""
+    inputs = load_job(ctx, job_id)
+    if not _shards_of(ctx, job_id):
+        try:
+            with tempfile.TemporaryDirectory(dir=ctx.cache_dir) as workdir:
+                probe = load_model_and_probe(inputs, ctx, Path(workdir))[1]
+        except JobFailed as err:
+            return _finish(ctx, job_id, "failed", str(err))
+        ranges = shard_ranges(len(probe), inputs.batch_size, int(inputs.options.get("shards", 1)))
+        if len(ranges) < 2:
+            return run_job(job_id, ctx)
+        with ctx.session_factory() as session:
+            session.add_all(JobShard(job_id=job_id, index=i, puzzle_start=a, puzzle_stop=b) for i, (a, b) in enumerate(ranges))
+            session.execute(update(Job).where(Job.id == job_id).values(puzzles_total=len(probe), puzzles_done=0)
+                            .execution_options(synchronize_session=False))
+            try:
+                session.commit()
+            except IntegrityError:  # a duplicate message's fan-out created them first
+                session.rollback()
+    with ctx.session_factory() as session:
+        handed = session.execute(update(Job).where(Job.id == job_id, Job.lease_owner == ctx.worker_id, Job.status == "running")
+                                 .values(lease_owner=SHARDS_OWNER, lease_expires_at=now() + timedelta(seconds=ctx.lease_seconds))
+                                 .execution_options(synchronize_session=False))
+        session.commit()
+    if handed.rowcount != 1:
+        return "lost"
+    shards = _shards_of(ctx, job_id)
+    if all(s.status == "done" for s in shards):  # the last shard's worker died before it reduced
+        return _reduce_fresh(job_id, ctx, inputs)
+    at = now()
+    for shard in shards:
+        if shard.status == "queued" or (shard.status == "running" and shard.lease_expires_at is not None and shard.lease_expires_at < at):
+            send(shard.id)
+    return "sharded"
+
+
+def run_shard(shard_id: str, ctx: WorkerContext, send: SendShard) -> str:
+    """Claim and run one shard; the worker that stores the last partial reduces. Returns the shard's outcome."""
+    with ctx.session_factory() as session:
+        if not claim_shard(session, shard_id, ctx.worker_id, ctx.lease_seconds):
+            return "skipped"
+        shard = session.get_one(JobShard, shard_id)
+        job_id, index, start, stop = shard.job_id, shard.index, shard.puzzle_start, shard.puzzle_stop
+    owner = replace(ctx, worker_id=SHARDS_OWNER)  # settles the job on behalf of all its shards
+    beat = _ShardHeartbeat(ctx, shard_id, job_id)
+    beat.start()
+    try:
+        inputs = load_job(ctx, job_id)
+        with tempfile.TemporaryDirectory(dir=ctx.cache_dir) as workdir:
+            ckpt, probe = load_model_and_probe(inputs, ctx, Path(workdir))
+            candidates = _build(inputs, ckpt.model, probe, Path(workdir))
+
+            def progress(k: int) -> None:
+                beat.done = (beat.done or 0) + k
+
+            partial = run_partial(ckpt.model, candidates, probe.batches(inputs.batch_size, start, stop), on_batch=progress,
+                                  should_stop=lambda: beat.cancelled.is_set() or beat.lost.is_set())
+            beat.beat()
+            if beat.lost.is_set():
+                return "lost"
+            if beat.cancelled.is_set():
+                _settle_shard(ctx, shard_id, "cancelled")
+                return _finish(owner, job_id, "cancelled", "cancelled by request")
+            if not _settle_shard(ctx, shard_id, "done", partial=partial.to_json(), puzzles_done=partial.puzzles):
+                return "lost"
+            shards = _shards_of(ctx, job_id)
+            if all(s.status == "done" for s in shards):
+                return _reduce(owner, job_id, inputs, shards, ckpt.model, candidates, probe, Path(workdir))
+        at = now()
+        for sibling in shards:  # a sibling whose worker died need not wait for the job's lease to run out
+            if sibling.status == "running" and sibling.lease_expires_at is not None and sibling.lease_expires_at < at:
+                send(sibling.id)
+        return "done"
+    except JobFailed as err:
+        _settle_shard(ctx, shard_id, "failed", error=str(err))
+        return _finish(owner, job_id, "failed", f"shard {index}: {err}")
+    except DBAPIError:  # infrastructure: give the shard back, the task retries
+        try:
+            _settle_shard(ctx, shard_id, "queued", lease_owner=None, lease_expires_at=None, attempts=JobShard.attempts - 1)
+        except DBAPIError:
+            pass  # its lease runs out instead
+        raise
+    except Exception as err:  # a bug or resource failure: the job fails (not retried), the worker lives on
+        log.exception("shard %s of job %s crashed", index, job_id)
+        _settle_shard(ctx, shard_id, "failed", error=f"{type(err).__name__}: {err}"[:1000])
+        return fail_crashed(owner, job_id, err)
+    finally:
+        beat.stop()
+
+
+def _build(inputs: JobInputs, reference: Any, probe: Probe, workdir: Path) -> list[Candidate]:
+    try:
+        return build_candidates(reference, [spec for _, _, spec in inputs.candidates], probe, inputs.batch_size, workdir / "artifacts")
+    except ValueError as err:  # a spec that does not fit the architecture
+        raise JobFailed(str(err)) from err
+
+
+def _reduce(owner: WorkerContext, job_id: str, inputs: JobInputs, shards: list[JobShard], reference: Any, candidates: list[Candidate],
+            probe: Probe, workdir: Path) -> str:
+    """Merge the shards' partials in puzzle order, finish, measure, judge and store the job's one result."""
+    partials = [Partial.from_json(s.partial or {}) for s in shards]
+    result = finish(merge(partials), candidates)
+    measure(result, reference, candidates, probe)
+    attach_artifacts(owner, result, reference, probe, inputs.options, workdir)
+    return judge_and_store(owner, job_id, result, inputs)
+
+
+def _reduce_fresh(job_id: str, ctx: WorkerContext, inputs: JobInputs) -> str:
+    owner = replace(ctx, worker_id=SHARDS_OWNER)
+    try:
+        with tempfile.TemporaryDirectory(dir=ctx.cache_dir) as workdir:
+            ckpt, probe = load_model_and_probe(inputs, ctx, Path(workdir))
+            candidates = _build(inputs, ckpt.model, probe, Path(workdir))
+            return _reduce(owner, job_id, inputs, _shards_of(ctx, job_id), ckpt.model, candidates, probe, Path(workdir))
+    except JobFailed as err:
+        return _finish(owner, job_id, "failed", str(err))
