@@ -2,14 +2,17 @@
 
 A job split into 3 shards gives the unsharded job's result (every number, per-puzzle arrays included)
 and verdicts; both workers run shards; kill -9 of the worker running a shard -> that shard runs again
-elsewhere, one verdict set, the same result; cancelling stops the shards.
+elsewhere, one verdict set, the same result; cancelling stops the shards; a deterministic failure in
+one shard fails the job.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +20,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.settings import Settings
 from tests.conftest import make_tiny_zoo_model
 from tests.service.test_celery import INT8, NAIVE, queue, settings_for, wait_for, workers  # noqa: F401  (fixtures)
+from workers.artifacts import ArtifactStore
 from workers.db import make_engine, session_factory
+from workers.distributed import claim_job
 from workers.orm import JobShard
-from workers.shards import shard_ranges
+from workers.pipeline import WorkerContext
+from workers.shards import fan_out, run_shard, shard_ranges
 
 PUZZLES = 60
 OPTIONS = {"batch_size": 2, "labels": True}
@@ -113,3 +120,32 @@ def test_sharded_job_equals_unsharded_and_survives_kill_9(tmp_path: Path, pg_url
         assert client.post(f"/jobs/{cancelled_id}/cancel").status_code == 200
         cancelled = wait_for(client, cancelled_id)
         assert cancelled["status"] == "cancelled" and cancelled["result"] is None and cancelled["puzzles_done"] < PUZZLES
+
+
+def test_a_deterministic_failure_in_one_shard_fails_the_job(tmp_path: Path, sqlite_url: str, checkpoint: Path) -> None:
+    """In-process (no broker): fan out, then the registered weights change under the shards."""
+    folder = tmp_path / "registered"
+    shutil.copytree(checkpoint, folder)
+    settings = Settings(data_dir=tmp_path / "data", database_url=sqlite_url, executor="celery", lease_seconds=30, heartbeat_seconds=0.2)
+    with TestClient(create_app(settings, start_workers=False, start_dispatchers=False)) as client:
+        ckpt = client.post("/checkpoints/register", json={"path": str(folder)}).json()["id"]
+        body = {"checkpoint_id": ckpt, "candidates": [INT8], "options": {"batch_size": 4, "limit": 16, "shards": 2}}
+        job_id = client.post("/jobs", json=body).json()["id"]
+        engine = make_engine(sqlite_url)
+        try:
+            ctx = WorkerContext(session_factory(engine), ArtifactStore(settings.artifact_store), "w1", 30, 0.2, tmp_path / "cache")
+            ctx.cache_dir.mkdir()
+            with ctx.session_factory() as session:
+                assert claim_job(session, job_id, "w1", 30)
+            sent: list[str] = []
+            assert fan_out(job_id, ctx, sent.append) == "sharded" and len(sent) == 2
+            weights = folder / "model.safetensors"
+            weights.write_bytes(weights.read_bytes() + b" ")  # no longer the registered file
+            other = replace(ctx, worker_id="w2")
+            assert run_shard(sent[0], other, sent.append) == "failed"
+            assert run_shard(sent[1], other, sent.append) == "skipped"  # the job is over
+        finally:
+            engine.dispose()
+        job = client.get(f"/jobs/{job_id}").json()
+        assert job["status"] == "failed" and job["error"].startswith("shard 0: checkpoint:") and "changed" in job["error"]
+        assert job["result"] is None and job["verdict"] is None
