@@ -13,11 +13,13 @@ import shutil
 import signal
 import time
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from app.main import create_app
 from app.settings import Settings
@@ -26,9 +28,10 @@ from tests.service.test_celery import INT8, NAIVE, queue, settings_for, wait_for
 from workers.artifacts import ArtifactStore
 from workers.db import make_engine, session_factory
 from workers.distributed import claim_job
-from workers.orm import JobShard
-from workers.pipeline import WorkerContext
-from workers.shards import fan_out, run_shard, shard_ranges
+from workers.orm import Job, JobShard
+from workers.pipeline import WorkerContext, run_job
+from workers.queue import now
+from workers.shards import claim_shard, fan_out, run_shard, shard_ranges
 
 PUZZLES = 60
 OPTIONS = {"batch_size": 2, "labels": True}
@@ -149,3 +152,42 @@ def test_a_deterministic_failure_in_one_shard_fails_the_job(tmp_path: Path, sqli
         job = client.get(f"/jobs/{job_id}").json()
         assert job["status"] == "failed" and job["error"].startswith("shard 0: checkpoint:") and "changed" in job["error"]
         assert job["result"] is None and job["verdict"] is None
+
+
+def test_when_every_shard_worker_is_gone_the_redispatched_job_resends_the_unfinished_shard(tmp_path: Path, sqlite_url: str,
+                                                                                          checkpoint: Path) -> None:
+    """In-process on SQLite: one shard done, the other's worker dead and the job's lease run out -> the
+    dispatcher's re-sent job (`claim_job` + `fan_out`) sends only the unfinished shard; its run reduces
+    to the unsharded job's result."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=sqlite_url, executor="celery", lease_seconds=30, heartbeat_seconds=0.2)
+    with TestClient(create_app(settings, start_workers=False, start_dispatchers=False)) as client:
+        ckpt = client.post("/checkpoints/register", json={"path": str(checkpoint)}).json()["id"]
+        body = {"checkpoint_id": ckpt, "candidates": [INT8, NAIVE], "options": {"batch_size": 4, "limit": 20}}
+        single_id = client.post("/jobs", json=body).json()["id"]
+        sharded_id = client.post("/jobs", json=body | {"options": body["options"] | {"shards": 2}}).json()["id"]
+        engine = make_engine(sqlite_url)
+        try:
+            ctx = WorkerContext(session_factory(engine), ArtifactStore(settings.artifact_store), "w1", 30, 0.2, tmp_path / "cache")
+            ctx.cache_dir.mkdir()
+            with ctx.session_factory() as session:
+                assert claim_job(session, single_id, "w1", 30) and claim_job(session, sharded_id, "w1", 30)
+            assert run_job(single_id, ctx) == "succeeded"
+            sent: list[str] = []
+            assert fan_out(sharded_id, ctx, sent.append) == "sharded" and len(sent) == 2
+            assert run_shard(sent[0], replace(ctx, worker_id="w2"), sent.append) == "done"
+            with ctx.session_factory() as session:
+                assert claim_shard(session, sent[1], "dead", lease_seconds=0.01)  # its worker dies at once
+                session.execute(update(Job).where(Job.id == sharded_id).values(lease_expires_at=now() - timedelta(seconds=1)))
+                session.commit()  # no shard beats any more: the job's lease runs out too
+            time.sleep(0.05)
+            resent: list[str] = []
+            with ctx.session_factory() as session:
+                assert claim_job(session, sharded_id, "w3", 30)  # what the dispatcher's re-sent message does
+            assert fan_out(sharded_id, replace(ctx, worker_id="w3"), resent.append) == "sharded"
+            assert resent == [sent[1]]
+            assert run_shard(sent[1], replace(ctx, worker_id="w3"), resent.append) == "succeeded"
+        finally:
+            engine.dispose()
+        single, sharded = client.get(f"/jobs/{single_id}").json(), client.get(f"/jobs/{sharded_id}").json()
+        assert sharded["status"] == "succeeded" and sharded["attempts"] == 2
+        assert _comparable(sharded) == _comparable(single) and _verdicts(client, sharded_id) == _verdicts(client, single_id)
