@@ -5,6 +5,8 @@ so no torch state is shared with the API process, which therefore never blocks o
 Each worker polls the table, claims a job atomically (`workers/queue.py`), runs it with a lease
 heartbeat, and goes back to polling. On start-up expired leases are re-queued, so jobs interrupted
 by a killed server or worker run again; the unique constraints keep one result and verdict per job.
+A job with `options.shards` > 1 is split into puzzle shards (`workers/shards.py`) that the workers
+claim before new jobs, so the shards of one job run side by side.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from workers.artifacts import ArtifactStore
 from workers.db import make_engine, session_factory
 from workers.pipeline import WorkerContext, fail_crashed, run_job
 from workers.queue import claim_next_job, requeue_expired
+from workers.shards import fan_out, is_sharded, next_shard, run_shard
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,10 @@ class WorkerConfig:
     heartbeat_seconds: float = 5.0
     poll_seconds: float = 0.5
     torch_threads: int | None = None
+
+
+def _no_broker(shard_id: str) -> None:
+    """Embedded workers find shards by polling (`next_shard`): nothing to send."""
 
 
 def worker_loop(config: WorkerConfig, worker_id: str, max_jobs: int | None = None, idle_exit: float | None = None) -> int:
@@ -60,8 +67,17 @@ def worker_loop(config: WorkerConfig, worker_id: str, max_jobs: int | None = Non
     signal.signal(signal.SIGTERM, stop)
     ran, idle_since = 0, time.monotonic()
     while not stopping and (max_jobs is None or ran < max_jobs):
-        with factory() as session:
-            job_id = claim_next_job(session, worker_id, config.lease_seconds)
+        with factory() as session:  # shards of running jobs first: they finish work already started
+            shard_id = next_shard(session)
+            job_id = claim_next_job(session, worker_id, config.lease_seconds) if shard_id is None else None
+        if shard_id is not None:
+            try:
+                log.info("worker %s: shard %s: %s", worker_id, shard_id, run_shard(shard_id, ctx, _no_broker))
+            except Exception:  # the database went away: the shard was given back or its lease runs out
+                log.exception("shard %s", shard_id)
+                time.sleep(config.poll_seconds)
+            idle_since = time.monotonic()
+            continue
         if job_id is None:
             if idle_exit is not None and time.monotonic() - idle_since > idle_exit:
                 break
@@ -69,7 +85,9 @@ def worker_loop(config: WorkerConfig, worker_id: str, max_jobs: int | None = Non
             continue
         log.info("worker %s runs job %s", worker_id, job_id)
         try:
-            status = run_job(job_id, ctx)
+            with factory() as session:
+                sharded = is_sharded(session, job_id)
+            status = fan_out(job_id, ctx, _no_broker) if sharded else run_job(job_id, ctx)
         except Exception as err:  # a bug or a resource failure: fail this job, keep the worker alive
             log.exception("job %s crashed", job_id)
             status = fail_crashed(ctx, job_id, err)

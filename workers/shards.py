@@ -17,8 +17,8 @@ A lost worker: its shard's lease expires and the shard is claimable again. A wor
 shard re-sends expired siblings; once no shard beats any more, the job's own lease expires, the API's
 dispatcher re-sends the job and `fan_out` re-sends the unfinished shards (or reduces, when all are done).
 Cancellation: shards stop at their next batch and the first to notice marks the job cancelled. A
-deterministic failure in any shard fails the job. The embedded executor runs a sharded job whole
-(`run_job`): the result is the same.
+deterministic failure in any shard fails the job. The embedded executor's worker processes do the same
+without a broker: `send` does nothing and they poll for shards (`next_shard`) before jobs.
 """
 
 from __future__ import annotations
@@ -93,6 +93,14 @@ def claim_shard(session: Session, shard_id: str, worker_id: str, lease_seconds: 
     )
     session.commit()
     return claimed.rowcount == 1
+
+
+def next_shard(session: Session) -> str | None:
+    """A claimable shard of a running job, if any: the embedded executor polls for shards (Celery sends them)."""
+    live_jobs = select(Job.id).where(Job.status == "running", Job.cancel_requested.is_(False))
+    query = (select(JobShard.id).where(_claimable(now()), JobShard.attempts < MAX_ATTEMPTS, JobShard.job_id.in_(live_jobs))
+             .order_by(JobShard.index).limit(1))
+    return session.execute(query).scalar_one_or_none()
 
 
 def _settle_shard(ctx: WorkerContext, shard_id: str, status: str, **values: Any) -> bool:

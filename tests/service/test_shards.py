@@ -191,3 +191,21 @@ def test_when_every_shard_worker_is_gone_the_redispatched_job_resends_the_unfini
         single, sharded = client.get(f"/jobs/{single_id}").json(), client.get(f"/jobs/{sharded_id}").json()
         assert sharded["status"] == "succeeded" and sharded["attempts"] == 2
         assert _comparable(sharded) == _comparable(single) and _verdicts(client, sharded_id) == _verdicts(client, single_id)
+
+
+def test_embedded_workers_run_the_shards_side_by_side(tmp_path: Path, sqlite_url: str, checkpoint: Path) -> None:
+    """The embedded executor (two worker processes, SQLite): shards=3 over 40 puzzles in batches of 2
+    (6 + 7 + 7 batches) gives the unsharded result, and both processes ran shards."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=sqlite_url, lease_seconds=30, heartbeat_seconds=0.25,
+                        worker_concurrency=2)
+    with TestClient(create_app(settings)) as client:
+        ckpt = client.post("/checkpoints/register", json={"path": str(checkpoint)}).json()["id"]
+        body = {"checkpoint_id": ckpt, "candidates": [INT8, NAIVE], "options": OPTIONS | {"limit": 40}}
+        single = wait_for(client, client.post("/jobs", json=body).json()["id"])
+        sharded_id = client.post("/jobs", json=body | {"options": body["options"] | {"shards": 3}}).json()["id"]
+        sharded = wait_for(client, sharded_id)
+        assert single["status"] == sharded["status"] == "succeeded", (single["error"], sharded["error"])
+        assert _comparable(sharded) == _comparable(single) and _verdicts(client, sharded_id) == _verdicts(client, single["id"])
+    shards = _shards(sqlite_url, sharded_id)
+    assert [(s.puzzle_start, s.puzzle_stop, s.status) for s in shards] == [(0, 12, "done"), (12, 26, "done"), (26, 40, "done")]
+    assert len({s.lease_owner for s in shards}) == 2  # both worker processes ran shards
