@@ -20,6 +20,7 @@ from app.main import create_app
 from app.settings import Settings
 from models.checkpoint import save_checkpoint
 from tests.conftest import REPO, make_tiny_zoo_model
+from tests.service.waiting import wait_for
 
 INT8 = {"name": "int8", "weights": {"method": "int8-channel"}}
 NAIVE = {"name": "int4-naive", "weights": {"method": "int4", "granularity": "per_tensor", "symmetric": True}}
@@ -43,17 +44,6 @@ def client(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
         yield c
 
 
-FINISHED = ("succeeded", "failed", "cancelled")
-
-
-def wait_for(client: TestClient, job_id: str, statuses: tuple[str, ...] = FINISHED, timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["status"] in statuses:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
 
 
 def register(client: TestClient, path: Path) -> str:

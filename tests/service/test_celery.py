@@ -24,6 +24,7 @@ from app.db import upgrade_to_head
 from app.main import celery_config, create_app
 from app.settings import Settings
 from tests.conftest import REPO, make_tiny_zoo_model
+from tests.service.waiting import wait_for
 from workers.celery_app import create_celery, sender
 from workers.db import make_engine, session_factory
 from workers.distributed import claim_job, dispatch_due, release_job
@@ -35,7 +36,6 @@ INT8 = {"name": "int8", "weights": {"method": "int8-channel"}}
 NAIVE = {"name": "int4-naive", "weights": {"method": "int4", "granularity": "per_tensor", "symmetric": True}}
 GROUP = {"name": "int4-channel", "weights": {"method": "int4", "granularity": "per_channel"}}
 STRICT = {"min_fidelity_mean": 0.9, "min_fidelity_p05": None, "min_answer_agreement": None, "max_puzzle_exact_drop": None}
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 @pytest.fixture(scope="module")
@@ -115,16 +115,6 @@ def workers(tmp_path: Path) -> Iterator[Any]:
     yield make
     for w in made:
         w.stop()
-
-
-def wait_for(client: TestClient, job_id: str, statuses: tuple[str, ...] = FINISHED, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["status"] in statuses:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
 
 
 def _outcome(job: dict[str, Any]) -> tuple[Any, ...]:
