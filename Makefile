@@ -19,7 +19,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/carrygate demo
 
+# The suite talks to real PostgreSQL, Redis and headless Chromium: start or install them when missing.
 test: $(STAMP)
+	bash scripts/test_services.sh
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
