@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+T = TypeVar("T")
 
 
 class AppError(Exception):
@@ -32,6 +35,14 @@ class PayloadTooLarge(AppError):
 
 class Unprocessable(AppError):
     status_code, code = 422, "unprocessable"
+
+
+def get_or_404(session: Session, model: type[T], key: str, what: str) -> T:
+    """The row of `model` with primary key `key`, or a 404 saying which `what` was not found."""
+    row = session.get(model, key)
+    if row is None:
+        raise NotFound(f"{what} {key} not found")
+    return row
 
 
 class ErrorBody(BaseModel):

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.deps import SessionDep, SettingsDep, StoreDep
-from app.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
+from app.errors import Conflict, PayloadTooLarge, Unprocessable, get_or_404
 from app.schemas import CheckpointList, CheckpointRead, CheckpointRegister
 from workers.artifacts import StoredArtifact, TooLarge, sha256_file
 from workers.orm import Checkpoint
@@ -219,7 +219,4 @@ def list_checkpoints(session: SessionDep, limit: Annotated[int, Query(ge=1, le=5
 
 @router.get("/{checkpoint_id}", response_model=CheckpointRead, responses={404: {"description": "no such checkpoint"}})
 def get_checkpoint(checkpoint_id: str, session: SessionDep) -> Checkpoint:
-    row = session.get(Checkpoint, checkpoint_id)
-    if row is None:
-        raise NotFound(f"checkpoint {checkpoint_id} not found")
-    return row
+    return get_or_404(session, Checkpoint, checkpoint_id, "checkpoint")

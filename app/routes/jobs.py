@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.deps import SessionDep, SettingsDep, StoreDep
-from app.errors import Conflict, NotFound, Unprocessable
+from app.errors import Conflict, NotFound, Unprocessable, get_or_404
 from app.schemas import BuilderProbe, JobCreate, JobList, JobRead, JobStatus, VerdictList, VerdictRead
 from models.compress.fit import spec_problems
 from models.config import HRMConfig, ModelConfig, TRMConfig
@@ -58,10 +58,7 @@ def job_read(job: Job, request: Request, with_result: bool = True) -> JobRead:
 
 
 def _get_job(session: Session, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} not found")
-    return job
+    return get_or_404(session, Job, job_id, "job")
 
 
 @router.post("/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobRead,
@@ -82,9 +79,7 @@ def create_job(
             response.status_code = status.HTTP_200_OK
             response.headers["Location"] = str(request.url_for("get_job", job_id=existing.id))
             return job_read(existing, request)
-    checkpoint = session.get(Checkpoint, body.checkpoint_id)
-    if checkpoint is None:
-        raise NotFound(f"checkpoint {body.checkpoint_id} not found")
+    checkpoint = get_or_404(session, Checkpoint, body.checkpoint_id, "checkpoint")
     config = _config_of(checkpoint)
     if config is not None:
         problems = [f"candidates[{i}].{p}" for i, spec in enumerate(body.candidates) for p in spec_problems(spec, config)]

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from app.deps import SessionDep, SettingsDep, require_scope
-from app.errors import NotFound, Unprocessable
+from app.errors import NotFound, Unprocessable, get_or_404
 from app.schemas import WebhookCreate, WebhookCreated, WebhookDeliveryList, WebhookDeliveryRead, WebhookList, WebhookRead
 from app.settings import Settings
 from workers.orm import Webhook, WebhookDelivery
@@ -27,10 +27,7 @@ def delivery_config(settings: Settings) -> DeliveryConfig:
 
 
 def _get(session: Session, webhook_id: str) -> Webhook:
-    hook = session.get(Webhook, webhook_id)
-    if hook is None:
-        raise NotFound(f"webhook {webhook_id} not found")
-    return hook
+    return get_or_404(session, Webhook, webhook_id, "webhook")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=WebhookCreated,
