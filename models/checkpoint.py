@@ -170,23 +170,20 @@ def complete_config(
 
 
 # -- matching a state_dict to a model --------------------------------------------------------------
+def _state_problems(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], limit: int | None = None) -> list[str]:
+    """Missing, unexpected and mis-shaped tensors (at most `limit` of each), in words."""
+    missing = sorted(set(expected) - set(state))[:limit]
+    extra = sorted(set(state) - set(expected))[:limit]
+    misshaped = [f"{k}: checkpoint {tuple(state[k].shape)} != model {tuple(v.shape)}"
+                 for k, v in expected.items() if k in state and state[k].shape != v.shape][:limit]
+    return (([f"missing tensors {missing}"] if missing else []) + ([f"unexpected tensors {extra}"] if extra else [])
+            + (["mis-shaped tensors [" + "; ".join(misshaped) + "]"] if misshaped else []))
+
+
 def load_state_into(model: RecursiveReasoner, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Strict load: every missing, extra or mis-shaped tensor is named in the error."""
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    misshaped = [
-        f"{k}: checkpoint {tuple(state[k].shape)} != model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing tensors {missing}")
-    if extra:
-        problems.append(f"unexpected tensors {extra}")
-    if misshaped:
-        problems.append("mis-shaped tensors [" + "; ".join(misshaped) + "]")
+    problems = _state_problems(expected, state)
     if problems:
         raise CheckpointError(f"{source}: " + ", ".join(problems))
     # Cast to the model's dtypes (fp32 weights; H_init/L_init in the forward dtype), as the
@@ -205,12 +202,8 @@ def check_fits(config: TRMConfig | HRMConfig, state: Mapping[str, torch.Tensor],
     with torch.device("meta"):
         shell = build_model(config)
     expected = shell.state_dict()
-    misshaped = [f"{k}: checkpoint {tuple(state[k].shape)} != model {tuple(v.shape)}"
-                 for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if misshaped or missing or extra:
-        problems = ([f"missing tensors {missing[:10]}"] if missing else []) + ([f"unexpected tensors {extra[:10]}"] if extra else [])
-        problems += ["mis-shaped tensors [" + "; ".join(misshaped[:10]) + "]"] if misshaped else []
+    problems = _state_problems(expected, state, limit=10)
+    if problems:
         raise CheckpointError(f"{source}: the config does not match the weights: " + ", ".join(problems))
     buffers = sum(b.numel() * b.element_size() for name, b in shell.named_buffers() if name not in expected)
     if buffers > MAX_BUFFER_BYTES:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -371,8 +372,6 @@ class OrtReasoner:
 
     def run_arrays(self, z_H: np.ndarray, z_L: np.ndarray, x: HostInputs) -> list[np.ndarray]:
         """One step on numpy arrays, chunked to the file's fixed batch if it has one."""
-        import time
-
         feeds = (z_H, z_L, x.inputs, x.puzzle)
         B, fixed = z_H.shape[0], self.batch_size
         start = time.perf_counter()

@@ -34,8 +34,7 @@ MAX_ATTEMPTS = 3
 def _settle_abandoned(session: Session, at: datetime) -> None:
     """Jobs nobody will finish: cancelled while queued-for-re-run or while their worker was dead,
     and jobs whose workers died MAX_ATTEMPTS times (a job that kills its worker must not kill them all)."""
-    abandoned = or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < at))
-    session.execute(update(Job).where(abandoned, Job.cancel_requested.is_(True))
+    session.execute(update(Job).where(_claimable(at), Job.cancel_requested.is_(True))
                     .values(status="cancelled", error="cancelled by request", finished_at=at, lease_owner=None)
                     .execution_options(synchronize_session=False))
     poisoned = (Job.status == "running", Job.lease_expires_at < at, Job.attempts >= MAX_ATTEMPTS)

@@ -80,6 +80,11 @@ def _claimable(at: Any):  # noqa: ANN202  (a SQL expression)
     return or_(JobShard.status == "queued", and_(JobShard.status == "running", JobShard.lease_expires_at < at))
 
 
+def _lease_expired(shard: JobShard, at: Any) -> bool:
+    """`_claimable`'s running-with-expired-lease half, for a shard row already loaded."""
+    return shard.status == "running" and shard.lease_expires_at is not None and shard.lease_expires_at < at
+
+
 def claim_shard(session: Session, shard_id: str, worker_id: str, lease_seconds: float) -> bool:
     """Claim a shard of a running, not cancelled job, if it is queued or its worker's lease expired."""
     at = now()
@@ -185,7 +190,7 @@ def fan_out(job_id: str, ctx: WorkerContext, send: SendShard) -> str:
         return _reduce_fresh(job_id, ctx, inputs)
     at = now()
     for shard in shards:
-        if shard.status == "queued" or (shard.status == "running" and shard.lease_expires_at is not None and shard.lease_expires_at < at):
+        if shard.status == "queued" or _lease_expired(shard, at):
             send(shard.id)
     return "sharded"
 
@@ -224,7 +229,7 @@ def run_shard(shard_id: str, ctx: WorkerContext, send: SendShard) -> str:
                 return _reduce(owner, job_id, inputs, shards, ckpt.model, candidates, probe, Path(workdir))
         at = now()
         for sibling in shards:  # a sibling whose worker died need not wait for the job's lease to run out
-            if sibling.status == "running" and sibling.lease_expires_at is not None and sibling.lease_expires_at < at:
+            if _lease_expired(sibling, at):
                 send(sibling.id)
         return "done"
     except JobFailed as err:
