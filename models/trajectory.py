@@ -194,7 +194,8 @@ def run_lockstep(
 
     Args:
         on_batch: called with the number of puzzles just processed (progress).
-        should_stop: polled between batches; True stops early (cancellation) with the results so far.
+        should_stop: polled before every ACT step; True stops early (cancellation, lease loss, a time
+            limit) with the results of the batches finished so far (the interrupted batch is dropped).
         compile_steps: run each model's ACT step through `torch.compile` (worth it for full-size
             models and many puzzles: it fuses the norms and casts around the matmuls).
     """
@@ -229,7 +230,8 @@ def run_partial(
         partial.labels = partial.labels and labels is not None
         B = inputs.shape[0]
         live = [i for i, a in enumerate(accs) if a.non_finite is None]
-        for acc in [ref_acc, *(accs[i] for i in live)]:
+        opened = [ref_acc, *(accs[i] for i in live)]
+        for acc in opened:
             acc.new_row()
         xs = {i: candidates[i].model.input_embeddings(inputs, ids) for i in live}
         carries: dict[int, Carry] = {i: candidates[i].model.initial_carry(B) for i in live}
@@ -238,7 +240,11 @@ def run_partial(
         ref_x, ref_carry = reference.input_embeddings(inputs, ids), reference.initial_carry(B)
         ref_prev: torch.Tensor | None = None
         ref_out: StepOutput | None = None
+        stopped = False
         for t in range(max([n_ref] + [accs[i].steps for i in live])):
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
             if t < n_ref:
                 ref_out = step_of[id(reference)](ref_carry, ref_x, t)
                 ref_carry = ref_out.carry
@@ -266,6 +272,12 @@ def run_partial(
                     acc.consec[-1][t] = float(token_cosine(out.carry.z_H, prev_H[i]).mean(-1).sum())
                     acc.consec_count[-1][t] = B
                 prev_H[i] = out.carry.z_H
+        if stopped:
+            # Interrupted inside a batch: its rows are incomplete, so the batch is dropped whole.
+            for acc in opened:
+                for name in _Accumulator._ROWS:
+                    getattr(acc, name).pop()
+            break
         assert ref_out is not None
         ref_preds = ref_out.logits.argmax(-1)
         ref_halt = ref_out.q_halt_logits > 0
