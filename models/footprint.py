@@ -13,6 +13,7 @@ own storage (codes + scales + zero points), structurally pruned rows/columns rem
 from __future__ import annotations
 
 import io
+import math
 
 import torch
 from torch import nn
@@ -124,8 +125,9 @@ def footprint(model: RecursiveReasoner, artifact_bytes: int | None = None) -> Fo
     carry = 2 * T * D * act_itemsize
     notes = []
     if model.carry_codec is not None:
-        carry = 2 * T * (D + 4)  # int8 codes + one fp32 scale per token, per state
-        notes.append("carry stored as INT8 per token between steps")
+        bits = getattr(model.carry_codec, "bits", 8)
+        carry = 2 * T * (math.ceil(D * bits / 8) + 4)  # bit-packed codes + one fp32 scale per token, per state
+        notes.append(f"carry stored as INT{bits} per token between steps")
     if model.emulated_fp16:
         notes.append("fp16 emulated on CPU: fp16 storage, fp32 accumulation")
     row = model.puzzle_emb.weights.shape[1] * _deployed_itemsize(model) if model.puzzle_emb is not None else 0

@@ -17,6 +17,7 @@ import torch
 from models.compress.activations import quantize_activations_
 from models.compress.carry import carry_codec
 from models.compress.fp16 import emulate_fp16_
+from models.compress.noise import add_weight_noise_
 from models.compress.spec import CompressionSpec, describe
 from models.compress.structure import compress_puzzle_embedding_, depth_updates, precision_updates, prune_, rebuild
 from models.reasoner import RecursiveReasoner
@@ -87,6 +88,8 @@ def apply(
             raise ValueError(f"{field}: {err}") from err
     if spec.prune is not None:
         prune_(candidate, spec.prune, spec.include, spec.exclude)
+    if spec.noise is not None:
+        add_weight_noise_(candidate, spec.noise, spec.include, spec.exclude)
     if spec.puzzle_embedding is not None:
         compress_puzzle_embedding_(candidate, spec.puzzle_embedding)
     if spec.precision == "fp16":

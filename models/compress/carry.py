@@ -1,9 +1,10 @@
 """Host-side carry compression (paper App. M): between ACT steps the runtime stores z_H / z_L as
-INT8 with one symmetric scale per token, and dequantises them before the next step."""
+`bits`-bit integers (INT8 in the paper) with one symmetric scale per token, and dequantises them
+before the next step."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -19,10 +20,18 @@ def quantize_dequantize_per_token(z: torch.Tensor, bits: int = 8) -> torch.Tenso
     return (torch.round(z32 / scale).clamp(-qmax, qmax) * scale).to(z.dtype)
 
 
-def carry_codec(spec: CarrySpec) -> Callable[[Carry], Carry]:
-    def codec(carry: Carry) -> Carry:
-        z_H = quantize_dequantize_per_token(carry.z_H, spec.bits) if "z_H" in spec.states else carry.z_H
-        z_L = quantize_dequantize_per_token(carry.z_L, spec.bits) if "z_L" in spec.states else carry.z_L
+@dataclass(frozen=True)
+class CarryCodec:
+    """The host-side round trip of the carry between ACT steps; `bits` is what the footprint counts."""
+
+    bits: int
+    states: tuple[str, ...]
+
+    def __call__(self, carry: Carry) -> Carry:
+        z_H = quantize_dequantize_per_token(carry.z_H, self.bits) if "z_H" in self.states else carry.z_H
+        z_L = quantize_dequantize_per_token(carry.z_L, self.bits) if "z_L" in self.states else carry.z_L
         return Carry(z_H, z_L)
 
-    return codec
+
+def carry_codec(spec: CarrySpec) -> CarryCodec:
+    return CarryCodec(spec.bits, tuple(spec.states))

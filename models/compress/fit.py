@@ -3,7 +3,7 @@ so the API can reject a misfit at submission (422) instead of failing the job la
 
 from __future__ import annotations
 
-from models.compress.spec import CompressionSpec, Int4Weights
+from models.compress.spec import CompressionSpec
 from models.config import HRMConfig, TRMConfig, swiglu_intermediate
 
 
@@ -30,14 +30,8 @@ def spec_problems(spec: CompressionSpec, config: TRMConfig | HRMConfig) -> list[
 
     problems: list[str] = []
     selected = {n: w for n, w in linear_in_features(config).items() if matches(n, spec.include) and not matches(n, spec.exclude)}
-    if (spec.weights is not None or spec.activations is not None) and not selected:
+    if (spec.weights is not None or spec.activations is not None or spec.noise is not None) and not selected:
         problems.append(f"include/exclude: {spec.include} minus {spec.exclude} selects no Linear layer")
-    if isinstance(spec.weights, Int4Weights) and spec.weights.group_size:
-        g = spec.weights.group_size
-        bad = sorted({f"{name} ({width})" for name, width in selected.items() if width % g})
-        if bad:
-            problems.append(f"weights.group_size: {g} does not divide in_features of {', '.join(bad[:4])}"
-                            + (f" and {len(bad) - 4} more" if len(bad) > 4 else ""))
     if spec.prune is not None and spec.prune.structure == "heads" and isinstance(config, TRMConfig) and config.mlp_t:
         problems.append("prune.structure: 'heads' needs attention layers; this model mixes tokens with mlp_t")
     if spec.puzzle_embedding is not None:

@@ -11,7 +11,10 @@ viewed as (rows, groups, columns per group) and every (row, group) block gets on
 
     per_tensor  (out, in) -> (1,   1,          out*in)
     per_channel (out, in) -> (out, 1,          in)
-    group       (out, in) -> (out, in // g,    g)
+    group       (out, in) -> (out, ceil(in/g), g)
+
+A group size that does not divide `in` leaves a shorter last group, as torchao allows: the view is
+padded with zeros, which change no range (0 is always inside it) and are cropped after rounding.
 
 `pack_int4` / `unpack_int4` store two 4-bit codes per byte, so measured footprints are honest.
 """
@@ -58,7 +61,8 @@ def code_range(bits: int, symmetric: bool) -> tuple[int, int]:
 
 
 def _blocks(w: torch.Tensor, granularity: Granularity, group_size: int | None) -> torch.Tensor:
-    """The (rows, groups, columns per group) view of a 2-D `w` for the given granularity."""
+    """The (rows, groups, columns per group) view of a 2-D `w` for the given granularity; a ragged
+    last group is zero-padded (see the module docstring)."""
     out_features, in_features = w.shape
     if granularity == "per_tensor":
         return w.reshape(1, 1, -1)
@@ -67,10 +71,16 @@ def _blocks(w: torch.Tensor, granularity: Granularity, group_size: int | None) -
     if granularity == "group":
         if group_size is None or group_size <= 0:
             raise ValueError(f"group_size must be a positive integer with granularity 'group', got {group_size}")
-        if in_features % group_size != 0:
-            raise ValueError(f"group_size {group_size} does not divide in_features={in_features}")
-        return w.reshape(out_features, in_features // group_size, group_size)
+        pad = -in_features % group_size
+        if pad:
+            w = torch.nn.functional.pad(w, (0, pad))
+        return w.reshape(out_features, (in_features + pad) // group_size, group_size)
     raise ValueError(f"unknown granularity {granularity!r}")
+
+
+def _unblock(x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Inverse of `_blocks`: drop a ragged group's padding and restore the 2-D shape."""
+    return x.reshape(shape[0], -1)[:, : shape[1]]
 
 
 def quantize_affine(
@@ -93,7 +103,7 @@ def quantize_affine(
     Returns:
         The codes and their parameters; `dequantize_affine` inverts it up to rounding.
     Raises:
-        ValueError: for a non-2-D weight, bad bits, or a group size that does not divide in_features.
+        ValueError: for a non-2-D weight, bad bits, or a non-positive group size.
     """
     if w.dim() != 2:
         raise ValueError(f"quantize_affine expects a 2-D weight, got shape {tuple(w.shape)}")
@@ -120,7 +130,7 @@ def quantize_affine(
     codes = codes.clamp(qmin, qmax)
     code_dtype = torch.uint8 if qmax > 127 else torch.int8
     return QTensor(
-        qdata=codes.to(code_dtype).reshape(w.shape),
+        qdata=_unblock(codes.to(code_dtype), w.shape).contiguous(),
         scale=scale.contiguous(),
         zero_point=zero_point,
         bits=bits,
@@ -135,7 +145,7 @@ def dequantize_affine(q: QTensor) -> torch.Tensor:
     codes = _blocks(q.qdata.to(torch.float32), q.granularity, q.group_size)  # (R, G, C)
     if q.zero_point is not None:
         codes = codes - q.zero_point.to(torch.float32).unsqueeze(-1)
-    return (codes * q.scale.to(torch.float32).unsqueeze(-1)).reshape(q.shape)
+    return _unblock(codes * q.scale.to(torch.float32).unsqueeze(-1), q.shape)
 
 
 def quant_error_db(ref: torch.Tensor, approx: torch.Tensor) -> float:

@@ -11,6 +11,7 @@ Parts and the order they are applied in:
 1. `checkpoint` — candidate weights of the same architecture (QAT, fine-tuned), instead of the reference's;
 2. `depth`      — H_cycles / L_cycles / halt_max_steps overrides;
 3. `prune`      — structured magnitude pruning;
+   `noise`      — seeded Gaussian weight noise (a damage probe for signal validity, not a format);
 4. `puzzle_embedding` — INT8 / SVD rank-k table, or flash-row streaming (numerically exact);
 5. `weights`    — weight quantisation of the Linear layers selected by `include` / `exclude`;
 6. `activations`— activation fake-quantisation, calibrated on probe puzzles (per recursion step or pooled);
@@ -54,24 +55,34 @@ class Int8DynamicWeights(_Part):
     method: Literal["int8-dynamic"] = "int8-dynamic"
 
 
-class Int4Weights(_Part):
-    """Weight-only INT4.
+class IntWeights(_Part):
+    """Weight-only integer quantisation to `bits` (2..8), our own codes (`quant.py`).
 
-    - `per_tensor` + symmetric: the paper's *naive* INT4 (one scale per matrix, no calibration);
-    - `per_channel` + asymmetric: the paper's *calibrated* INT4 (min/max per output channel);
-    - `group` with `group_size`: one scale (and zero point) per group of input columns.
+    - `per_tensor` + symmetric: one scale per matrix, no calibration (the paper's *naive* INT4 at 4 bits);
+    - `per_channel` + asymmetric: min/max per output channel (the paper's *calibrated* INT4 at 4 bits);
+    - `group` with `group_size`: one scale (and zero point) per group of input columns; a width that
+      `group_size` does not divide ends in a shorter group, as in torchao.
     """
 
-    method: Literal["int4"] = "int4"
+    method: Literal["int"] = "int"
+    bits: int = Field(4, ge=2, le=8)
     granularity: Literal["per_tensor", "per_channel", "group"] = "per_channel"
     symmetric: bool = False
-    group_size: Literal[32, 64, 128] | None = None
+    group_size: int | None = Field(None, ge=2, le=65_536)
 
     @model_validator(mode="after")
-    def _group_size_iff_group(self) -> Int4Weights:
+    def _group_size_iff_group(self) -> IntWeights:
         if (self.granularity == "group") != (self.group_size is not None):
             raise ValueError("group_size is required with granularity 'group' and only with it")
         return self
+
+
+class Int4Weights(IntWeights):
+    """`IntWeights` at 4 bits under its historical name (`method: int4`); `bits` is fixed and left
+    out of the serialised form, so int4 specs keep the content hash they always had."""
+
+    method: Literal["int4"] = "int4"  # type: ignore[assignment]
+    bits: Literal[4] = Field(4, exclude=True)  # type: ignore[assignment]
 
 
 class BnbFourBitWeights(_Part):
@@ -82,7 +93,7 @@ class BnbFourBitWeights(_Part):
 
 
 WeightSpec = Annotated[
-    Int8BnbWeights | Int8ChannelWeights | Int8DynamicWeights | Int4Weights | BnbFourBitWeights, Field(discriminator="method")
+    Int8BnbWeights | Int8ChannelWeights | Int8DynamicWeights | IntWeights | Int4Weights | BnbFourBitWeights, Field(discriminator="method")
 ]
 
 
@@ -92,7 +103,7 @@ class ActivationSpec(_Part):
     The blocks are weight-shared and run H x (L+1) times per step: `per_step` keeps one range per ACT
     step (the observer records every step); `pooled` uses one range over all steps, as generic tools do."""
 
-    bits: Literal[8] = 8
+    bits: int = Field(8, ge=2, le=16)
     symmetric: bool = False
     calibration_puzzles: int = Field(32, ge=1, le=100_000)
     ranges: Literal["per_step", "pooled"] = "per_step"
@@ -131,10 +142,21 @@ class PuzzleEmbeddingSpec(_Part):
         return self
 
 
-class CarrySpec(_Part):
-    """Store z_H / z_L between ACT steps as INT8 with one scale per token (quantise + dequantise)."""
+class NoiseSpec(_Part):
+    """Seeded Gaussian noise on the selected Linear weights: W + sigma * rms(W) * N(0, 1), per matrix.
 
-    bits: Literal[8] = 8
+    Not a deployment format: a controlled, finely graded damage for measuring how well a label-free
+    signal tracks the task loss (`carrygate validate`)."""
+
+    sigma: float = Field(gt=0.0, le=10.0, allow_inf_nan=False, description="noise std as a share of each matrix's RMS")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class CarrySpec(_Part):
+    """Store z_H / z_L between ACT steps as `bits`-bit integers with one symmetric scale per token
+    (quantise + dequantise)."""
+
+    bits: int = Field(8, ge=2, le=16)
     states: list[Literal["z_H", "z_L"]] = ["z_H", "z_L"]
 
 
@@ -178,6 +200,7 @@ class CompressionSpec(_Part):
     checkpoint: str | None = Field(None, description="Candidate weights (same architecture) instead of the reference's.")
     depth: DepthSpec | None = None
     prune: PruneSpec | None = None
+    noise: NoiseSpec | None = None
     puzzle_embedding: PuzzleEmbeddingSpec | None = None
     weights: WeightSpec | None = None
     activations: ActivationSpec | None = None
@@ -208,8 +231,9 @@ class CompressionSpec(_Part):
     # -- identity -------------------------------------------------------------------------------
     def canonical_json(self) -> str:
         data = self.model_dump(mode="json", exclude={"name"})
-        if data.get("onnxruntime") is None:
-            data.pop("onnxruntime", None)  # added later: specs without it keep the hash they always had
+        for later in ("onnxruntime", "noise"):  # added later: specs without them keep the hash they always had
+            if data.get(later) is None:
+                data.pop(later, None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @property
@@ -254,17 +278,19 @@ def describe(spec: CompressionSpec) -> str:
         parts.append("depth-" + ",".join(f"{k}={v}" for k, v in spec.depth.model_dump(exclude_none=True).items()))
     if spec.prune:
         parts.append(f"prune-{spec.prune.structure}-{spec.prune.sparsity:g}")
+    if spec.noise:
+        parts.append(f"noise-{spec.noise.sigma:g}")
     if spec.puzzle_embedding:
         parts.append(f"emb-{spec.puzzle_embedding.method}{spec.puzzle_embedding.rank or ''}")
     if spec.weights:
         w = spec.weights
-        parts.append(f"int4/{w.granularity}{w.group_size or ''}" if isinstance(w, Int4Weights) else w.method)
+        parts.append(f"int{w.bits}/{w.granularity}{w.group_size or ''}" if isinstance(w, IntWeights) else w.method)
     if spec.activations:
         parts.append(f"act{spec.activations.bits}-{spec.activations.ranges}")
     if spec.precision:
         parts.append(spec.precision)
     if spec.carry:
-        parts.append("carry-int8")
+        parts.append(f"carry-int{spec.carry.bits}")
     if spec.onnxruntime:
         parts.append(f"ort-{spec.onnxruntime.quantization}")
     return "+".join(parts) or "reference"

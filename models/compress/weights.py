@@ -25,7 +25,15 @@ from torch import nn
 
 from models.compress.quant import Granularity, QTensor, dequantize_affine, pack_int4, quantize_affine, unpack_int4
 from models.compress.scope import select_linears
-from models.compress.spec import BnbFourBitWeights, Int4Weights, Int8BnbWeights, Int8ChannelWeights, Int8DynamicWeights, WeightSpec
+from models.compress.spec import (
+    BnbFourBitWeights,
+    Int4Weights,
+    Int8BnbWeights,
+    Int8ChannelWeights,
+    Int8DynamicWeights,
+    IntWeights,
+    WeightSpec,
+)
 
 
 def _float_bias(linear: nn.Linear) -> nn.Parameter | None:
@@ -90,7 +98,10 @@ class QuantizedLinear(nn.Linear):
         return F.linear(input, self.weight.to(input.dtype), bias)
 
     def storage_bytes(self) -> int:
-        return _tensor_bytes(self.qdata, self.scale, self.zero_point, self.bias)
+        # Codes as deployed, bit-packed: `qdata` packs only 4-bit codes; other widths below 8 are
+        # held one per byte here but count ceil(numel * bits / 8) bytes.
+        codes = math.ceil(self.out_features * self.in_features * self.bits / 8)
+        return codes + _tensor_bytes(self.scale, self.zero_point, self.bias)
 
     def extra_repr(self) -> str:
         sym = "symmetric" if self.zero_point is None else "asymmetric"
@@ -226,6 +237,9 @@ class Bnb4bitLinear(_BnbLinear):
 Handler = Callable[[nn.Linear, Any], nn.Module]
 _HANDLERS: dict[type, Handler] = {
     Int8ChannelWeights: lambda lin, spec: QuantizedLinear.from_linear(lin, 8, granularity="per_channel", symmetric=True),
+    IntWeights: lambda lin, spec: QuantizedLinear.from_linear(
+        lin, spec.bits, granularity=spec.granularity, symmetric=spec.symmetric, group_size=spec.group_size
+    ),
     Int4Weights: lambda lin, spec: QuantizedLinear.from_linear(
         lin, 4, granularity=spec.granularity, symmetric=spec.symmetric, group_size=spec.group_size
     ),
@@ -253,7 +267,7 @@ def quantize_weights(model: nn.Module, spec: WeightSpec, *, include: list[str], 
     Returns:
         The qualified names of the swapped layers, in module order.
     Raises:
-        ValueError: nothing matched, or an int4 `group_size` does not divide a layer's in_features.
+        ValueError: nothing matched.
         TypeError: a spec with no registered handler.
     """
     handler = _HANDLERS.get(type(spec))
@@ -262,11 +276,6 @@ def quantize_weights(model: nn.Module, spec: WeightSpec, *, include: list[str], 
     layers = select_linears(model, include, exclude)
     if not layers:
         raise ValueError(f"include/exclude matched no Linear layer: include={include}, exclude={exclude}")
-    if isinstance(spec, Int4Weights) and spec.group_size is not None:
-        # Checked for every layer before any swap, so a failure leaves the model untouched.
-        for name, layer in layers.items():
-            if layer.in_features % spec.group_size:
-                raise ValueError(f"weights.group_size: {spec.group_size} does not divide in_features={layer.in_features} of layer '{name}'")
     for name, layer in layers.items():
         new = handler(layer, spec)
         _move_hooks(layer, new)

@@ -106,9 +106,19 @@ def test_group_error_not_above_per_channel_with_column_outliers() -> None:
     assert quant_error_db(normal, g) > quant_error_db(normal, c) + 3.0  # two of four groups are outlier-free
 
 
-def test_group_size_must_divide_in_features() -> None:
-    with pytest.raises(ValueError, match="group_size"):
-        quantize_affine(torch.randn(4, 48), 4, granularity="group", symmetric=True, group_size=32)
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_a_ragged_last_group_is_its_own_shorter_group(symmetric: bool) -> None:
+    """48 columns in groups of 32: columns 32..47 form a group of 16 whose scale is theirs alone."""
+    torch.manual_seed(0)
+    w = torch.randn(4, 48)
+    w[:, 40] = 50.0  # an outlier in the short group must not touch the first group's scale
+    q = quantize_affine(w, 4, granularity="group", symmetric=symmetric, group_size=32)
+    assert q.scale.shape == (4, 2) and q.qdata.shape == (4, 48)
+    head = quantize_affine(w[:, :32], 4, granularity="group", symmetric=symmetric, group_size=32)
+    tail = quantize_affine(w[:, 32:], 4, granularity="per_channel", symmetric=symmetric)
+    assert torch.equal(q.scale[:, :1], head.scale) and torch.allclose(q.scale[:, 1:], tail.scale)
+    expected = torch.cat((dequantize_affine(head), dequantize_affine(tail)), dim=1)
+    assert torch.allclose(dequantize_affine(q), expected)
 
 
 def test_quant_error_db_values() -> None:
@@ -215,11 +225,11 @@ def test_empty_match_raises() -> None:
         quantize_weights(_tiny(), Int8ChannelWeights(), include=["*"], exclude=["*"])
 
 
-def test_group_size_that_does_not_divide_names_the_layer_and_leaves_the_model_untouched() -> None:
+def test_a_group_size_wider_than_a_layer_quantises_it_as_one_ragged_group() -> None:
     model = _tiny(mlp_t=True, pos_encodings="none")  # mlp_t.gate_up_proj has in_features = 11 tokens
-    with pytest.raises(ValueError, match=r"group_size.*L_level\.layers\.0\.mlp_t\.gate_up_proj"):
-        quantize_weights(model, Int4Weights(granularity="group", group_size=32), include=["*"], exclude=[])
-    assert not any(isinstance(m, QuantizedLinear) for m in model.modules())
+    names = quantize_weights(model, Int4Weights(granularity="group", group_size=32), include=["*"], exclude=[])
+    layer = model.get_submodule(next(n for n in names if n.endswith("mlp_t.gate_up_proj")))
+    assert isinstance(layer, QuantizedLinear) and layer.scale.shape == (layer.out_features, 1)
 
 
 def test_int8_channel_is_far_more_faithful_than_naive_int4() -> None:
