@@ -151,6 +151,36 @@ def print_verdicts(job: dict[str, Any]) -> str:
     return decision
 
 
+class ReportFiles:
+    """Where `gate` writes its reports (`--summary-md`, `--report-html`); a run without a verdict still writes the
+    Markdown, saying why, so the CI summary or PR comment never silently goes missing."""
+
+    def __init__(self, markdown: Path | None, html: Path | None, subject: str) -> None:
+        self.markdown, self.html, self.subject = markdown, html, subject
+
+    def verdict(self, report: Any) -> None:  # report: app.reports.Report
+        from app.reports import render_html, render_markdown
+
+        self._write(self.markdown, render_markdown(report), "summary")
+        if self.html is not None:
+            self._write(self.html, render_html(report), "HTML report")
+
+    def failure(self, message: str, job_id: str | None = None, dashboard_url: str | None = None) -> None:
+        from app.reports import render_failure_markdown
+
+        self._write(self.markdown, render_failure_markdown(self.subject, message, job_id=job_id, dashboard_url=dashboard_url), "summary")
+
+    def _write(self, path: Path | None, text: str, what: str) -> None:
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            console.print(f"wrote the {what} to {path}")
+        except OSError as err:  # the verdict stands and decides the exit code; a report that cannot be written is a warning
+            console.print(f"[yellow]warning:[/] cannot write the {what} to {path}: {err}")
+
+
 def _job_body(checkpoint_id: str, specs: list[Any], policy: Any, probe: dict[str, Any], limit: int | None) -> dict[str, Any]:
     return {"checkpoint_id": checkpoint_id, "candidates": [s.to_dict() | ({"name": s.name} if s.name else {}) for s in specs],
             "policy": policy.model_dump(mode="json"), "probe": probe, "options": {"limit": limit, "labels": True}}
@@ -168,28 +198,40 @@ def gate_command(
     wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the verdict.")] = 1800.0,
     api_key: Annotated[str | None, typer.Option(envvar="CARRYGATE_API_KEY")] = None,
+    summary_md: Annotated[Path | None, typer.Option("--summary-md", help="Write the verdict as Markdown here (for "
+                                                   "$GITHUB_STEP_SUMMARY or a PR comment); written on errors too.")] = None,
+    report_html: Annotated[Path | None, typer.Option("--report-html", help="Write the self-contained HTML report here "
+                                                    "(plots inline, opens offline).")] = None,
 ) -> None:
     """Gate a release: exit 0 on go, 1 on no_go, 2 on inconclusive or error."""
     from app.cli_evaluate import load_specs
     from workers.gate import GatePolicy
 
+    files = ReportFiles(summary_md, report_html, str(checkpoint))
     try:
         specs = load_specs(spec)
         gate_policy = GatePolicy.from_yaml(policy.read_text()) if policy else GatePolicy()
-    except (typer.Exit, OSError, ValueError) as err:
+    except typer.Exit:
+        files.failure("a --spec file could not be read (see the log)")
+        raise
+    except (OSError, ValueError) as err:
         console.print(f"[red]error:[/] {err}")
+        files.failure(str(err))
         raise typer.Exit(2) from None
     probe = {"builder": builder, "size": probe_size} if builder else {"dataset_path": None}
     if local == (server is not None):
         console.print("[red]error:[/] give exactly one of --server URL or --local")
+        files.failure("give exactly one of --server URL or --local")
         raise typer.Exit(2)
-    decision = _gate_local(checkpoint, specs, gate_policy, builder, probe_size, limit) if local else \
-        _gate_remote(server or "", checkpoint, specs, gate_policy, probe, limit, wait, timeout, api_key)
+    decision = _gate_local(checkpoint, specs, gate_policy, builder, probe_size, limit, files) if local else \
+        _gate_remote(server or "", checkpoint, specs, gate_policy, probe, limit, wait, timeout, api_key, files)
     raise typer.Exit(EXIT.get(decision, 2))
 
 
-def _gate_local(checkpoint: Path, specs: list[Any], policy: Any, builder: str | None, probe_size: int, limit: int | None) -> str:
+def _gate_local(checkpoint: Path, specs: list[Any], policy: Any, builder: str | None, probe_size: int, limit: int | None,
+                files: ReportFiles) -> str:
     from app.cli_evaluate import build_probe_folder
+    from app.reports import Report
     from models.checkpoint import CheckpointError, load_checkpoint
     from models.evaluate import Probe, evaluate
     from models.tasks.dataset import read_split
@@ -202,8 +244,10 @@ def _gate_local(checkpoint: Path, specs: list[Any], policy: Any, builder: str | 
         result = evaluate(ckpt.model, specs, probe)
     except (CheckpointError, ValueError, OSError) as err:
         console.print(f"[red]error:[/] {err}")
+        files.failure(str(err))
         return "inconclusive"
     verdict = judge(result, policy)
+    files.verdict(Report.from_verdict(result, verdict, files.subject))
     job = {"id": "local", "status": "succeeded", "verdict": {"decision": verdict.decision},
            "candidate_verdicts": [{"candidate": c.candidate, "decision": c.decision, "rules": [r.model_dump() for r in c.rules]}
                                   for c in verdict.candidates]}
@@ -211,9 +255,10 @@ def _gate_local(checkpoint: Path, specs: list[Any], policy: Any, builder: str | 
 
 
 def _gate_remote(server: str, checkpoint: Path, specs: list[Any], policy: Any, probe: dict[str, Any], limit: int | None,
-                 wait: bool, timeout: float, api_key: str | None) -> str:
+                 wait: bool, timeout: float, api_key: str | None, files: ReportFiles) -> str:
     import httpx
 
+    from app.reports import Report
     from models.checkpoint import CheckpointError, resolve_weights
 
     headers = {"X-API-Key": api_key} if api_key else {}
@@ -233,6 +278,7 @@ def _gate_remote(server: str, checkpoint: Path, specs: list[Any], policy: Any, p
             submitted = client.post("/jobs", json=body, headers={"Idempotency-Key": key})
             if submitted.status_code == 422:
                 console.print(f"[red]rejected:[/] {submitted.json().get('detail')}")
+                files.failure(f"the server rejected the job: {submitted.json().get('detail')}")
                 return "inconclusive"
             submitted.raise_for_status()
             job = submitted.json()
@@ -248,8 +294,18 @@ def _gate_remote(server: str, checkpoint: Path, specs: list[Any], policy: Any, p
             console.print()
     except (httpx.HTTPError, CheckpointError, OSError, ValueError, KeyError) as err:  # any failure is "error" (exit 2), never no_go
         console.print(f"[red]error:[/] {type(err).__name__}: {err}")
+        files.failure(f"{type(err).__name__}: {err}")
         return "inconclusive"
+    # The server's own dashboard page, under the URL the client reached it by (which a proxy may not rewrite).
+    dashboard = f"{server.rstrip('/')}/dashboard/jobs/{job['id']}"
     if job["status"] != "succeeded":
         console.print(f"[yellow]job {job['status']}[/] {job.get('error') or ''}")
+        still = "still " if job["status"] in ("queued", "running") else ""
+        files.failure(f"job {still}{job['status']}" + (f": {job['error']}" if job.get("error") else ""), job["id"], dashboard)
         return "inconclusive"
-    return print_verdicts(job)
+    decision = print_verdicts(job)
+    try:
+        files.verdict(Report.from_job(job, files.subject, dashboard))
+    except ValueError as err:  # succeeded without a verdict should not happen; say so instead of failing the gate
+        files.failure(str(err), job["id"], dashboard)
+    return decision

@@ -14,7 +14,7 @@ from app import dashboard, errors
 from app.auth import RateLimiter
 from app.db import make_engine, session_factory, upgrade_to_head
 from app.deps import check_api_key
-from app.routes import checkpoints, health, jobs, keys, webhooks
+from app.routes import checkpoints, health, jobs, keys, reports, webhooks
 from app.settings import Settings, get_settings
 from workers.artifacts import ArtifactStore
 from workers.local import LocalExecutor, WorkerConfig
@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True, 
     app.include_router(health.router)
     app.include_router(checkpoints.router)
     app.include_router(jobs.router)
+    app.include_router(reports.router)
     app.include_router(keys.router)
     app.include_router(webhooks.router)
     dashboard.install(app)
