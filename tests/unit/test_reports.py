@@ -147,3 +147,24 @@ def test_html_report_is_self_contained() -> None:
     assert "Plotly.newPlot(" in html and PLOTLY_JS.read_text()[:2000] in html  # the bundle itself, inlined
     assert 'id="chart-steps-data"' in html and 'id="chart-footprint-data"' in html and 'id="chart-histogram-data"' in html
     assert html.count('class="candidate ') == 2 and 'data-candidate="int4"' in html
+
+
+def test_github_actions_example_gates_with_options_the_cli_has_and_publishes_the_summary() -> None:
+    import shlex
+
+    import yaml
+    from typer.main import get_command
+
+    from app.cli import app
+    from tests.conftest import REPO
+
+    workflow = yaml.safe_load((REPO / "examples/github-actions/carrygate-gate.yml").read_text())
+    steps = {step.get("name"): step for step in workflow["jobs"]["gate"]["steps"]}
+    script = steps["Gate the candidate specs"]["run"]
+    words = shlex.split(script[script.index("carrygate gate"):script.index("code=$?")].replace("\\\n", " "))
+    gate_options = {opt for param in get_command(app).commands["gate"].params for opt in param.opts}  # type: ignore[attr-defined]
+    used = {w for w in words if w.startswith("--")}
+    assert used <= gate_options, used - gate_options
+    assert "--summary-md" in used and 'cat carrygate-summary.md >> "$GITHUB_STEP_SUMMARY"' in script
+    assert "--body-file comment.md" in steps["Comment on the pull request"]["run"]
+    assert workflow["permissions"]["pull-requests"] == "write"
