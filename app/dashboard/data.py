@@ -315,6 +315,25 @@ def histogram_traces(body: dict[str, Any]) -> list[Trace]:
     return traces
 
 
+def steps_used_traces(body: dict[str, Any]) -> list[Trace]:
+    """Under adaptive halting: how many ACT steps each model ran per puzzle (grouped bars, step 1..max_steps), the
+    reference first. A candidate whose bars sit right of the reference's halts later, and costs more on the device."""
+    traces = []
+    reference = body.get("reference") or {}
+    for model in [reference, *body.get("candidates", [])]:
+        adaptive = model.get("adaptive") or {}
+        histogram = (adaptive.get("steps_used") or {}).get("histogram") or []
+        if not histogram:
+            continue
+        name = f"{model.get('name', 'reference')} (reference)" if model is reference else str(model.get("name"))
+        trace: Trace = {"type": "bar", "name": name, "x": list(range(1, len(histogram) + 1)), "y": [int(v) for v in histogram],
+                        "hovertemplate": f"{name}<br>%{{y}} puzzles halted after %{{x}} steps<extra></extra>"}
+        if model is reference:
+            trace["marker"] = {"color": "#000"}
+        traces.append(trace)
+    return traces
+
+
 def footprint_traces(body: dict[str, Any]) -> list[Trace]:
     """Deployed weights and streaming SRAM peak (MB) of the reference and each candidate, grouped bars."""
     models = [body.get("reference") or {}, *body.get("candidates", [])]

@@ -41,6 +41,11 @@ def figure_json(traces: list[data.Trace], layout: dict[str, Any]) -> Markup:
     return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
+STEPS_USED_LAYOUT = {"barmode": "group", "xaxis": {"title": {"text": "ACT steps used (halted after)"}, "dtick": 1},
+                     "yaxis": {"title": {"text": "puzzles"}}, "margin": {"t": 30, "r": 10}, "legend": {"orientation": "h", "y": -0.25}}
+"""The steps-used histograms (adaptive halting), shared by the job page and the HTML report."""
+
+
 def _age(moment: datetime | None) -> str:
     if moment is None:
         return "—"
@@ -134,6 +139,9 @@ def job_page(job_id: str, request: Request, session: SessionDep) -> HTMLResponse
             figures["histogram"] = figure_json(histogram, {
                 "barmode": "overlay", "xaxis": {"title": {"text": "per-puzzle fidelity"}}, "yaxis": {"title": {"text": "puzzles"}},
                 "margin": {"t": 30, "r": 10}, "legend": {"orientation": "h", "y": -0.25}})
+        steps_used = data.steps_used_traces(body)
+        if steps_used:
+            figures["steps_used"] = figure_json(steps_used, STEPS_USED_LAYOUT)
         footprint = data.footprint_traces(body)
         if footprint:
             figures["footprint"] = figure_json(footprint, {
