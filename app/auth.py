@@ -34,6 +34,8 @@ from workers.orm import API_SCOPES, ApiKey, utcnow
 KEY_PREFIX = "cg_"
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 """Probes stay open: orchestrators call them without credentials."""
+DOC_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+"""The API description: behind a `read` key like any GET route, unless `CARRYGATE_PUBLIC_DOCS` opens it."""
 SUBMISSION_ROUTES = frozenset({"create_job"})
 """Route names counted by the per-key submission rate limit."""
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -185,7 +187,7 @@ def _check(principal: Principal | None, needed: str) -> None:
 
 def guard_request(request: Request, session: Session) -> Principal | None:
     """The app-wide check: `read` for GET/HEAD/OPTIONS, `submit` for everything else; rate-limits submissions."""
-    if request.url.path in OPEN_PATHS:
+    if request.url.path in OPEN_PATHS or (request.url.path in DOC_PATHS and request.app.state.settings.public_docs):
         return None
     principal = _principal(request, session)
     _check(principal, "read" if request.method in READ_METHODS else "submit")

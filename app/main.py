@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
-from app import dashboard, errors
-from app.auth import RateLimiter
+from app import dashboard, errors, guard
+from app.auth import SUBMISSION_ROUTES, RateLimiter
 from app.db import make_engine, session_factory, upgrade_to_head
 from app.deps import check_api_key
 from app.routes import checkpoints, health, jobs, keys, reports, webhooks
@@ -27,7 +29,30 @@ if TYPE_CHECKING:
 def worker_config(settings: Settings) -> WorkerConfig:
     return WorkerConfig(database_url=settings.database_url, artifact_store=settings.artifact_store,
                         cache_dir=str(Path(settings.data_dir) / "cache"), lease_seconds=settings.lease_seconds,
-                        heartbeat_seconds=settings.heartbeat_seconds)
+                        heartbeat_seconds=settings.heartbeat_seconds, register_roots=tuple(str(r) for r in settings.register_roots),
+                        max_job_seconds=settings.max_job_seconds, max_job_gflop=settings.max_job_gflop)
+
+
+def _docs(app: FastAPI) -> None:
+    """/openapi.json, /docs and /redoc as ordinary routes, so the app-wide key check covers them (FastAPI's
+    own docs routes bypass app dependencies); `CARRYGATE_PUBLIC_DOCS` opens them (`app/auth.py`)."""
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_json() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=str(request.url_for("openapi_json").path), title=f"{app.title} - API",
+                                   oauth2_redirect_url="/docs/oauth2-redirect")
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        return get_redoc_html(openapi_url=str(request.url_for("openapi_json").path), title=f"{app.title} - ReDoc")
 
 
 def celery_config(settings: Settings) -> CeleryConfig:
@@ -85,8 +110,11 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True, 
             engine.dispose()
 
     app = FastAPI(title="carrygate", version="0.1.0", lifespan=lifespan, dependencies=[Depends(check_api_key)],
-                  description="Gate compressed recursive reasoners (TRM/HRM) on carry-trajectory fidelity before they ship.")
+                  description="Gate compressed recursive reasoners (TRM/HRM) on carry-trajectory fidelity before they ship.",
+                  openapi_url=None, docs_url=None, redoc_url=None)
     errors.install(app)
+    guard.install(app, SUBMISSION_ROUTES)
+    _docs(app)
     app.include_router(health.router)
     app.include_router(checkpoints.router)
     app.include_router(jobs.router)

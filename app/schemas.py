@@ -22,10 +22,14 @@ class _Schema(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+PATH_MAX = 4096  # Linux PATH_MAX
+NAME_MAX = 200
+
+
 class CheckpointRegister(_Schema):
     path: str = Field(description="A path or fsspec URL the workers can read: a zoo folder, a step_N file or an HRM checkpoint file.",
-                      examples=["/models/trm-sudoku/step_9765"])
-    name: str | None = None
+                      examples=["/models/trm-sudoku/step_9765"], min_length=1, max_length=PATH_MAX)
+    name: str | None = Field(None, max_length=NAME_MAX)
 
 
 class CheckpointRead(_Schema):
@@ -49,26 +53,49 @@ class CheckpointList(_Schema):
     count: int
 
 
+class SudokuArgs(_Schema):
+    givens: int = Field(30, ge=17, le=81, description="filled cells per puzzle")
+
+
+class MazeArgs(_Schema):
+    size_side: int = Field(30, ge=3, le=64, description="maze side; when left out: sqrt of the checkpoint's seq_len")
+    loops: float = Field(0.1, ge=0.0, le=1.0, allow_inf_nan=False)
+
+
+class ArcArgs(_Schema):
+    version: Literal["arc1", "arc2"] = "arc1"
+
+
+BUILDER_ARGS: dict[str, type[_Schema]] = {"sudoku": SudokuArgs, "maze": MazeArgs, "arc": ArcArgs}
+
+
 class BuilderProbe(_Schema):
     """Probe puzzles made by one of the offline builders (held out from any training data)."""
 
     builder: Literal["sudoku", "maze", "arc"]
     size: int = Field(64, ge=1, le=100_000, description="number of probe puzzles")
-    seed: int = 1234
-    args: dict[str, Any] = Field(default_factory=dict, examples=[{"givens": 30}])
+    seed: int = Field(1234, ge=0, le=2**32 - 1)
+    args: dict[str, Any] = Field(default_factory=dict, examples=[{"givens": 30}],
+                                 description="sudoku: givens (17..81); maze: size_side (3..64), loops (0..1); arc: version")
+
+    @model_validator(mode="after")
+    def _known_args(self) -> BuilderProbe:
+        # The builders size their arrays from these: an unchecked size_side of 10^9 was a memory bomb in the worker.
+        BUILDER_ARGS[self.builder].model_validate(self.args)
+        return self
 
 
 class DatasetProbe(_Schema):
     """Probe puzzles from an official dataset folder the workers can read (or the checkpoint's own `data/`)."""
 
     dataset_path: str | None = Field(None, description="official dataset folder; null = the zoo checkpoint's shipped data/",
-                                     examples=["/data/sudoku-extreme-1k-aug-1000"])
-    split: str = "test"
+                                     examples=["/data/sudoku-extreme-1k-aug-1000"], min_length=1, max_length=PATH_MAX)
+    split: str = Field("test", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", description="a folder name inside dataset_path")
 
 
 class JobOptions(_Schema):
     labels: bool = Field(True, description="also score cell accuracy and puzzle-exact (needs labels in the probe set)")
-    limit: int | None = Field(None, ge=1, description="use only the first N probe puzzles")
+    limit: int | None = Field(None, ge=1, le=1_000_000, description="use only the first N probe puzzles")
     batch_size: int = Field(64, ge=1, le=4096)
     profile: bool = Field(False, description="also profile the deployable artifact (ONNX Runtime; later AI Hub)")
     aihub: AiHubOptions | None = Field(None, description="profile onnxruntime candidates on Qualcomm AI Hub devices (needs a token)")
@@ -77,12 +104,12 @@ class JobOptions(_Schema):
 
 
 class JobCreate(_Schema):
-    checkpoint_id: str
+    checkpoint_id: str = Field(max_length=64)
     candidates: list[CompressionSpec] = Field(min_length=1, max_length=64)
     probe: Annotated[BuilderProbe | DatasetProbe, Field(union_mode="left_to_right")] = Field(default_factory=DatasetProbe)
     policy: GatePolicy = Field(default_factory=GatePolicy)
     options: JobOptions = Field(default_factory=JobOptions)
-    tags: list[str] = Field(default_factory=list, max_length=32)
+    tags: list[Annotated[str, Field(max_length=NAME_MAX)]] = Field(default_factory=list, max_length=32)
 
     model_config = ConfigDict(
         extra="forbid",
@@ -129,6 +156,7 @@ class RuleRead(_Schema):
     threshold: float | None
     passed: bool | None
     reason: str
+    interval: tuple[float, float] | None = Field(None, description="interval rules: the interval that was judged (workers/gate.py)")
 
 
 class VerdictRead(_Schema):

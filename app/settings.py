@@ -38,8 +38,19 @@ class Settings(BaseSettings):
         description="Folders under which POST /checkpoints/register and probe dataset_path may point (JSON list or "
         "comma-separated); empty allows any path the server can read (the single-user embedded default).",
     )
+    register_limit_bytes: int = Field(64 * GIB, ge=1, description="Largest weights file POST /checkpoints/register reads.")
     lease_seconds: int = Field(60, ge=1)
     heartbeat_seconds: float = Field(5.0, gt=0)
+    # -- compute budget (app/budget.py, workers/pipeline.py) --
+    max_job_gflop: float = Field(
+        1e7, gt=0, allow_inf_nan=False,
+        description="Largest job accepted, in GFLOPs: gflops per puzzle x puzzles, summed over the reference and every "
+        "candidate (depth overrides included). 1e7 (10 PFLOP) fits a 400-puzzle ARC probe with a few candidates.")
+    max_job_seconds: float = Field(
+        6 * 3600.0, gt=0, allow_inf_nan=False,
+        description="A running job is stopped and failed after this many seconds (checked before every ACT step).")
+    public_docs: bool = Field(
+        False, description="Serve /docs, /redoc and /openapi.json without a key once keys exist (off: they need a read key).")
     # -- API keys (app/auth.py) --
     submit_rate_limit_per_minute: int = Field(60, ge=1, description="Job submissions per API key per minute (a key may override it).")
     # -- webhooks (workers/webhooks.py) --
@@ -78,11 +89,9 @@ class Settings(BaseSettings):
 
     def readable_path(self, path: str | Path) -> Path:
         """`path` resolved (symlinks followed) if it lies under a register root; ValueError otherwise."""
-        resolved = Path(path).expanduser().resolve()
-        roots = [root.expanduser().resolve() for root in self.register_roots]
-        if roots and not any(resolved.is_relative_to(root) for root in roots):
-            raise ValueError(f"{path} is outside the allowed folders (CARRYGATE_REGISTER_ROOTS)")
-        return resolved
+        from models.files import confine
+
+        return confine(path, self.register_roots)
 
     @model_validator(mode="after")
     def _derived_defaults(self) -> Settings:

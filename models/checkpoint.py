@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,12 +33,15 @@ from safetensors.torch import load_file, save_file
 
 from models import build_model
 from models.config import HRMConfig, ModelConfig, TRMConfig
+from models.files import GIB, UnsafeFile, check_regular, read_text
 from models.reasoner import RecursiveReasoner
 
 OWN_WEIGHTS = "model.safetensors"
 OWN_CONFIG = "config.json"
 OFFICIAL_PREFIXES = ("_orig_mod.", "model.", "inner.")
 _CONFIG_ADAPTER: TypeAdapter[TRMConfig | HRMConfig] = TypeAdapter(ModelConfig)
+WEIGHTS_LIMIT = 64 * GIB
+"""Largest weights file read (official ARC checkpoints are about 2 GB): a bound, so no read is unbounded."""
 
 
 class CheckpointError(ValueError):
@@ -50,6 +54,23 @@ class LoadedCheckpoint:
     config: TRMConfig | HRMConfig
     source_format: str  # "carrygate" | "official-trm" | "official-hrm"
     path: Path
+    non_finite: tuple[str, ...] = ()  # tensors holding NaN/Inf (at most 10 named), found at load time
+
+
+def non_finite_tensors(state: Mapping[str, torch.Tensor], limit: int = 10) -> list[str]:
+    """Names of the floating-point tensors holding NaN or Inf (at most `limit`). Checked in chunks, so
+    a GB-sized mmapped table never needs a same-sized boolean copy."""
+    found: list[str] = []
+    for name, tensor in state.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        flat = tensor.reshape(-1)
+        step = 1 << 24
+        if any(not bool(torch.isfinite(flat[i : i + step]).all()) for i in range(0, flat.numel(), step)):
+            found.append(name)
+            if len(found) >= limit:
+                break
+    return found
 
 
 # -- reading tensors -------------------------------------------------------------------------------
@@ -86,9 +107,29 @@ def strip_official_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torc
 
 
 # -- completing the official config ----------------------------------------------------------------
+def read_config_text(path: Path) -> str:
+    """A small config file beside a checkpoint: a regular UTF-8 file under `SMALL_FILE_LIMIT`, else CheckpointError naming it."""
+    try:
+        return read_text(path)
+    except UnsafeFile as err:
+        raise CheckpointError(str(err)) from err
+
+
+def read_config_json(path: Path) -> dict[str, Any]:
+    """`config.json` (or `dataset.json`) as an object; invalid JSON, non-UTF-8 bytes or a non-object
+    are a CheckpointError naming the file."""
+    try:
+        data = json.loads(read_config_text(path))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: invalid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_config_text(path))
     except yaml.YAMLError as err:
         raise CheckpointError(f"{path}: invalid YAML: {err}") from err
     if not isinstance(data, dict):
@@ -103,7 +144,16 @@ def _find_dataset_json(ckpt_dir: Path, all_config: Mapping[str, Any]) -> Path | 
         for base in (Path.cwd(), ckpt_dir, *ckpt_dir.parents):
             for split in ("test", "train"):
                 candidates.append(base / str(p) / split / "dataset.json")
-    return next((c for c in candidates if c.is_file()), None)
+    return next((c for c in candidates if _is_regular(c)), None)
+
+
+def _is_regular(path: Path) -> bool:
+    """A regular file (symlinks followed); never opens it, so a FIFO or device cannot block."""
+    try:
+        check_regular(path, limit=WEIGHTS_LIMIT)
+    except UnsafeFile:
+        return False
+    return True
 
 
 def _arch_fields(arch: Mapping[str, Any], is_hrm: bool) -> dict[str, Any]:
@@ -128,9 +178,9 @@ def complete_config(
     meta: dict[str, Any] = {}
     if dataset_json is not None:
         try:
-            meta = json.loads(dataset_json.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"{dataset_json}: unreadable dataset.json: {err}") from err
+            meta = read_config_json(dataset_json)
+        except CheckpointError as err:
+            raise CheckpointError(f"unreadable dataset.json: {err}") from err
 
     if "embed_tokens.embedding_weight" in state:
         fields["vocab_size"] = state["embed_tokens.embedding_weight"].shape[0]
@@ -212,21 +262,35 @@ def check_fits(config: TRMConfig | HRMConfig, state: Mapping[str, torch.Tensor],
 
 
 # -- public API ------------------------------------------------------------------------------------
-def resolve_weights(path: Path) -> tuple[str, Path]:
-    """-> (format, weights file)."""
+def check_weights_file(path: Path, limit: int = WEIGHTS_LIMIT) -> os.stat_result:
+    """A weights file must be a regular, non-empty file of at most `limit` bytes (checked without opening it)."""
+    try:
+        return check_regular(path, limit=limit, allow_empty=False)
+    except UnsafeFile as err:
+        raise CheckpointError(str(err)) from err
+
+
+def resolve_weights(path: Path, limit: int = WEIGHTS_LIMIT) -> tuple[str, Path]:
+    """-> (format, weights file). The weights file is a regular, non-empty file of at most `limit` bytes:
+    a FIFO, device or /proc entry (whatever its name, whatever a symlink points at) is refused here,
+    before anything opens it."""
     if path.is_dir():
-        if (path / OWN_WEIGHTS).is_file():
+        if (path / OWN_WEIGHTS).exists():
+            check_weights_file(path / OWN_WEIGHTS, limit)
             return "carrygate", path / OWN_WEIGHTS
         for name in ("checkpoint",):
-            if (path / name).is_file():
+            if (path / name).exists():
+                check_weights_file(path / name, limit)
                 return "official", path / name
         steps = sorted(path.glob("step_*"), key=lambda p: int(p.name.split("_")[1]) if p.name.split("_")[1].isdigit() else -1)
         steps = [s for s in steps if s.name.split("_")[1].isdigit()]
         if steps:
+            check_weights_file(steps[-1], limit)
             return "official", steps[-1]
         raise CheckpointError(f"{path}: no {OWN_WEIGHTS}, `checkpoint` or `step_N` file in this folder")
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
+    check_weights_file(path, limit)
     if path.suffix == ".safetensors":
         return "carrygate", path
     return "official", path
@@ -238,6 +302,7 @@ def load_checkpoint(
     dataset_json: str | Path | None = None,
     seq_len: int | None = None,
     overrides: Mapping[str, Any] | None = None,
+    require_finite: bool = False,
 ) -> LoadedCheckpoint:
     """Load any supported checkpoint into an eval-mode model.
 
@@ -246,6 +311,9 @@ def load_checkpoint(
         dataset_json: an official `dataset.json` to take `seq_len` etc. from.
         seq_len: the width of the inputs that will be fed (used when nothing else fixes it).
         overrides: config fields to replace (e.g. `{"forward_dtype": "float32"}`).
+        require_finite: refuse a checkpoint whose tensors hold NaN/Inf (a reference must; a candidate's
+            non-finite weights are instead measured and gated `no_go`). Either way every tensor is
+            checked and the offenders are named in `LoadedCheckpoint.non_finite`.
     Raises:
         CheckpointError: with a message naming the file, field or tensor at fault.
     """
@@ -253,23 +321,22 @@ def load_checkpoint(
     fmt, weights = resolve_weights(path)
     if fmt == "carrygate":
         config_path = weights.parent / OWN_CONFIG
-        if not config_path.is_file():
+        if not config_path.exists():
             raise CheckpointError(f"{weights}: missing {OWN_CONFIG} beside it")
-        try:
-            fields = json.loads(config_path.read_text())
-        except json.JSONDecodeError as err:
-            raise CheckpointError(f"{config_path}: invalid JSON: {err}") from err
+        fields = read_config_json(config_path)
         fields.update(overrides or {})
         try:
             config = _CONFIG_ADAPTER.validate_python(fields)
         except ValidationError as err:
             raise CheckpointError(f"{config_path}: invalid model config: {err}") from err
+        check_weights_file(weights)  # again right before reading: the folder may have changed since resolve_weights
         state = _safetensors_load(weights)
         source_format = "carrygate"
     else:
+        check_weights_file(weights)
         state = strip_official_prefixes(_torch_load_safely(weights))
         yaml_path = weights.parent / "all_config.yaml"
-        if not yaml_path.is_file():
+        if not yaml_path.exists():
             raise CheckpointError(f"{weights}: official checkpoints need all_config.yaml beside them (not found)")
         all_config = _read_yaml(yaml_path)
         arch = all_config.get("arch")
@@ -283,9 +350,13 @@ def load_checkpoint(
     if seq_len is not None and seq_len != config.seq_len:
         raise CheckpointError(f"inputs have {seq_len} tokens per example but the model's seq_len is {config.seq_len}")
     check_fits(config, state, str(weights))
+    non_finite = non_finite_tensors(state)
+    if non_finite and require_finite:
+        raise CheckpointError(f"{weights}: non-finite weights (NaN or Inf) in {', '.join(non_finite)}")
     model = build_model(config)
     load_state_into(model, state, str(weights))
-    return LoadedCheckpoint(model=model.eval(), config=config, source_format=source_format, path=weights)
+    return LoadedCheckpoint(model=model.eval(), config=config, source_format=source_format, path=weights,
+                            non_finite=tuple(non_finite))
 
 
 def save_checkpoint(model: RecursiveReasoner, folder: str | Path) -> Path:

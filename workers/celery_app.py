@@ -92,6 +92,7 @@ def _ctx() -> Any:
     if _context is None:
         from workers.artifacts import ArtifactStore
         from workers.db import make_engine, session_factory
+        from workers.local import limits_of
         from workers.pipeline import WorkerContext
 
         config = _worker_config
@@ -104,7 +105,7 @@ def _ctx() -> Any:
         Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
         factory = session_factory(make_engine(config.database_url))
         _context = WorkerContext(factory, ArtifactStore(config.artifact_store), f"celery:{socket.gethostname()}:{os.getpid()}",
-                                 config.lease_seconds, config.heartbeat_seconds, Path(config.cache_dir))
+                                 config.lease_seconds, config.heartbeat_seconds, Path(config.cache_dir), limits_of(config))
     return _context
 
 

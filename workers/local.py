@@ -23,7 +23,7 @@ from pathlib import Path
 
 from workers.artifacts import ArtifactStore
 from workers.db import make_engine, session_factory
-from workers.pipeline import WorkerContext, fail_crashed, run_job
+from workers.pipeline import JobLimits, WorkerContext, fail_crashed, run_job
 from workers.queue import claim_next_job, requeue_expired
 from workers.shards import fan_out, is_sharded, next_shard, run_shard
 
@@ -41,6 +41,14 @@ class WorkerConfig:
     heartbeat_seconds: float = 5.0
     poll_seconds: float = 0.5
     torch_threads: int | None = None
+    register_roots: tuple[str, ...] = ()  # the worker re-checks every path a job names (CARRYGATE_REGISTER_ROOTS)
+    max_job_seconds: float | None = None  # CARRYGATE_MAX_JOB_SECONDS
+    max_job_gflop: float | None = None  # CARRYGATE_MAX_JOB_GFLOP, re-checked once the real config and probe are known
+
+
+def limits_of(config: WorkerConfig) -> JobLimits:
+    return JobLimits(register_roots=tuple(Path(r) for r in config.register_roots), max_seconds=config.max_job_seconds,
+                     max_gflop=config.max_job_gflop)
 
 
 def _no_broker(shard_id: str) -> None:
@@ -57,7 +65,7 @@ def worker_loop(config: WorkerConfig, worker_id: str, max_jobs: int | None = Non
     factory = session_factory(engine)
     Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
     ctx = WorkerContext(factory, ArtifactStore(config.artifact_store), worker_id, config.lease_seconds, config.heartbeat_seconds,
-                        Path(config.cache_dir))
+                        Path(config.cache_dir), limits_of(config))
     stopping = False
 
     def stop(*_: object) -> None:

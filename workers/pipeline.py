@@ -16,22 +16,26 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.checkpoint import CheckpointError, load_checkpoint, resolve_weights
+from models.budget import job_cost
+from models.checkpoint import OWN_CONFIG, WEIGHTS_LIMIT, CheckpointError, load_checkpoint, resolve_weights
 from models.compress import CompressionSpec
 from models.evaluate import Probe, evaluate
+from models.files import UnsafeFile, check_regular, confine, sha256_regular
 from models.results import EvaluationResult
 from models.tasks.dataset import read_split
-from workers.artifacts import ArtifactStore, sha256_file
+from workers.artifacts import ArtifactStore
 from workers.gate import GatePolicy, judge
 from workers.orm import Candidate, Checkpoint, Job, ProbeSet, Result, Verdict
 from workers.queue import finish, heartbeat
@@ -44,6 +48,15 @@ class JobFailed(Exception):
 
 
 @dataclass(frozen=True)
+class JobLimits:
+    """What a worker enforces whatever the API let through (rows written before a limit existed, another API)."""
+
+    register_roots: tuple[Path, ...] = ()  # every path a job names must resolve under one of these (empty: any)
+    max_seconds: float | None = None  # CARRYGATE_MAX_JOB_SECONDS
+    max_gflop: float | None = None  # CARRYGATE_MAX_JOB_GFLOP
+
+
+@dataclass(frozen=True)
 class WorkerContext:
     session_factory: sessionmaker[Session]
     store: ArtifactStore
@@ -51,27 +64,72 @@ class WorkerContext:
     lease_seconds: float
     heartbeat_seconds: float
     cache_dir: Path
+    limits: JobLimits = field(default_factory=JobLimits)
+
+
+SPLIT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+PROBE_FILES = ("dataset.json", *(f"all__{name}.npy" for name in ("inputs", "labels", "puzzle_identifiers", "puzzle_indices",
+                                                                 "group_indices")))
+
+
+def confined_file(path: Path, roots: tuple[Path, ...], what: str, *, allow_empty: bool = True) -> Path:
+    """`path` resolved under the register roots and a regular file (never opened here, so a FIFO cannot block)."""
+    try:
+        resolved = confine(path, roots)
+        check_regular(resolved, limit=WEIGHTS_LIMIT, allow_empty=allow_empty)
+    except UnsafeFile as err:
+        raise JobFailed(f"{what}: {err}") from err
+    return resolved
+
+
+def check_checkpoint_paths(path: Path, roots: tuple[Path, ...], what: str) -> Path:
+    """A checkpoint a job names (the registered reference, a candidate's `checkpoint`): the folder, its weights
+    and the config files beside them all resolve under the roots and are regular files. -> the weights file."""
+    try:
+        confine(path, roots)
+        weights = resolve_weights(path)[1]
+    except (UnsafeFile, CheckpointError) as err:
+        raise JobFailed(f"{what}: {err}") from err
+    confined_file(weights, roots, what, allow_empty=False)
+    for name in (OWN_CONFIG, "all_config.yaml", "dataset.json"):
+        if (weights.parent / name).exists():
+            confined_file(weights.parent / name, roots, what)
+    return weights
+
+
+def check_probe_folder(folder: Path, split: str, roots: tuple[Path, ...]) -> None:
+    """Every file `read_split` reads is under the roots and a regular file; the split is a plain name (no `../`)."""
+    if not SPLIT_NAME.fullmatch(split) or split in (".", ".."):
+        raise JobFailed(f"probe: split {split!r} is not a plain folder name")
+    try:
+        confine(folder, roots)
+    except UnsafeFile as err:
+        raise JobFailed(f"probe: {err}") from err
+    for name in PROBE_FILES:
+        if (folder / split / name).exists() or (folder / split / name).is_symlink():
+            confined_file(folder / split / name, roots, "probe")
 
 
 # -- inputs ----------------------------------------------------------------------------------------
-def _check_unchanged(path: Path, sha256: str) -> None:
-    """A registered file is read where it lies: make sure it is still the file that was registered."""
+def _check_unchanged(path: Path, sha256: str, roots: tuple[Path, ...] = ()) -> None:
+    """A registered file is read where it lies: make sure it is still the file that was registered, still
+    under the register roots (a symlink may have been re-pointed since) and still a regular file."""
+    weights = check_checkpoint_paths(path, roots, "checkpoint")
     try:
-        weights = resolve_weights(path)[1]
-        actual = sha256_file(weights)
-    except (CheckpointError, OSError) as err:
+        actual = sha256_regular(weights, limit=WEIGHTS_LIMIT)[0]
+    except (UnsafeFile, OSError) as err:
         raise JobFailed(f"checkpoint: {path} is no longer readable: {err}") from err
     if actual != sha256:
         raise JobFailed(f"checkpoint: {weights} changed since it was registered (sha256 {actual[:12]}, "
                         f"registered {sha256[:12]}); register it again")
 
 
-def materialize_checkpoint(row: Checkpoint, store: ArtifactStore, workdir: Path) -> Path:
+def materialize_checkpoint(row: Checkpoint, store: ArtifactStore, workdir: Path, roots: tuple[Path, ...] = ()) -> Path:
     """A local path `load_checkpoint` can read: the registered path, or an uploaded file laid out
     with its config file beside it under the name the loader expects."""
     if row.source == "registered":
         path = Path(row.storage_path)
-        _check_unchanged(path, row.sha256)
+        _check_unchanged(path, row.sha256, roots)
         return path
     weights = store.local_path(row.storage_path)
     meta = row.config or {}
@@ -196,17 +254,34 @@ def load_job(ctx: WorkerContext, job_id: str) -> JobInputs:
 
 
 def load_model_and_probe(inputs: JobInputs, ctx: WorkerContext, workdir: Path) -> tuple[Any, Probe]:
-    """-> (the loaded checkpoint, the probe puzzles); unreadable or mismatched inputs raise JobFailed."""
+    """-> (the loaded checkpoint, the probe puzzles); unreadable or mismatched inputs raise JobFailed.
+
+    The worker re-checks what the API checked at submission (a row may predate a check, or come from
+    another API): every path under the register roots and a regular file, candidate checkpoints too; the
+    reference's tensors all finite (nothing can be compared against NaN weights); the compute budget,
+    now with the checkpoint's full config and the real probe size."""
+    roots = ctx.limits.register_roots
+    for i, (_, name, spec) in enumerate(inputs.candidates):
+        if spec.checkpoint:
+            check_checkpoint_paths(Path(spec.checkpoint), roots, f"candidates[{i}] ({name}).checkpoint")
     try:
-        path = materialize_checkpoint(inputs.checkpoint, ctx.store, workdir)
-        ckpt = load_checkpoint(path)
+        path = materialize_checkpoint(inputs.checkpoint, ctx.store, workdir, roots)
+        ckpt = load_checkpoint(path, require_finite=True)
         folder, split = probe_folder(inputs.probe_row, path, ctx.cache_dir, ckpt.config.seq_len)
+        if inputs.probe_row.builder is None:
+            check_probe_folder(folder, split, roots)
         data = read_split(folder, split)
         if data.metadata.seq_len != ckpt.config.seq_len:
             raise JobFailed(f"probe: puzzles have seq_len {data.metadata.seq_len}, the checkpoint {ckpt.config.seq_len}")
-        return ckpt, Probe.from_split(data, inputs.options.get("limit"), bool(inputs.options.get("labels", True)))
+        probe = Probe.from_split(data, inputs.options.get("limit"), bool(inputs.options.get("labels", True)))
     except (CheckpointError, ValueError, OSError) as err:
         raise JobFailed(str(err)) from err
+    limit = ctx.limits.max_gflop
+    if limit is not None:
+        cost = job_cost(ckpt.config, [spec for _, _, spec in inputs.candidates], len(probe))
+        if cost.gflop > limit:
+            raise JobFailed(f"compute budget: {cost.describe(limit)}")
+    return ckpt, probe
 
 
 def attach_artifacts(ctx: WorkerContext, result: EvaluationResult, reference: Any, probe: Probe, options: dict[str, Any],
@@ -220,11 +295,34 @@ def attach_artifacts(ctx: WorkerContext, result: EvaluationResult, reference: An
                                AiHubOptions.model_validate(options["aihub"]))
 
 
+class Deadline:
+    """CARRYGATE_MAX_JOB_SECONDS for one run, from the moment the worker took the job."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self._end = None if seconds is None else time.monotonic() + seconds
+
+    def passed(self) -> bool:
+        return self._end is not None and time.monotonic() >= self._end
+
+    def reason(self) -> str:
+        return f"timed out: the job ran longer than CARRYGATE_MAX_JOB_SECONDS ({self.seconds:g} s) and was stopped"
+
+
 def run_job(job_id: str, ctx: WorkerContext, *, on_progress: Callable[[int, int], None] | None = None) -> str:
-    """Run a claimed job to its end; returns the final status."""
+    """Run a claimed job to its end; returns the final status.
+
+    Cancellation, lease loss and the deadline (CARRYGATE_MAX_JOB_SECONDS) are polled before every ACT step
+    (`run_partial`'s `should_stop`), so a stopped job frees its worker within a step plus one heartbeat,
+    and nothing after the engine (artifacts, AI Hub profiles, the verdict) runs for it."""
+    deadline = Deadline(ctx.limits.max_seconds)
     inputs = load_job(ctx, job_id)
     beat = _Heartbeat(ctx, job_id)
     beat.start()
+
+    def stopped() -> bool:
+        return beat.cancelled.is_set() or beat.lost.is_set() or deadline.passed()
+
     try:
         with tempfile.TemporaryDirectory(dir=ctx.cache_dir) as workdir:
             ckpt, probe = load_model_and_probe(inputs, ctx, Path(workdir))
@@ -240,16 +338,18 @@ def run_job(job_id: str, ctx: WorkerContext, *, on_progress: Callable[[int, int]
             beat.progress = (0, total)
             try:
                 result = evaluate(ckpt.model, [spec for _, _, spec in inputs.candidates], probe, batch_size=inputs.batch_size,
-                                  on_progress=progress, should_stop=lambda: beat.cancelled.is_set() or beat.lost.is_set(),
-                                  artifact_dir=Path(workdir) / "artifacts")
+                                  on_progress=progress, should_stop=stopped, artifact_dir=Path(workdir) / "artifacts")
             except ValueError as err:  # a spec that does not fit the architecture
                 raise JobFailed(str(err)) from err
-            attach_artifacts(ctx, result, ckpt.model, probe, inputs.options, Path(workdir))
+            if not stopped():
+                attach_artifacts(ctx, result, ckpt.model, probe, inputs.options, Path(workdir))
         beat.beat()  # last progress, and a final look at the cancel flag
         if beat.lost.is_set():
             return "lost"
         if beat.cancelled.is_set():
             return _finish(ctx, job_id, "cancelled", "cancelled by request")
+        if deadline.passed():  # the engine may have stopped early, and artifacts were skipped: no verdict on part of a job
+            raise JobFailed(deadline.reason())
         return judge_and_store(ctx, job_id, result, inputs)
     except JobFailed as err:
         return _finish(ctx, job_id, "failed", str(err))

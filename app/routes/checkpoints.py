@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,7 +22,10 @@ from sqlalchemy.orm import Session
 from app.deps import SessionDep, SettingsDep, StoreDep
 from app.errors import Conflict, PayloadTooLarge, Unprocessable, get_or_404
 from app.schemas import CheckpointList, CheckpointRead, CheckpointRegister
-from workers.artifacts import StoredArtifact, TooLarge, sha256_file
+from app.settings import Settings
+from models.checkpoint import OWN_CONFIG, CheckpointError, read_config_json, read_config_text, resolve_weights
+from models.files import SMALL_FILE_LIMIT, UnsafeFile, sha256_regular
+from workers.artifacts import CHUNK, StoredArtifact, TooLarge
 from workers.orm import Checkpoint
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
@@ -72,9 +75,9 @@ def upload_checkpoint(
     (A plain `def`: FastAPI runs it in the thread pool, so a long upload never blocks the event loop.)"""
     _refuse_declared_oversize(request, settings.upload_limit_bytes + 1_000_000)
     filename = file.filename or "checkpoint"
-    meta = _upload_meta(filename, config.file.read() if config else None, dataset_json.file.read() if dataset_json else None)
+    meta = _upload_meta(filename, _read_small(config, "config"), _read_small(dataset_json, "dataset_json"))
     try:
-        stored = store.put_stream(file.file, limit=settings.upload_limit_bytes)
+        stored = store.put_stream(_nonempty(iter(lambda: file.file.read(CHUNK), b"")), limit=settings.upload_limit_bytes)
     except TooLarge as err:
         raise PayloadTooLarge(str(err)) from err
     return _record_upload(session, response, stored, meta, name or filename)
@@ -112,10 +115,32 @@ async def upload_checkpoint_raw(
                 yield chunk
 
     try:
-        stored = await anyio.to_thread.run_sync(partial(store.put_stream, chunks(), limit=settings.upload_limit_bytes))
+        stored = await anyio.to_thread.run_sync(partial(store.put_stream, _nonempty(chunks()), limit=settings.upload_limit_bytes))
     except TooLarge as err:
         raise PayloadTooLarge(str(err)) from err
     return await anyio.to_thread.run_sync(_record_upload, session, response, stored, meta, name or filename)
+
+
+def _read_small(upload: UploadFile | None, field: str) -> bytes | None:
+    """A config-sized part of a multipart upload, read with a limit (the part is spooled already, but
+    reading it whole into memory is ours to bound)."""
+    if upload is None:
+        return None
+    data = upload.file.read(SMALL_FILE_LIMIT + 1)
+    if len(data) > SMALL_FILE_LIMIT:
+        raise PayloadTooLarge(f"{field}: over the limit of {SMALL_FILE_LIMIT} bytes")
+    return data
+
+
+def _nonempty(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """`chunks`, refusing (422) a stream that ends without a byte; raised inside `put_stream`, which then
+    removes its temporary file, so a 0-byte upload leaves nothing behind."""
+    empty = True
+    for chunk in chunks:
+        empty = empty and not chunk
+        yield chunk
+    if empty:
+        raise Unprocessable("file: the weights file is empty (0 bytes)")
 
 
 def _refuse_declared_oversize(request: Request, limit: int) -> None:
@@ -148,7 +173,10 @@ def _upload_meta(filename: str, config: bytes | None, dataset_json: bytes | None
         return meta
     meta["format"] = "official"
     if config is not None:
-        meta["all_config_yaml"] = config.decode("utf-8", errors="replace")
+        try:
+            meta["all_config_yaml"] = config.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise Unprocessable(f"config: all_config.yaml is not UTF-8 text ({err.reason} at byte {err.start})") from err
     if dataset_json is not None:
         try:
             meta["dataset_json"] = json.loads(dataset_json)
@@ -169,13 +197,38 @@ def _record_upload(session: Session, response: Response, stored: StoredArtifact,
     return row
 
 
-def _weights_file(path: Path) -> Path:
-    from models.checkpoint import CheckpointError, resolve_weights
+CONFIG_FILES = (OWN_CONFIG, "all_config.yaml")
 
+
+def confined_checkpoint(settings: Settings, path: str, field: str) -> tuple[Path, Path]:
+    """-> (the path resolved, its weights file resolved) for a checkpoint a request names (registration, a
+    candidate's `checkpoint`). Both, and the config files beside the weights, must resolve under the register
+    roots, so a symlinked weights file or config inside a root that points out of it is refused; the weights
+    must be a regular, non-empty file under `register_limit_bytes` (a FIFO, device or /proc entry is refused
+    before anything opens it). A 422 naming `field` otherwise."""
     try:
-        return resolve_weights(path)[1]
+        resolved = settings.readable_path(path)
+        weights = settings.readable_path(resolve_weights(resolved, limit=settings.register_limit_bytes)[1])
+        for name in CONFIG_FILES:
+            if (weights.parent / name).exists() or (weights.parent / name).is_symlink():
+                settings.readable_path(weights.parent / name)
+    except (UnsafeFile, CheckpointError, ValueError) as err:
+        raise Unprocessable(f"{field}: {err}") from err
+    return resolved, weights
+
+
+def _registered_meta(path: Path, weights: Path) -> dict[str, Any]:
+    """The config files beside registered weights, read with a size limit; invalid JSON, a non-object or
+    bytes that are not UTF-8 are a 422 naming the file."""
+    meta: dict[str, Any] = {"format": "carrygate" if weights.suffix == ".safetensors" else "official", "path": str(path)}
+    try:
+        if (weights.parent / OWN_CONFIG).exists():
+            meta["config_json"] = read_config_json(weights.parent / OWN_CONFIG)
+        elif (weights.parent / "all_config.yaml").exists():
+            meta["all_config_yaml"] = read_config_text(weights.parent / "all_config.yaml")
     except CheckpointError as err:
         raise Unprocessable(f"path: {err}") from err
+    return meta
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=CheckpointRead,
@@ -184,25 +237,17 @@ def _weights_file(path: Path) -> Path:
 def register_checkpoint(body: CheckpointRegister, response: Response, session: SessionDep, settings: SettingsDep) -> Checkpoint:
     """Register a checkpoint the workers can read where it is (a shared path under `register_roots`).
     Workers hash the file again before loading it, so a file changed after registration fails its job."""
+    path, weights = confined_checkpoint(settings, body.path, "path")
     try:
-        path = settings.readable_path(body.path)
-    except ValueError as err:
+        sha256, size = sha256_regular(weights, limit=settings.register_limit_bytes)
+    except UnsafeFile as err:
         raise Unprocessable(f"path: {err}") from err
-    weights = _weights_file(path)
-    try:
-        sha256 = sha256_file(weights)
-    except OSError as err:
-        raise Unprocessable(f"path: cannot read {weights}: {err.strerror}") from err
-    meta: dict[str, Any] = {"format": "carrygate" if weights.suffix == ".safetensors" else "official", "path": str(path)}
-    if (weights.parent / "config.json").is_file():
-        meta["config_json"] = json.loads((weights.parent / "config.json").read_text())
-    elif (weights.parent / "all_config.yaml").is_file():
-        meta["all_config_yaml"] = (weights.parent / "all_config.yaml").read_text()
+    meta = _registered_meta(path, weights)
     existing = _existing(session, sha256, meta)
     if existing is not None:
         response.status_code = status.HTTP_200_OK
         return existing
-    row = Checkpoint(sha256=sha256, architecture=_architecture(meta), config=meta, size_bytes=weights.stat().st_size,
+    row = Checkpoint(sha256=sha256, architecture=_architecture(meta), config=meta, size_bytes=size,
                      original_name=body.name or path.name, storage_path=str(path), source="registered")
     session.add(row)
     session.commit()

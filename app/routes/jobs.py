@@ -14,9 +14,13 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app.deps import SessionDep, SettingsDep, StoreDep
 from app.errors import Conflict, NotFound, Unprocessable, get_or_404
+from app.routes.checkpoints import confined_checkpoint
 from app.schemas import BuilderProbe, JobCreate, JobList, JobRead, JobStatus, VerdictList, VerdictRead
+from app.settings import Settings
+from models.budget import job_cost
 from models.compress.fit import spec_problems
 from models.config import HRMConfig, ModelConfig, TRMConfig
+from models.files import SMALL_FILE_LIMIT, check_regular
 from workers.orm import FINISHED_STATUSES, JOB_SCOPE, Checkpoint, Job, ProbeSet, Verdict
 from workers.pipeline import candidate_rows, probe_hash
 
@@ -61,9 +65,23 @@ def _get_job(session: Session, job_id: str) -> Job:
     return get_or_404(session, Job, job_id, "job")
 
 
+def _check_budget(body: JobCreate, config: TRMConfig | HRMConfig, settings: Settings) -> None:
+    """Refuse (422) a job whose cost exceeds CARRYGATE_MAX_JOB_GFLOP. A dataset probe's size is known only
+    to the worker (which checks again); without `options.limit` the cost of one puzzle is the lower bound."""
+    if isinstance(body.probe, BuilderProbe):
+        puzzles = min(body.probe.size, body.options.limit or body.probe.size)
+    else:
+        puzzles = body.options.limit or 1
+    cost = job_cost(config, body.candidates, puzzles)
+    if cost.gflop > settings.max_job_gflop:
+        at_least = "" if isinstance(body.probe, BuilderProbe) or body.options.limit else "at least "
+        raise Unprocessable(f"compute budget: {at_least}{cost.describe(settings.max_job_gflop)}")
+
+
 @router.post("/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobRead,
              responses={200: {"description": "a job with this Idempotency-Key exists"}, 404: {"description": "unknown checkpoint"},
-                        422: {"description": "malformed request, or a spec that does not fit the architecture"}})
+                        422: {"description": "malformed request, a spec that does not fit the architecture, a path outside "
+                                              "the register roots, or a job over the compute budget (CARRYGATE_MAX_JOB_GFLOP)"}})
 def create_job(
     body: JobCreate,
     request: Request,
@@ -85,14 +103,21 @@ def create_job(
         problems = [f"candidates[{i}].{p}" for i, spec in enumerate(body.candidates) for p in spec_problems(spec, config)]
         if problems:
             raise Unprocessable("; ".join(problems))
+        _check_budget(body, config, settings)
+    for i, spec in enumerate(body.candidates):
+        if spec.checkpoint is not None:  # the worker loads it: the same roots as a registered checkpoint
+            confined_checkpoint(settings, spec.checkpoint, f"candidates[{i}].checkpoint")
     if isinstance(body.probe, BuilderProbe):
         args = {"size": body.probe.size, "seed": body.probe.seed, **body.probe.args}
         probe = ProbeSet(builder=body.probe.builder, builder_args=args, dataset_path=None,
                          content_hash=probe_hash(body.probe.builder, args, None), puzzles=body.probe.size, labels=True)
     else:
         if body.probe.dataset_path is not None:
-            try:
-                settings.readable_path(body.probe.dataset_path)
+            try:  # the worker checks every file it reads; the folder and its dataset.json are checked now
+                folder = settings.readable_path(body.probe.dataset_path)
+                meta = folder / body.probe.split / "dataset.json"
+                if meta.exists() or meta.is_symlink():
+                    check_regular(settings.readable_path(meta), limit=SMALL_FILE_LIMIT)
             except ValueError as err:
                 raise Unprocessable(f"probe.dataset_path: {err}") from err
         args = {"split": body.probe.split}
@@ -151,7 +176,8 @@ def get_job(job_id: str, request: Request, session: SessionDep) -> JobRead:
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobRead, responses={404: {}, 409: {"description": "already finished"}})
 def cancel_job(job_id: str, request: Request, session: SessionDep) -> JobRead:
-    """A queued job is cancelled at once; a running one stops at its next batch."""
+    """A queued job is cancelled at once; a running one stops before its next ACT step, within one heartbeat
+    (CARRYGATE_HEARTBEAT_SECONDS), and its worker takes the next job."""
     from workers.queue import now
 
     job = _get_job(session, job_id)
