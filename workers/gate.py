@@ -205,7 +205,9 @@ def judge_candidate(result: ModelResult, reference: ModelResult, labels: bool, p
     rules = [RuleOutcome(rule="finite", observed=None, threshold=None, passed=True, reason="carry and logits stayed finite")]
     if reference.non_finite is not None:
         nf = reference.non_finite
-        rules.append(RuleOutcome(rule="reference_finite", observed=float(nf.step), threshold=None, passed=None,
+        # A failure, not "not evaluated": a release whose reference computes NaN/Inf must not ship on an
+        # inconclusive that a pipeline may treat as soft (issue 13).
+        rules.append(RuleOutcome(rule="reference_finite", observed=float(nf.step), threshold=None, passed=False,
                                  reason=f"reference {nf.tensor} went non-finite at step {nf.step}; nothing to compare against"))
         return verdict(rules)
 

@@ -117,9 +117,9 @@ class PruneSpec(_Part):
 
 
 class DepthSpec(_Part):
-    H_cycles: int | None = Field(None, ge=1)
-    L_cycles: int | None = Field(None, ge=1)
-    halt_max_steps: int | None = Field(None, ge=1)
+    H_cycles: int | None = Field(None, ge=1, le=64)
+    L_cycles: int | None = Field(None, ge=1, le=64)
+    halt_max_steps: int | None = Field(None, ge=1, le=1024)
 
     @model_validator(mode="after")
     def _something_set(self) -> DepthSpec:

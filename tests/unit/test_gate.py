@@ -185,12 +185,13 @@ def test_latency_rule_with_and_without_profile() -> None:
     assert "max_step_latency_ms" not in {r.rule for r in judge_candidate(candidate(), reference(), True, GatePolicy()).rules}
 
 
-def test_non_finite_reference_makes_candidates_inconclusive() -> None:
+def test_non_finite_reference_is_a_no_go() -> None:
     result = job(candidate(), candidate("nan", non_finite=NonFinite(step=2, tensor="logits", puzzles=1)))
     result.reference.non_finite = NonFinite(step=5, tensor="z_L", puzzles=4)
     verdict = judge(result, GatePolicy())
-    assert [c.decision for c in verdict.candidates] == ["inconclusive", "no_go"]
-    assert rule(verdict.candidates[0], "reference_finite").passed is None
+    assert [c.decision for c in verdict.candidates] == ["no_go", "no_go"] and verdict.decision == "no_go"
+    reference_rule = rule(verdict.candidates[0], "reference_finite")
+    assert reference_rule.passed is False and "reference z_L went non-finite at step 5" in reference_rule.reason
 
 
 def test_job_aggregation_over_mixed_candidates() -> None:
