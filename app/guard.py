@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -163,24 +164,44 @@ def json_safe(value: Any) -> Any:
         return {str(json_safe(k)): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [json_safe(v) for v in value]
-    return repr(value)
+    if isinstance(value, BaseException):  # pydantic puts the validator's exception in ctx["error"]
+        return str(value)
+    try:  # what FastAPI knows how to show (enums, dates, decimals, models), then made safe in turn
+        encoded = jsonable_encoder(value)
+    except Exception:  # noqa: BLE001  (anything at all may sit in an error's input; it is only shown)
+        return repr(value)
+    return repr(value) if type(encoded) is type(value) else json_safe(encoded)
 
 
 async def validation_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's validation 422, with the echoed input and context made JSON-safe first."""
     assert isinstance(exc, RequestValidationError)
-    try:
-        errors = jsonable_encoder(exc.errors())
-    except (TypeError, ValueError):  # an input jsonable_encoder cannot walk: show it as text
-        errors = [{k: (repr(v) if k in ("input", "ctx") else v) for k, v in e.items()} for e in exc.errors()]
-    return JSONResponse(status_code=422, content={"detail": json_safe(errors)})
+    return JSONResponse(status_code=422, content={"detail": json_safe(exc.errors())})
 
 
 PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
+def _documented_methods(app: FastAPI, path: str) -> list[str] | None:
+    """The methods the OpenAPI spec lists for the most literal template matching `path` (fewest
+    parameters): `/checkpoints/register` is POST only, although `GET /checkpoints/{checkpoint_id}` also
+    matches it (and answers 404 there). None for paths outside the spec (docs, dashboard)."""
+    best: tuple[int, list[str]] | None = None
+    for template, operations in app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            params = template.count("{")
+            if best is None or params < best[0]:
+                best = (params, sorted(m.upper() for m in operations))
+    return None if best is None else best[1]
+
+
 def _allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
-    """Every method some route fully matches for this path (asked through the public `matches`, so routes
-    inside included routers count too)."""
+    """From the spec when the path is in it, else every method some route fully matches (asked through
+    the public `matches`, so routes inside included routers count too)."""
+    documented = _documented_methods(app, scope["path"])
+    if documented is not None:
+        return documented
     return [method for method in PROBED_METHODS
             if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in app.router.routes)]
 

@@ -213,7 +213,8 @@ def confined_checkpoint(settings: Settings, path: str, field: str) -> tuple[Path
             if (weights.parent / name).exists() or (weights.parent / name).is_symlink():
                 settings.readable_path(weights.parent / name)
     except (UnsafeFile, CheckpointError, ValueError) as err:
-        raise Unprocessable(f"{field}: {err}") from err
+        named = "" if str(path) in str(err) else f" ({path} resolves to it)"  # a symlink: name what the request said too
+        raise Unprocessable(f"{field}: {err}{named}") from err
     return resolved, weights
 
 
