@@ -22,11 +22,18 @@ class _Schema(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _Input(_Schema):
+    """A request body: strict types, so `true` is not a number and `"5"` not an integer (schemathesis'
+    negative mode found both accepted). Compression specs and gate policies keep their own configs."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
 PATH_MAX = 4096  # Linux PATH_MAX
 NAME_MAX = 200
 
 
-class CheckpointRegister(_Schema):
+class CheckpointRegister(_Input):
     path: str = Field(description="A path or fsspec URL the workers can read: a zoo folder, a step_N file or an HRM checkpoint file.",
                       examples=["/models/trm-sudoku/step_9765"], min_length=1, max_length=PATH_MAX)
     name: str | None = Field(None, max_length=NAME_MAX)
@@ -53,23 +60,23 @@ class CheckpointList(_Schema):
     count: int
 
 
-class SudokuArgs(_Schema):
+class SudokuArgs(_Input):
     givens: int = Field(30, ge=17, le=81, description="filled cells per puzzle")
 
 
-class MazeArgs(_Schema):
+class MazeArgs(_Input):
     size_side: int = Field(30, ge=3, le=64, description="maze side; when left out: sqrt of the checkpoint's seq_len")
     loops: float = Field(0.1, ge=0.0, le=1.0, allow_inf_nan=False)
 
 
-class ArcArgs(_Schema):
+class ArcArgs(_Input):
     version: Literal["arc1", "arc2"] = "arc1"
 
 
-BUILDER_ARGS: dict[str, type[_Schema]] = {"sudoku": SudokuArgs, "maze": MazeArgs, "arc": ArcArgs}
+BUILDER_ARGS: dict[str, type[_Input]] = {"sudoku": SudokuArgs, "maze": MazeArgs, "arc": ArcArgs}
 
 
-class BuilderProbe(_Schema):
+class BuilderProbe(_Input):
     """Probe puzzles made by one of the offline builders (held out from any training data)."""
 
     builder: Literal["sudoku", "maze", "arc"]
@@ -85,7 +92,7 @@ class BuilderProbe(_Schema):
         return self
 
 
-class DatasetProbe(_Schema):
+class DatasetProbe(_Input):
     """Probe puzzles from an official dataset folder the workers can read (or the checkpoint's own `data/`)."""
 
     dataset_path: str | None = Field(None, description="official dataset folder; null = the zoo checkpoint's shipped data/",
@@ -93,7 +100,7 @@ class DatasetProbe(_Schema):
     split: str = Field("test", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", description="a folder name inside dataset_path")
 
 
-class JobOptions(_Schema):
+class JobOptions(_Input):
     labels: bool = Field(True, description="also score cell accuracy and puzzle-exact (needs labels in the probe set)")
     limit: int | None = Field(None, ge=1, le=1_000_000, description="use only the first N probe puzzles")
     batch_size: int = Field(64, ge=1, le=4096)
@@ -103,7 +110,7 @@ class JobOptions(_Schema):
                         "(on batch boundaries) run by several workers and reduced exactly; the result equals an unsharded run")
 
 
-class JobCreate(_Schema):
+class JobCreate(_Input):
     checkpoint_id: str = Field(max_length=64)
     candidates: list[CompressionSpec] = Field(min_length=1, max_length=64)
     probe: Annotated[BuilderProbe | DatasetProbe, Field(union_mode="left_to_right")] = Field(default_factory=DatasetProbe)
@@ -113,6 +120,7 @@ class JobCreate(_Schema):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -219,7 +227,7 @@ ApiScope = Literal["read", "submit", "admin"]
 WebhookEvent = Literal["verdict.no_go", "fidelity.below_threshold", "job.failed", "job.succeeded"]
 
 
-class ApiKeyCreate(_Schema):
+class ApiKeyCreate(_Input):
     name: str = Field(min_length=1, max_length=200)
     scopes: list[ApiScope] = Field(min_length=1, description="admin includes submit, submit includes read")
     rate_limit_per_minute: int | None = Field(None, ge=1, le=100_000, description="job submissions per minute; null: the server default")
@@ -247,7 +255,7 @@ class ApiKeyList(_Schema):
     count: int
 
 
-class WebhookCreate(_Schema):
+class WebhookCreate(_Input):
     url: str = Field(min_length=1, max_length=2000, examples=["https://hooks.example.com/carrygate"])
     secret: str | None = Field(None, min_length=16, max_length=256, description="HMAC key; generated (and returned once) when omitted")
     events: list[WebhookEvent] = Field(min_length=1)

@@ -122,7 +122,10 @@ def confine(path: str | Path, roots: list[Path] | tuple[Path, ...] | list[str] |
     """`path` with every symlink resolved, if it lies under one of `roots` (also resolved); UnsafeFile
     otherwise. No roots: any path (the single-user embedded default). Resolving first is what makes a
     symlink inside a root that points out of it count as outside."""
-    resolved = Path(path).expanduser().resolve()
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (RuntimeError, OSError, ValueError) as err:  # `~nosuchuser`, a symlink loop, a NUL byte: never a 500
+        raise UnsafeFile(f"{path}: not a usable path ({err})") from err
     folders = [Path(root).expanduser().resolve() for root in roots]
     if folders and not any(resolved.is_relative_to(root) for root in folders):
         raise UnsafeFile(f"{path} is outside the allowed folders (CARRYGATE_REGISTER_ROOTS)")

@@ -226,6 +226,19 @@ def test_every_named_path_stays_inside_the_register_roots(database_url: str, tmp
         assert inside.status_code == 202, inside.text
 
 
+def test_unusable_paths_are_a_422(database_url: str, tmp_path: Path) -> None:
+    """Found by schemathesis: `~0` made expanduser raise RuntimeError (a 500); symlink loops and NUL bytes likewise."""
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    with live_server(create_app(settings_for(database_url, tmp_path, register_roots=[tmp_path]), start_workers=False)) as client:
+        for path in ("~0", "~no-such-user/x", "a\x00b", str(tmp_path / "loop-a"), ""):
+            response = client.post("/checkpoints/register", json={"path": path})
+            assert response.status_code == 422, (path, response.text)
+            strict_json(response)
+            body = {"checkpoint_id": "c", "candidates": [{"checkpoint": path}], "probe": {"dataset_path": path}}
+            assert client.post("/jobs", json=body).status_code in (404, 422), path
+
+
 def test_the_worker_checks_candidate_and_probe_paths_again(database_url: str, tmp_path: Path, roots: tuple[Path, Path]) -> None:
     """Jobs accepted by an API without roots (or stored before a check existed) are refused by a worker
     that has them; a probe file swapped for a FIFO after submission fails the job instead of hanging it."""
