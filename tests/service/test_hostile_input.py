@@ -263,6 +263,31 @@ def test_the_worker_checks_candidate_and_probe_paths_again(database_url: str, tm
         assert jobs["fifo"]["status"] == "failed" and "FIFO" in jobs["fifo"]["error"], jobs["fifo"]
 
 
+# -- class 4: non-finite weights in the reference ------------------------------------------------------
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_reference_weights_fail_the_job_naming_the_tensor(database_url: str, tmp_path: Path, tiny: Path, value: float) -> None:
+    import torch
+
+    from models.checkpoint import load_checkpoint, save_checkpoint
+
+    broken = load_checkpoint(tiny).model
+    with torch.no_grad():
+        broken.L_level.layers[0].mlp.down_proj.weight[0, 0] = value
+    folder = save_checkpoint(broken, tmp_path / "broken")
+    shutil.copytree(tiny / "data", folder / "data")
+    settings = settings_for(database_url, tmp_path)
+    with live_server(create_app(settings, start_workers=False)) as client:
+        ckpt = client.post("/checkpoints/register", json={"path": str(folder)}).json()["id"]
+        job_id = client.post("/jobs", json={"checkpoint_id": ckpt, "candidates": [INT8]}).json()["id"]
+        worker = start_worker(settings)
+        try:
+            job = _wait(client, job_id)
+        finally:
+            worker.kill()
+    assert job["status"] == "failed" and job["verdict"] is None, job
+    assert "non-finite weights (NaN or Inf) in L_level.layers.0.mlp.down_proj.weight" in job["error"], job["error"]
+
+
 def _wait(client: httpx.Client, job_id: str, timeout: float = 180) -> dict[str, Any]:
     import time
 
