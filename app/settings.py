@@ -103,6 +103,10 @@ class Settings(BaseSettings):
             raise ValueError(f"heartbeat_seconds ({self.heartbeat_seconds}) must be below lease_seconds ({self.lease_seconds})")
         if self.celery_visibility_timeout_seconds <= self.lease_seconds:
             raise ValueError("celery_visibility_timeout_seconds must exceed lease_seconds (a task must outlive its lease)")
+        if self.executor == "celery" and self.celery_visibility_timeout_seconds <= self.max_job_seconds:
+            # Redis would hand a job that is still (legitimately) running to a second worker.
+            raise ValueError(f"celery_visibility_timeout_seconds ({self.celery_visibility_timeout_seconds}) must exceed "
+                             f"max_job_seconds ({self.max_job_seconds:g})")
         return self
 
 

@@ -32,7 +32,7 @@ from models.budget import job_cost
 from models.checkpoint import OWN_CONFIG, WEIGHTS_LIMIT, CheckpointError, load_checkpoint, resolve_weights
 from models.compress import CompressionSpec
 from models.evaluate import Probe, evaluate
-from models.files import UnsafeFile, check_regular, confine, sha256_regular
+from models.files import SMALL_FILE_LIMIT, UnsafeFile, check_regular, confine, sha256_regular
 from models.results import EvaluationResult
 from models.tasks.dataset import read_split
 from workers.artifacts import ArtifactStore
@@ -72,11 +72,11 @@ PROBE_FILES = ("dataset.json", *(f"all__{name}.npy" for name in ("inputs", "labe
                                                                  "group_indices")))
 
 
-def confined_file(path: Path, roots: tuple[Path, ...], what: str, *, allow_empty: bool = True) -> Path:
+def confined_file(path: Path, roots: tuple[Path, ...], what: str, *, allow_empty: bool = True, limit: int = WEIGHTS_LIMIT) -> Path:
     """`path` resolved under the register roots and a regular file (never opened here, so a FIFO cannot block)."""
     try:
         resolved = confine(path, roots)
-        check_regular(resolved, limit=WEIGHTS_LIMIT, allow_empty=allow_empty)
+        check_regular(resolved, limit=limit, allow_empty=allow_empty)
     except UnsafeFile as err:
         raise JobFailed(f"{what}: {err}") from err
     return resolved
@@ -107,7 +107,7 @@ def check_probe_folder(folder: Path, split: str, roots: tuple[Path, ...]) -> Non
         raise JobFailed(f"probe: {err}") from err
     for name in PROBE_FILES:
         if (folder / split / name).exists() or (folder / split / name).is_symlink():
-            confined_file(folder / split / name, roots, "probe")
+            confined_file(folder / split / name, roots, "probe", limit=SMALL_FILE_LIMIT if name.endswith(".json") else WEIGHTS_LIMIT)
 
 
 # -- inputs ----------------------------------------------------------------------------------------
