@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,15 +36,18 @@ def data_sudoku(
     num_aug: Annotated[int, typer.Option(help="Shuffled copies of each training puzzle.")] = 9,
     test_puzzles: int = 1000,
     seed: int = 0,
+    size: Annotated[int, typer.Option(help="Grid side: 9 (3x3 boxes), 6 (2x3 boxes) or 4 (2x2 boxes).")] = 9,
     csv_train: Annotated[Path | None, typer.Option(help="Sudoku-Extreme style CSV instead of the generator.")] = None,
     csv_test: Path | None = None,
 ) -> None:
-    """Sudoku 9x9 (vocab 11, seq_len 81)."""
-    from models.tasks.sudoku import build_sudoku
+    """Sudoku n x n (9x9: vocab 11, seq_len 81; 6x6: vocab 8, seq_len 36), unique-solution puzzles."""
+    from models.tasks.sudoku import BOXES, build_sudoku
 
+    if size not in BOXES:
+        fail(f"--size must be one of {sorted(BOXES)}, got {size}")
     _record_build(out)
     meta = build_sudoku(out, givens=givens, train_puzzles=train_puzzles, num_aug=num_aug, test_puzzles=test_puzzles,
-                        seed=seed, csv_train=csv_train, csv_test=csv_test)
+                        seed=seed, size=size, csv_train=csv_train, csv_test=csv_test)
     console.print({k: v.total_puzzles for k, v in meta.items()})
 
 
@@ -102,12 +104,27 @@ def train(
     halt_max_steps: int = 8,
     puzzle_emb_len: int = 1,
     forward_dtype: Annotated[str, typer.Option(help="Forward dtype the checkpoint ships with (its reference).")] = "float32",
-    train_dtype: Annotated[str, typer.Option(help="Forward dtype during training (bf16 is ~2x faster on CPU).")] = "bfloat16",
+    train_dtype: Annotated[str, typer.Option(
+        help="Forward dtype during training. On CPU bf16 speeds up MLP mixing; attention's bf16 backward is slow, "
+             "so pair it with --fp32-attention.")] = "bfloat16",
     iterations: int = 2000,
     batch_size: int = 128,
     lr: float = 1e-3,
+    lr_warmup: int = 100,
+    lr_min_ratio: Annotated[float, typer.Option(help="Cosine decay ends at lr x this.")] = 0.0,
     weight_decay: float = 0.1,
     seed: int = 0,
+    ema_rate: Annotated[float, typer.Option(help="EMA of the weights (official runs: 0.999); the EMA copy is shipped. 0 = off.")] = 0.0,
+    fp32_attention: Annotated[bool, typer.Option(help="Training only: RoPE + attention in fp32, projections in the train dtype.")] = False,
+    compile: Annotated[bool, typer.Option(help="torch.compile the reasoning modules (first iterations compile).")] = False,
+    augment: Annotated[str, typer.Option(help="none | sudoku | maze: a fresh random symmetry of every example drawn.")] = "none",
+    eval_every: Annotated[int, typer.Option(help="Learning-curve point (held-out cell accuracy, puzzle-exact) every N iterations.")] = 0,
+    eval_limit: int = 500,
+    checkpoint: Annotated[Path | None, typer.Option(help="Training-state file (weights, EMA, optimizer, carry, RNG).")] = None,
+    checkpoint_every: int = 0,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run saved in this training-state file.")] = None,
+    stop_after: Annotated[int | None, typer.Option(help="Stop after this many iterations in all (continue later with --resume).")] = None,
+    probe: Annotated[Path | None, typer.Option(help="Another held-out folder (data command, other seed), scored into the card.")] = None,
     name: str | None = None,
 ) -> None:
     """Train a small TRM/HRM on CPU and write it as a zoo checkpoint with a card."""
@@ -137,8 +154,21 @@ def train(
     else:
         fail(f"--arch must be trm or hrm, got {arch!r}")
     model = build_model(config)
-    tconf = TrainConfig(iterations=iterations, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed)
-    start = time.perf_counter()
+    ship_config = config.model_copy(update={"forward_dtype": forward_dtype})
+    eval_model = build_model(ship_config)  # the learning curve scores what ships (its dtype, EMA weights)
+    tconf = TrainConfig(iterations=iterations, batch_size=batch_size, lr=lr, lr_warmup=lr_warmup, lr_min_ratio=lr_min_ratio,
+                        weight_decay=weight_decay, seed=seed, ema_rate=ema_rate, fp32_attention=fp32_attention, compile=compile,
+                        augment=augment, eval_every=eval_every, eval_limit=eval_limit, checkpoint_every=checkpoint_every)
+    command = "carrygate " + " ".join(sys.argv[1:])
+    commands = [command]
+    if resume is not None:
+        if not resume.is_file():
+            fail(f"--resume {resume}: no such file")
+        extra = torch.load(resume, weights_only=False).get("extra", {})
+        if extra.get("model_config") not in (None, config.model_dump()):
+            fail(f"--resume {resume}: saved for model config {extra['model_config']}, this command builds {config.model_dump()}")
+        commands = [*extra.get("commands", []), command]
+    state_file = checkpoint if checkpoint is not None else resume
     with Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("train", total=iterations, info="")
@@ -148,32 +178,47 @@ def train(
                 info = f"loss {stats['loss']:.3f} exact@halt {stats['exact_at_halt']:.2f} steps {stats['mean_steps']:.1f}"
                 progress.update(task, completed=it, info=info)
                 if not console.is_terminal and it % 100 == 0:  # logs and CI get a line per 100 iterations
-                    console.print(f"iteration {it}/{iterations} {info} ({stats['seconds']:.0f} s)")
+                    console.print(f"iteration {it}/{iterations} {info} lr {stats['lr']:.2e} ({stats['seconds']:.0f} s)")
 
-        run_training(model, train_split, tconf, on_progress)
-    wall = time.perf_counter() - start
+        try:
+            result = run_training(model, train_split, tconf, on_progress, eval_data=test_split, eval_model=eval_model,
+                                  checkpoint_path=state_file, resume=resume, stop_after=stop_after,
+                                  extra_state={"commands": commands, "model_config": config.model_dump()})
+        except ValueError as exc:
+            fail(str(exc))
+    if result.iteration < iterations:
+        console.print(f"stopped at iteration {result.iteration}/{iterations}; continue with the same command plus --resume {state_file}")
+        return
     # Weights are fp32 masters either way; only the activation dtype of the shipped config changes.
-    config = config.model_copy(update={"forward_dtype": forward_dtype})
+    config = ship_config
     trained, model = model, build_model(config)
     load_state_into(model, trained.state_dict(), "trained model")
     scores = evaluate(model, test_split)
     save_checkpoint(model, out)
     build = json.loads((data / "build.json").read_text())["command"] if (data / "build.json").is_file() else "unknown"
-    card = {
+    card: dict[str, Any] = {
         "name": name or out.name,
         "config": config.model_dump(),
         "train": tconf.__dict__ | {"betas": list(tconf.betas)},
+        "weights": f"EMA of the parameters (rate {ema_rate:g}); buffers live" if ema_rate > 0 else "final parameters (no EMA)",
         "data_command": build,
-        "train_command": "carrygate " + " ".join(sys.argv[1:]),
+        "train_command": commands[0] if len(commands) == 1 else " && ".join(commands),
+        "train_commands": commands,
         "seed": seed,
         "train_dtype": train_dtype,
-        "wall_seconds": round(wall, 1),
+        "wall_seconds": round(result.seconds, 1),
         "torch_threads": torch.get_num_threads(),
+        "examples_seen": int(result.stats.get("examples", 0)),
         "test": scores,
+        "learning_curve": result.curve,
     }
+    if probe is not None:
+        probe_split = read_split(probe, "test")
+        probe_build = json.loads((probe / "build.json").read_text())["command"] if (probe / "build.json").is_file() else "unknown"
+        card["probe"] = {"data_command": probe_build, **evaluate(model, probe_split)}
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     (out / "card.md").write_text(render_card(card))
-    console.print(card)
+    console.print({k: v for k, v in card.items() if k != "learning_curve"})
 
 
 def render_card(card: dict[str, Any]) -> str:
@@ -184,13 +229,28 @@ def render_card(card: dict[str, Any]) -> str:
         f"Measured on the held-out test split ({test['count']} puzzles), {card['config']['forward_dtype']}, "
         f"{card['config']['halt_max_steps']} ACT steps:",
         "",
-        "| cell accuracy | puzzle-exact |",
-        "|---|---|",
-        f"| {test['cell_accuracy']:.4f} | {test['puzzle_exact']:.4f} |",
+        "| split | puzzles | cell accuracy | puzzle-exact |",
+        "|---|---|---|---|",
+        f"| held-out (`data/`) | {test['count']} | {test['cell_accuracy']:.4f} | {test['puzzle_exact']:.4f} |",
+    ]
+    if "probe" in card:
+        p = card["probe"]
+        lines.append(f"| fresh probe (`{p['data_command']}`) | {p['count']} | {p['cell_accuracy']:.4f} | {p['puzzle_exact']:.4f} |")
+    lines += [
         "",
         f"- data: `{card['data_command']}`",
-        f"- training: `{card['train_command']}`",
-        f"- seed {card['seed']}, wall time {card['wall_seconds']:.0f} s on {card['torch_threads']} CPU threads",
+        *[f"- training{f' (part {i + 1})' if len(card.get('train_commands', [])) > 1 else ''}: `{c}`"
+          for i, c in enumerate(card.get("train_commands", [card["train_command"]]))],
+        f"- seed {card['seed']}, wall time {card['wall_seconds']:.0f} s in all on {card['torch_threads']} CPU threads",
+    ]
+    if "weights" in card:
+        lines.append(f"- shipped weights: {card['weights']}")
+    if card.get("learning_curve"):
+        lines += ["", f"## Learning curve (held-out, first {card['train'].get('eval_limit', 0)} puzzles, EMA weights, shipped dtype)", "",
+                  "| iteration | examples drawn | seconds | cell accuracy | puzzle-exact |", "|---|---|---|---|---|"]
+        lines += [f"| {p['iteration']} | {int(p['examples'])} | {p['seconds']:.0f} | {p['cell_accuracy']:.4f} | {p['puzzle_exact']:.4f} |"
+                  for p in card["learning_curve"]]
+    lines += [
         "",
         "## Config",
         "```json",

@@ -130,15 +130,23 @@ class Attention(nn.Module):
         self.head_dim = hidden_size // num_heads
         self.qkv_proj = CastedLinear(hidden_size, 3 * hidden_size, bias=False)
         self.o_proj = CastedLinear(hidden_size, hidden_size, bias=False)
+        # Training-only option (set by models.train): RoPE and SDPA run in fp32 while the projections
+        # stay in the forward dtype. PyTorch's CPU bf16 flash-attention backward is several times
+        # slower than fp32. Only taken in train mode, so inference of every loaded checkpoint keeps
+        # the official numerics (the bit-exactness tests run in eval mode).
+        self.fp32_core_in_training = False
 
     def forward(self, hidden: torch.Tensor, cos_sin: CosSin | None) -> torch.Tensor:
         B, S, D = hidden.shape
         qkv = self.qkv_proj(hidden).view(B, S, 3 * self.num_heads, self.head_dim)  # (B, S, 3H, hd)
         q, k, v = qkv.split(self.num_heads, dim=2)  # each (B, S, H, hd)
+        dtype = q.dtype
+        if self.fp32_core_in_training and self.training:
+            q, k, v = q.float(), k.float(), v.float()
         if cos_sin is not None:
             q, k = apply_rotary(q, k, *cos_sin)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, S, hd)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=False)  # (B, H, S, hd)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=False).to(dtype)  # (B, H, S, hd)
         return self.o_proj(out.transpose(1, 2).reshape(B, S, D))
 
 

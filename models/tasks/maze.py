@@ -93,6 +93,22 @@ def generate(size: int, rng: np.random.RandomState, loops: float = 0.0, min_path
         return puzzle, solved
 
 
+def dihedral(grid: np.ndarray, k: int) -> np.ndarray:
+    """One of the 8 symmetries of the square (k = 0..7: k % 4 quarter turns, then a flip if k >= 4);
+    the official maze builder's augmentation. Mazes stay mazes and shortest paths stay shortest."""
+    grid = np.rot90(grid, k % 4)
+    return np.ascontiguousarray(grid.T if k >= 4 else grid)
+
+
+def augment_example(inputs: np.ndarray, labels: np.ndarray, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+    """A random dihedral image of one flattened (inputs, labels) example, for on-the-fly training
+    augmentation; ignored label positions move with their cells."""
+    size = round(len(inputs) ** 0.5)
+    k = int(rng.randint(8))
+    return (dihedral(np.asarray(inputs).reshape(size, size), k).reshape(-1),
+            dihedral(np.asarray(labels).reshape(size, size), k).reshape(-1))
+
+
 def render(grid: np.ndarray) -> str:
     return "\n".join("".join(CHARSET[v - 1] if v else "." for v in row) for row in np.asarray(grid))
 

@@ -12,40 +12,60 @@ transpose, and permutations of bands, rows within bands, stacks and columns with
 from __future__ import annotations
 
 import csv
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from models.tasks.dataset import DatasetMetadata, one_puzzle_per_example, write_identifiers
 
-VOCAB_SIZE = 11
-_ALL = 0x3FE  # bits 1..9
-_UNITS = (
-    [[r * 9 + c for c in range(9)] for r in range(9)]
-    + [[r * 9 + c for r in range(9)] for c in range(9)]
-    + [[(br + r) * 9 + bc + c for r in range(3) for c in range(3)] for br in (0, 3, 6) for bc in (0, 3, 6)]
-)
-_PEERS = [sorted({p for unit in _UNITS if i in unit for p in unit} - {i}) for i in range(81)]
+VOCAB_SIZE = 11  # 9x9; a size-n grid has vocab n + 2 (PAD, blank, digits 1..n)
+# Box shape (rows, cols) per supported grid side. 6x6 uses 2x3 boxes, the usual mini-Sudoku.
+BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
+
+
+def vocab_size(size: int) -> int:
+    return size + 2
+
+
+@cache
+def _geometry(size: int) -> tuple[int, list[list[int]]]:
+    """(bit mask of the digits 1..size, peers of every cell) for a size x size grid."""
+    if size not in BOXES:
+        raise ValueError(f"Sudoku size must be one of {sorted(BOXES)}, got {size}")
+    br, bc = BOXES[size]
+    units = (
+        [[r * size + c for c in range(size)] for r in range(size)]
+        + [[r * size + c for r in range(size)] for c in range(size)]
+        + [[(r0 + r) * size + c0 + c for r in range(br) for c in range(bc)]
+           for r0 in range(0, size, br) for c0 in range(0, size, bc)]
+    )
+    peers = [sorted({p for unit in units if i in unit for p in unit} - {i}) for i in range(size * size)]
+    return sum(1 << d for d in range(1, size + 1)), peers
 
 
 def count_solutions(grid: np.ndarray, limit: int = 2, rng: np.random.RandomState | None = None) -> tuple[int, np.ndarray | None]:
     """Depth-first search with most-constrained-cell first. Returns (solutions found up to
-    `limit`, the first solution). `rng` randomises the digit order (used to generate grids)."""
-    cells = [int(v) for v in np.asarray(grid).reshape(81)]
+    `limit`, the first solution). `rng` randomises the digit order (used to generate grids).
+    The grid side (4, 6 or 9) is read from `grid`'s shape."""
+    grid = np.asarray(grid)
+    size = grid.shape[0] if grid.ndim == 2 else round(grid.size**0.5)
+    all_digits, peers = _geometry(size)
+    cells = [int(v) for v in grid.reshape(size * size)]
     for i, v in enumerate(cells):
-        if v and any(cells[p] == v for p in _PEERS[i]):
+        if v and any(cells[p] == v for p in peers[i]):
             return 0, None
     found: list[list[int]] = []
     count = 0
 
     def search() -> None:
         nonlocal count
-        best, best_mask, best_n = -1, 0, 10
-        for i in range(81):
+        best, best_mask, best_n = -1, 0, size + 1
+        for i in range(size * size):
             if cells[i]:
                 continue
-            mask = _ALL
-            for p in _PEERS[i]:
+            mask = all_digits
+            for p in peers[i]:
                 mask &= ~(1 << cells[p])
             n = bin(mask).count("1")
             if n < best_n:
@@ -57,7 +77,7 @@ def count_solutions(grid: np.ndarray, limit: int = 2, rng: np.random.RandomState
             if not found:
                 found.append(list(cells))
             return
-        digits = [d for d in range(1, 10) if best_mask >> d & 1]
+        digits = [d for d in range(1, size + 1) if best_mask >> d & 1]
         if rng is not None:
             rng.shuffle(digits)
         for d in digits:
@@ -68,36 +88,42 @@ def count_solutions(grid: np.ndarray, limit: int = 2, rng: np.random.RandomState
         cells[best] = 0
 
     search()
-    return count, (np.array(found[0], dtype=np.uint8).reshape(9, 9) if found else None)
+    return count, (np.array(found[0], dtype=np.uint8).reshape(size, size) if found else None)
 
 
-def generate(givens: int, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+def generate(givens: int, rng: np.random.RandomState, size: int = 9) -> tuple[np.ndarray, np.ndarray]:
     """A puzzle with exactly one solution and `givens` filled cells -> (puzzle, solution), 0 = blank."""
-    if not 17 <= givens <= 81:
-        raise ValueError(f"givens must be in 17..81, got {givens}")
+    low = {4: 4, 6: 8, 9: 17}[size] if size in BOXES else 0  # fewest givens a unique puzzle can have
+    if not low <= givens <= size * size:
+        raise ValueError(f"givens must be in {low}..{size * size} for {size}x{size}, got {givens}")
     while True:
-        _, solution = count_solutions(np.zeros((9, 9), np.uint8), limit=1, rng=rng)
+        _, solution = count_solutions(np.zeros((size, size), np.uint8), limit=1, rng=rng)
         assert solution is not None
-        puzzle = solution.copy().reshape(81)
-        for cell in rng.permutation(81):
+        puzzle = solution.copy().reshape(size * size)
+        for cell in rng.permutation(size * size):
             if int((puzzle > 0).sum()) == givens:
                 break
             kept = puzzle[cell]
             puzzle[cell] = 0
-            if count_solutions(puzzle)[0] != 1:
+            if count_solutions(puzzle.reshape(size, size))[0] != 1:
                 puzzle[cell] = kept
         if int((puzzle > 0).sum()) == givens:
-            return puzzle.reshape(9, 9), solution
+            return puzzle.reshape(size, size), solution
 
 
 def shuffle_sudoku(puzzle: np.ndarray, solution: np.ndarray, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
-    """Apply one random validity-preserving symmetry to a (puzzle, solution) pair."""
-    digit_map = np.concatenate([[0], rng.permutation(9) + 1])
+    """Apply one random validity-preserving symmetry to a (puzzle, solution) pair: digits, bands,
+    rows within bands, stacks, columns within stacks, and (square boxes only) a transpose. For 9x9
+    the random draws are the official ones in the official order, so seeded builds do not move."""
+    size = puzzle.shape[0]
+    br, bc = BOXES[size]
+    digit_map = np.concatenate([[0], rng.permutation(size) + 1])
     transpose = rng.rand() < 0.5
-    bands = rng.permutation(3)
-    rows = np.concatenate([b * 3 + rng.permutation(3) for b in bands])
-    stacks = rng.permutation(3)
-    cols = np.concatenate([s * 3 + rng.permutation(3) for s in stacks])
+    transpose = transpose and br == bc  # a transpose turns 2x3 boxes into 3x2 ones
+    bands = rng.permutation(size // br)
+    rows = np.concatenate([b * br + rng.permutation(br) for b in bands])
+    stacks = rng.permutation(size // bc)
+    cols = np.concatenate([s * bc + rng.permutation(bc) for s in stacks])
 
     def apply(grid: np.ndarray) -> np.ndarray:
         grid = grid.T if transpose else grid
@@ -107,8 +133,22 @@ def shuffle_sudoku(puzzle: np.ndarray, solution: np.ndarray, rng: np.random.Rand
 
 
 def encode(grids: np.ndarray) -> np.ndarray:
-    """[N, 9, 9] digits with 0 = blank -> [N, 81] tokens (blank 1, digit d -> d + 1)."""
-    return (np.asarray(grids).reshape(len(grids), 81) + 1).astype(np.uint8)
+    """[N, n, n] digits with 0 = blank -> [N, n*n] tokens (blank 1, digit d -> d + 1)."""
+    grids = np.asarray(grids)
+    return (grids.reshape(len(grids), -1) + 1).astype(np.uint8)
+
+
+def decode(tokens: np.ndarray) -> np.ndarray:
+    """The inverse of `encode` for one example: [n*n] tokens -> [n, n] digits, 0 = blank."""
+    size = round(len(tokens) ** 0.5)
+    return (np.asarray(tokens, dtype=np.int64) - 1).clip(min=0).reshape(size, size).astype(np.uint8)
+
+
+def augment_example(inputs: np.ndarray, labels: np.ndarray, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+    """A fresh random symmetry of one encoded (inputs, labels) example, for on-the-fly augmentation
+    during training (labels as read: digits + 1, nothing ignored in Sudoku)."""
+    puzzle, solution = shuffle_sudoku(decode(inputs), decode(labels), rng)
+    return encode(puzzle[None])[0], encode(solution[None])[0]
 
 
 def read_csv(path: str | Path, min_rating: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -140,6 +180,7 @@ def build_sudoku(
     num_aug: int = 9,
     test_puzzles: int = 1000,
     seed: int = 0,
+    size: int = 9,
     csv_train: str | Path | None = None,
     csv_test: str | Path | None = None,
 ) -> dict[str, DatasetMetadata]:
@@ -147,22 +188,27 @@ def build_sudoku(
 
     Puzzles come from our generator (`givens` filled cells, unique solution) unless CSV files are
     given. The training split holds `train_puzzles` puzzles plus `num_aug` shuffled copies of each;
-    the test split is neither augmented nor overlapping with training (checked).
+    the test split is neither augmented nor overlapping with training (checked). `size` 6 gives
+    6x6 Sudoku with 2x3 boxes (vocab 8, seq_len 36), 4 gives 4x4 with 2x2 boxes.
     """
+    if size not in BOXES:
+        raise ValueError(f"size must be one of {sorted(BOXES)}, got {size}")
+    if size != 9 and (csv_train is not None or csv_test is not None):
+        raise ValueError("CSV files hold 9x9 puzzles; use size 9 with csv_train/csv_test")
     rng = np.random.RandomState(seed)
     if csv_train is not None:
         train_p, train_s = read_csv(csv_train)
     else:
-        pairs = [generate(givens, rng) for _ in range(train_puzzles)]
-        train_p = np.stack([p for p, _ in pairs]) if pairs else np.zeros((0, 9, 9), np.uint8)
-        train_s = np.stack([s for _, s in pairs]) if pairs else np.zeros((0, 9, 9), np.uint8)
+        pairs = [generate(givens, rng, size) for _ in range(train_puzzles)]
+        train_p = np.stack([p for p, _ in pairs]) if pairs else np.zeros((0, size, size), np.uint8)
+        train_s = np.stack([s for _, s in pairs]) if pairs else np.zeros((0, size, size), np.uint8)
     if csv_test is not None:
         test_p, test_s = read_csv(csv_test)
     else:
         seen = {p.tobytes() for p in train_p}
         pairs: list[tuple[np.ndarray, np.ndarray]] = []
         while len(pairs) < test_puzzles:
-            p, s = generate(givens, rng)
+            p, s = generate(givens, rng, size)
             if p.tobytes() not in seen:
                 seen.add(p.tobytes())
                 pairs.append((p, s))
@@ -178,6 +224,6 @@ def build_sudoku(
     order = rng.permutation(len(all_p))
     write_identifiers(out_dir, [])
     return {
-        "train": one_puzzle_per_example(encode(all_p[order]), encode(all_s[order]), "train", out_dir, VOCAB_SIZE),
-        "test": one_puzzle_per_example(encode(test_p), encode(test_s), "test", out_dir, VOCAB_SIZE),
+        "train": one_puzzle_per_example(encode(all_p[order]), encode(all_s[order]), "train", out_dir, vocab_size(size)),
+        "test": one_puzzle_per_example(encode(test_p), encode(test_s), "test", out_dir, vocab_size(size)),
     }
