@@ -133,6 +133,8 @@ def train(
     checkpoint_every: int = 0,
     resume: Annotated[Path | None, typer.Option(help="Continue the run saved in this training-state file.")] = None,
     stop_after: Annotated[int | None, typer.Option(help="Stop after this many iterations in all (continue later with --resume).")] = None,
+    ship_stopped: Annotated[bool, typer.Option(
+        help="With --stop-after: ship the weights reached so far (the card says where the schedule stopped).")] = False,
     probe: Annotated[Path | None, typer.Option(help="Another held-out folder (data command, other seed), scored into the card.")] = None,
     name: str | None = None,
 ) -> None:
@@ -197,7 +199,8 @@ def train(
             fail(str(exc))
     if result.iteration < iterations:
         console.print(f"stopped at iteration {result.iteration}/{iterations}; continue with the same command plus --resume {state_file}")
-        return
+        if not ship_stopped:
+            return
     # Weights are fp32 masters either way; only the activation dtype of the shipped config changes.
     config = ship_config
     trained, model = model, build_model(config)
@@ -218,6 +221,7 @@ def train(
         "wall_seconds": round(result.seconds, 1),
         "torch_threads": torch.get_num_threads(),
         "examples_seen": int(result.stats.get("examples", 0)),
+        "iterations_done": result.iteration,
         "test": scores,
         "learning_curve": result.curve,
     }
@@ -254,6 +258,10 @@ def render_card(card: dict[str, Any]) -> str:
     ]
     if "weights" in card:
         lines.append(f"- shipped weights: {card['weights']}")
+    done, planned = card.get("iterations_done"), card["train"].get("iterations")
+    if done is not None and done < planned:
+        lines.append(f"- **stopped at iteration {done} of the {planned} the schedule spans** (learning rate not fully decayed); "
+                     "the training checkpoint continues it with `--resume`")
     if card.get("learning_curve"):
         lines += ["", f"## Learning curve (held-out, first {card['train'].get('eval_limit', 0)} puzzles, EMA weights, shipped dtype)", "",
                   "| iteration | examples drawn | seconds | cell accuracy | puzzle-exact |", "|---|---|---|---|---|"]
