@@ -30,9 +30,11 @@ from tests.service.live_server import live_server
 from tests.service.test_api import INT8, settings_for, start_worker
 from tests.service.waiting import FINISHED
 
-# One ACT step of this candidate is 32 x 33 x 2 block applications (a fraction of a second on the tiny
-# model), and it runs 1024 of them per batch: minutes for one batch, so only a per-step check stops it soon.
-LONG = {"name": "deep", "depth": {"H_cycles": 32, "L_cycles": 32, "halt_max_steps": 1024}}
+# One ACT step of this candidate is 8 x 9 x 2 block applications (tens of milliseconds on the tiny model,
+# about a second on this shared machine under load), and it runs 1024 of them per batch of one puzzle:
+# most of a minute per batch even when idle, so only a per-step check stops it within seconds.
+LONG = {"name": "deep", "depth": {"H_cycles": 8, "L_cycles": 8, "halt_max_steps": 1024}}
+ONE_PER_BATCH = {"batch_size": 1}
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +105,7 @@ def test_the_worker_rechecks_the_budget_and_times_a_job_out(database_url: str, t
     with live_server(create_app(api, start_workers=False)) as client:
         ckpt = client.post("/checkpoints/register", json={"path": str(tiny)}).json()["id"]
         too_big = client.post("/jobs", json={"checkpoint_id": ckpt, "candidates": over}).json()["id"]
-        too_long = client.post("/jobs", json={"checkpoint_id": ckpt, "candidates": [LONG]}).json()["id"]
+        too_long = client.post("/jobs", json={"checkpoint_id": ckpt, "candidates": [LONG], "options": ONE_PER_BATCH}).json()["id"]
         worker = start_worker(api, CARRYGATE_MAX_JOB_GFLOP=str(worker_limit), CARRYGATE_MAX_JOB_SECONDS="3")
         try:
             refused, timed_out = wait(client, too_big), wait(client, too_long)
@@ -120,9 +122,9 @@ def test_a_cancelled_long_job_frees_its_worker_within_seconds(database_url: str,
     settings = settings_for(database_url, tmp_path, heartbeat_seconds=0.5)
     with live_server(create_app(settings)) as client:  # the embedded executor: one worker process
         ckpt = client.post("/checkpoints/register", json={"path": str(tiny)}).json()["id"]
-        long = client.post("/jobs", json={"checkpoint_id": ckpt, "candidates": [LONG]}).json()["id"]
+        long = client.post("/jobs", json={"checkpoint_id": ckpt, "candidates": [LONG], "options": ONE_PER_BATCH}).json()["id"]
         wait(client, long, ("running",))
-        time.sleep(2)  # well inside the first (minutes-long) batch
+        time.sleep(2)  # well inside the first batch
         small = client.post("/jobs", json={"checkpoint_id": ckpt, "candidates": [INT8], "options": {"limit": 4}}).json()["id"]
         assert client.get(f"/jobs/{small}").json()["status"] == "queued"  # the only worker is busy
         cancelled_at = time.monotonic()
@@ -132,7 +134,9 @@ def test_a_cancelled_long_job_frees_its_worker_within_seconds(database_url: str,
         started = wait(client, small, ("running", *FINISHED), timeout=30)
         behind = time.monotonic() - cancelled_at
         assert stopped["status"] == "cancelled" and stopped["puzzles_done"] == 0, stopped
-        assert freed < 10, f"the cancelled job took {freed:.1f} s to stop"
-        assert behind < 15, f"the next job started {behind:.1f} s after the cancel"
+        # One heartbeat (0.5 s) plus one ACT step, where a batch is 1024 steps (most of a minute even on an idle
+        # machine); the slack is for this 2-core machine shared with training runs (typically 2-5 s here).
+        assert freed < 15, f"the cancelled job took {freed:.1f} s to stop"
+        assert behind < 20, f"the next job started {behind:.1f} s after the cancel"
         assert started["status"] in ("running", "succeeded"), started
         assert wait(client, small)["status"] == "succeeded"
