@@ -111,6 +111,7 @@ class Row:
     weights_mb: float | None
     sram_mb: float | None
     gflops_per_puzzle: float | None
+    steps_used: float | None  # mean ACT steps per puzzle under adaptive halting; None under fixed
     problems: list[str]  # "rule: reason" of what the cells cannot show: unmeasured rules, failures outside the columns
 
 
@@ -140,7 +141,7 @@ class Report:
             raise ValueError(f"job {job.get('id')} has no result and verdict (status {job.get('status')})")
         names = {c["name"]: c.get("spec_hash") for c in job.get("candidates", [])}
         verdicts = [CandidateVerdict(candidate=v["candidate"], spec_hash=names.get(v["candidate"]), decision=v["decision"],
-                                     rules=[RuleOutcome.model_validate(r) for r in v["rules"]])
+                                     rules=[_rule(r) for r in v["rules"]])
                     for v in job.get("candidate_verdicts", [])]
         # The job-level verdict row keeps the reasons joined into one (workers/pipeline.py); candidate reasons
         # contain "; " themselves, so the joined text is kept whole rather than split.
@@ -185,11 +186,16 @@ class Report:
             shown = {rule for rule, _ in columns}
             problems = [f"{r.rule}: {r.reason}" for r in verdict.rules
                         if r.passed is None or (r.passed is False and r.rule not in shown)]
-            rows.append(Row(verdict.candidate, verdict.decision, _note(model), cells, *_footprint(model), problems))
+            rows.append(Row(verdict.candidate, verdict.decision, _note(model), cells, *_footprint(model), _steps_used(model), problems))
         return rows
 
     def reference_footprint(self) -> tuple[float | None, float | None, float | None]:
         return _footprint(self.result.reference)
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the models ran under adaptive halting (then the steps each used is shown)."""
+        return getattr(self.result.reference, "adaptive", None) is not None
 
     def counts(self) -> dict[str, int]:
         counts = {"go": 0, "no_go": 0, "inconclusive": 0}
@@ -215,6 +221,11 @@ class Report:
         return " · ".join(p for p in (", ".join(parts), probe, accuracy) if p)
 
 
+def _rule(body: Mapping[str, Any]) -> RuleOutcome:
+    """A stored rule as the gate's outcome; fields the renderer does not show (added by newer gates) are left out."""
+    return RuleOutcome.model_validate({k: body[k] for k in RuleOutcome.model_fields if k in body})
+
+
 def _note(model: ModelResult | None) -> str:
     if model is None:
         return "no result"
@@ -230,6 +241,11 @@ def _footprint(model: ModelResult | None) -> tuple[float | None, float | None, f
     fp = model.footprint
     deployed = model.artifact.bytes if model.artifact is not None else fp.total_bytes
     return deployed / MB, fp.sram_streaming_bytes / MB, _finite(fp.gflops_per_puzzle)
+
+
+def _steps_used(model: ModelResult | None) -> float | None:
+    adaptive = getattr(model, "adaptive", None)  # getattr: results stored before adaptive halting existed
+    return None if adaptive is None else adaptive.steps_used.mean
 
 
 def _fits(sram_mb: float | None) -> str:
@@ -261,19 +277,25 @@ def render_markdown(report: Report) -> str:
     if not where:
         where.append("run locally (`gate --local`), no dashboard")
     lines += [" · ".join([report.summary_line(), *where]), ""]
-    headers = ["candidate", "decision", *report.headers(), "weights MB", "SRAM MB (8 / 4 MB)"]
+    steps = ["steps used"] if report.adaptive else []
+    headers = ["candidate", "decision", *report.headers(), *steps, "weights MB", "SRAM MB (8 / 4 MB)"]
     lines.append("| " + " | ".join(_md_escape(h) for h in headers) + " |")
     lines.append("|" + "|".join([":--", ":--", *(["--:"] * (len(headers) - 2))]) + "|")
     ref_weights, ref_sram, _ = report.reference_footprint()
     blanks = [""] * len(report.columns())
-    lines.append("| " + " | ".join(["*reference*", "", *blanks, _mb(ref_weights), _fits(ref_sram)]) + " |")
+    ref_steps = [_steps(_steps_used(report.result.reference))] if report.adaptive else []
+    lines.append("| " + " | ".join(["*reference*", "", *blanks, *ref_steps, _mb(ref_weights), _fits(ref_sram)]) + " |")
     for row in report.rows():
         decision = f"{DECISION_ICONS[row.decision]} {DECISION_WORDS[row.decision]}" + (f" ({row.note})" if row.note else "")
         cells = [_md_escape(row.candidate), decision,
-                 *(_md_cell(c) for c in row.cells), _mb(row.weights_mb), _fits(row.sram_mb)]
+                 *(_md_cell(c) for c in row.cells), *([_steps(row.steps_used)] if report.adaptive else []),
+                 _mb(row.weights_mb), _fits(row.sram_mb)]
         lines.append("| " + " | ".join(cells) + " |")
+    adaptive = getattr(report.result.reference, "adaptive", None)
+    halting = (f" Steps used: mean ACT steps per puzzle, each stopping at its own first halting step "
+               f"({adaptive.rule}).") if adaptive is not None else ""
     lines += ["", "Failing values are **bold ✗**, `?` could not be measured. SRAM is the streaming peak "
-              "(weights + one carry + activations) against 8 MB and 4 MB of on-chip memory."]
+              "(weights + one carry + activations) against 8 MB and 4 MB of on-chip memory." + halting]
     problems = [row for row in report.rows() if row.problems]
     if problems:
         lines += ["", "<details><summary>Not shown in the table</summary>", ""]
@@ -285,6 +307,10 @@ def render_markdown(report: Report) -> str:
 
 def _mb(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
+
+
+def _steps(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
 
 
 def render_failure_markdown(subject: str, message: str, *, job_id: str | None = None, dashboard_url: str | None = None) -> str:
@@ -307,7 +333,7 @@ def _plotly_js() -> str:
 def report_figures(report: Report) -> dict[str, Markup]:
     """The dashboard's job-page plots of this result, as script-safe figure JSON (app/dashboard/data.py traces)."""
     from app.dashboard import data
-    from app.dashboard.routes import figure_json
+    from app.dashboard.routes import STEPS_USED_LAYOUT, figure_json
 
     body = report.result.model_dump(mode="json")
     legend = {"orientation": "h", "y": -0.25}
@@ -319,6 +345,9 @@ def report_figures(report: Report) -> dict[str, Markup]:
         figures["histogram"] = figure_json(histogram, {
             "barmode": "overlay", "xaxis": {"title": {"text": "per-puzzle fidelity"}}, "yaxis": {"title": {"text": "puzzles"}},
             "margin": {"t": 30, "r": 10}, "legend": legend})
+    steps_used = data.steps_used_traces(body)
+    if steps_used:
+        figures["steps_used"] = figure_json(steps_used, STEPS_USED_LAYOUT)
     footprint = data.footprint_traces(body)
     if footprint:
         figures["footprint"] = figure_json(footprint, {
