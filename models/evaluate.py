@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from models.compress import CompressionSpec, apply
+from models.drop_model import DropCalibration, default_calibration, predict_drops
 from models.footprint import artifact_size, footprint
 from models.reasoner import RecursiveReasoner
 from models.results import EvaluationResult
@@ -60,12 +61,21 @@ def candidate_name(spec: CompressionSpec, taken: set[str]) -> str:
     return name
 
 
+def noise_floor(reference: RecursiveReasoner) -> Candidate:
+    """The reference under a harmless perturbation: bf16 for a float32 reference, float32 for a
+    half-precision one. Its per-puzzle fidelity spread is the job's floor for `fidelity_tail`."""
+    precision = "fp32" if reference.dtype in (torch.bfloat16, torch.float16) else "bf16"
+    spec = CompressionSpec(name=f"noise-floor-{precision}", precision=precision)
+    return Candidate(spec.display_name, apply(spec, reference), spec, role="noise_floor")
+
+
 def build_candidates(reference: RecursiveReasoner, specs: list[CompressionSpec], probe: Probe, batch_size: int = 64,
-                     artifact_dir: Path | None = None) -> list[Candidate]:
+                     artifact_dir: Path | None = None, *, with_noise_floor: bool = True) -> list[Candidate]:
     """Apply every spec; raises ValueError prefixed with the candidate's index and name.
 
     An `onnxruntime` spec becomes an `OrtReasoner` over the exported (and ORT-quantised) file, written
-    to `artifact_dir` (a fresh temporary folder if None); its `artifact` and `torch_model` ride along."""
+    to `artifact_dir` (a fresh temporary folder if None); its `artifact` and `torch_model` ride along.
+    The noise floor (`noise_floor`) comes last, so candidate i is still `specs[i]`."""
     taken: set[str] = set()
     candidates = []
     for i, spec in enumerate(specs):
@@ -86,6 +96,8 @@ def build_candidates(reference: RecursiveReasoner, specs: list[CompressionSpec],
         except ValueError as err:
             raise ValueError(f"candidates[{i}] ({name}): {err}") from err
         candidates.append(Candidate(name, model, spec))
+    if with_noise_floor and specs:
+        candidates.append(noise_floor(reference))
     return candidates
 
 
@@ -101,20 +113,26 @@ def evaluate(
     compile_steps: bool = False,
     artifact_dir: Path | None = None,
     profile_threads: int = 1,
+    calibration: DropCalibration | None = None,
 ) -> EvaluationResult:
     """Evaluate `specs` against `reference` on `probe`. Fidelity needs no labels; accuracy does.
-    `onnxruntime` candidates write their file to `artifact_dir` and are profiled with ORT on this CPU."""
+    `onnxruntime` candidates write their file to `artifact_dir` and are profiled with ORT on this CPU.
+    `calibration` predicts each candidate's puzzle-exact drop (default: the one shipped with carrygate)."""
     candidates = build_candidates(reference, specs, probe, batch_size, artifact_dir)
     result = run_lockstep(reference, candidates, probe.batches(batch_size), on_batch=on_progress, should_stop=should_stop,
                           compile_steps=compile_steps)
-    measure(result, reference, candidates, probe, with_footprint=with_footprint, profile_threads=profile_threads)
+    measure(result, reference, candidates, probe, with_footprint=with_footprint, profile_threads=profile_threads,
+            calibration=calibration)
     return result
 
 
 def measure(result: EvaluationResult, reference: RecursiveReasoner, candidates: list[Candidate], probe: Probe, *,
-            with_footprint: bool = True, profile_threads: int = 1) -> None:
+            with_footprint: bool = True, profile_threads: int = 1, calibration: DropCalibration | None = None) -> None:
     """Attach what is measured on the models rather than along the trajectories: ORT artifacts and
-    profiles, footprints (in place; shared by a single run and the reduction of a sharded one)."""
+    profiles, footprints, predicted puzzle-exact drops (in place; shared by a single run and the
+    reduction of a sharded one)."""
+    predict_drops(result, calibration or default_calibration())
+    candidates = [c for c in candidates if c.role == "candidate"]
     for candidate, model_result in zip(candidates, result.candidates, strict=True):
         artifact = getattr(candidate.model, "artifact", None)
         if artifact is None:

@@ -55,3 +55,11 @@ def token_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.
 def fidelity(candidate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Per-puzzle fidelity: mean over token positions of the token cosine. (B, T, D) -> (B,)."""
     return token_cosine(candidate, reference).mean(-1)
+
+
+def logit_kl(reference_logits: torch.Tensor, candidate_logits: torch.Tensor) -> torch.Tensor:
+    """Per-puzzle mean over cells of KL(softmax(reference) || softmax(candidate)), in float64, as
+    llama.cpp's perplexity tool reports it for LMs. (B, S, V) x (B, S, V) -> (B,)."""
+    ref = torch.log_softmax(reference_logits.double(), dim=-1)
+    cand = torch.log_softmax(candidate_logits.double(), dim=-1)
+    return (ref.exp() * (ref - cand)).sum(-1).clamp_min(0.0).mean(-1)

@@ -8,7 +8,10 @@ Conventions (DESIGN.md "Definitions"):
 - `step_fidelity[t]` compares step t with the reference's step t (for t below both step counts);
 - `consecutive_similarity` compares z_H of steps t and t-1 of the same model (t >= 1);
 - agreement metrics compare argmax answers over all seq_len positions, labels not needed;
-- `cell_accuracy` / `puzzle_exact` follow the official losses.py and are null without labels.
+- `cell_accuracy` / `puzzle_exact` follow the official losses.py and are null without labels;
+- the label-free signals beyond fidelity (`settled_agreement`, `logit_kl_*`, `fidelity_tail`,
+  `trajectory_area`, `late_drift_excess`) are defined in `models/signals.py`, and
+  `predicted_puzzle_exact_drop` in `models/drop_model.py`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class Summary(_Result):
     p05: float | None = Field(None, description="5th percentile over puzzles")
     min: float | None = None
     ci95: tuple[float, float] | None = Field(None, description="bootstrap 95% interval of the mean")
+    p05_ci95: tuple[float, float] | None = Field(None, description="bootstrap 95% interval of the 5th percentile")
 
 
 class Curve(_Result):
@@ -126,6 +130,16 @@ class DeviceProfile(_Result):
     step_max_abs_diff: list[float | None] = Field(default_factory=list, description="max |on-device z_H - reference|, per step")
 
 
+class DropPrediction(_Result):
+    """Predicted puzzle-exact drop (reference minus candidate; positive = a loss), label-free at
+    prediction time, from a calibration fitted on labelled history (`models/drop_model.py`)."""
+
+    mean: float
+    lo: float = Field(description="lower end of the 90% interval")
+    hi: float = Field(description="upper end of the 90% interval")
+    calibration: str = Field(description="version of the calibration that made it")
+
+
 class ModelResult(_Result):
     name: str
     spec: dict[str, Any] | None = None
@@ -139,6 +153,14 @@ class ModelResult(_Result):
     answer_agreement: float | None = None
     cell_agreement: float | None = None
     halting_agreement: float | None = None
+    settled_agreement: float | None = Field(None, description="answer agreement over the puzzles the reference has settled")
+    settled_puzzles: int | None = Field(None, description="reference only: how many puzzles it has settled")
+    logit_kl_mean: float | None = Field(None, description="mean over puzzles of the per-cell KL(reference || candidate), final step")
+    logit_kl_p95: float | None = Field(None, description="95th percentile over puzzles of the per-puzzle mean cell KL")
+    fidelity_tail: float | None = Field(None, description="share of puzzles whose fidelity is below the job's noise-floor tau")
+    trajectory_area: float | None = Field(None, description="mean over steps and puzzles of 1 - step fidelity")
+    late_drift_excess: float | None = Field(None, description="final-step z_H change of the candidate minus the reference's")
+    predicted_puzzle_exact_drop: DropPrediction | None = None
     error_growth: float | None = Field(None, description="geometric-mean ratio of (1 - step fidelity) between consecutive steps")
     cell_accuracy: float | None = None
     puzzle_exact: float | None = None
@@ -147,7 +169,8 @@ class ModelResult(_Result):
     non_finite: NonFinite | None = None
     footprint: Footprint | None = None
     notes: list[str] = Field(default_factory=list)
-    per_puzzle: dict[str, list[float]] = Field(default_factory=dict, description="fidelity, fidelity_z_L, exact (1/0)")
+    per_puzzle: dict[str, list[float]] = Field(default_factory=dict, description="per-puzzle values, in probe order "
+                                               "(`models/signals.py` PER_PUZZLE names them)")
     artifact: OnnxArtifact | None = Field(None, description="onnxruntime candidates: the measured file")
     profile: LocalProfile | None = Field(None, description="onnxruntime candidates: ORT profile on this CPU")
     device_profiles: list[DeviceProfile] = Field(default_factory=list, description="Qualcomm AI Hub, when requested")
@@ -160,3 +183,6 @@ class EvaluationResult(_Result):
     reference: ModelResult
     candidates: list[ModelResult]
     seconds: float
+    noise_floor: ModelResult | None = Field(None, description="the reference under a harmless perturbation (bf16, or fp32 for "
+                                            "a half-precision reference): its fidelity spread sets fidelity_tail_tau")
+    fidelity_tail_tau: float | None = Field(None, description="1st percentile of the noise floor's per-puzzle fidelity")

@@ -22,13 +22,14 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from models import signals
 from models.compress.spec import CompressionSpec
-from models.metrics import per_puzzle_accuracy, token_cosine
+from models.metrics import logit_kl, per_puzzle_accuracy, token_cosine
 from models.reasoner import Carry, RecursiveReasoner, StepOutput
 from models.results import Curve, EvaluationResult, ModelResult, NonFinite, Summary
 
@@ -37,9 +38,13 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # inputs, puzzle
 
 @dataclass
 class Candidate:
+    """A model to run beside the reference. The `noise_floor` role is the reference under a harmless
+    perturbation: it runs like a candidate, is reported apart, and sets `fidelity_tail`'s tau."""
+
     name: str
     model: RecursiveReasoner
     spec: CompressionSpec | None = None
+    role: Literal["candidate", "noise_floor"] = "candidate"
 
 
 @dataclass
@@ -65,10 +70,18 @@ class _Accumulator:
     halt_equal: int = 0
     exact: list[np.ndarray] = field(default_factory=list)
     accuracy: list[np.ndarray] = field(default_factory=list)
+    # per puzzle, for the signals of models/signals.py
+    cell_agreement: list[np.ndarray] = field(default_factory=list)
+    logit_kl: list[np.ndarray] = field(default_factory=list)
+    q_halt: list[np.ndarray] = field(default_factory=list)
+    consecutive_final: list[np.ndarray] = field(default_factory=list)
+    consecutive_mean: list[np.ndarray] = field(default_factory=list)
+    trajectory_area: list[np.ndarray] = field(default_factory=list)
     non_finite: NonFinite | None = None
 
     _ROWS = ("step_fid_H", "step_fid_L", "step_count", "consec", "consec_count")
-    _PER_PUZZLE = ("fid_H", "fid_L", "answer_equal", "exact", "accuracy")
+    _PER_PUZZLE = ("fid_H", "fid_L", "answer_equal", "exact", "accuracy", "cell_agreement", "logit_kl", "q_halt",
+                   "consecutive_final", "consecutive_mean", "trajectory_area")
 
     def new_row(self) -> None:
         """Open this batch's row of per-step sums (a model skipped after a non-finite step gets none)."""
@@ -104,8 +117,8 @@ class _Accumulator:
                   non_finite=NonFinite.model_validate(body["non_finite"]) if body["non_finite"] else None)
         for name in cls._ROWS:
             setattr(acc, name, [np.asarray(row, dtype=np.float64) for row in body[name]])
-        for name in cls._PER_PUZZLE:
-            setattr(acc, name, [np.asarray(c["values"], dtype=c["dtype"]) for c in body[name]])
+        for name in cls._PER_PUZZLE:  # .get: partials stored before a per-puzzle value existed
+            setattr(acc, name, [np.asarray(c["values"], dtype=c["dtype"]) for c in body.get(name, [])])
         return acc
 
 
@@ -159,11 +172,13 @@ def _summary(values: np.ndarray, rng: np.random.Generator, resamples: int = 1000
         return Summary(mean=None)
     idx = rng.integers(0, values.size, size=(resamples, values.size))
     means = values[idx].mean(axis=1)
+    p05s = np.percentile(values[idx], 5, axis=1)
     return Summary(
         mean=float(values.mean()),
         p05=float(np.percentile(values, 5)),
         min=float(values.min()),
         ci95=(float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))),
+        p05_ci95=(float(np.percentile(p05s, 2.5)), float(np.percentile(p05s, 97.5))),
     )
 
 
@@ -237,6 +252,11 @@ def run_partial(
         carries: dict[int, Carry] = {i: candidates[i].model.initial_carry(B) for i in live}
         prev_H: dict[int, torch.Tensor] = {}
         last: dict[int, StepOutput] = {}
+        # per-puzzle running values of this batch: consecutive cosines (their sum and the last one)
+        # and the area under 1 - step fidelity; key -1 is the reference
+        consec_sum: dict[int, torch.Tensor] = {}
+        consec_last: dict[int, torch.Tensor] = {}
+        area: dict[int, torch.Tensor] = {i: torch.zeros(B, dtype=torch.float64) for i in live}
         ref_x, ref_carry = reference.input_embeddings(inputs, ids), reference.initial_carry(B)
         ref_prev: torch.Tensor | None = None
         ref_out: StepOutput | None = None
@@ -249,8 +269,10 @@ def run_partial(
                 ref_out = step_of[id(reference)](ref_carry, ref_x, t)
                 ref_carry = ref_out.carry
                 if ref_prev is not None:
-                    ref_acc.consec[-1][t] = float(token_cosine(ref_carry.z_H, ref_prev).mean(-1).sum())
+                    per_puzzle = token_cosine(ref_carry.z_H, ref_prev).mean(-1)
+                    ref_acc.consec[-1][t] = float(per_puzzle.sum())
                     ref_acc.consec_count[-1][t] = B
+                    consec_sum[-1], consec_last[-1] = consec_sum.get(-1, 0) + per_puzzle, per_puzzle
                 ref_prev = ref_carry.z_H
             for i in list(live):
                 acc = accs[i]
@@ -265,12 +287,16 @@ def run_partial(
                 carries[i], last[i] = out.carry, out
                 if t < n_ref:
                     assert ref_out is not None
-                    acc.step_fid_H[-1][t] = float(token_cosine(out.carry.z_H, ref_carry.z_H).mean(-1).sum())
+                    step_fid = token_cosine(out.carry.z_H, ref_carry.z_H).mean(-1)
+                    acc.step_fid_H[-1][t] = float(step_fid.sum())
                     acc.step_fid_L[-1][t] = float(token_cosine(out.carry.z_L, ref_carry.z_L).mean(-1).sum())
                     acc.step_count[-1][t] = B
+                    area[i] += 1.0 - step_fid
                 if i in prev_H:
-                    acc.consec[-1][t] = float(token_cosine(out.carry.z_H, prev_H[i]).mean(-1).sum())
+                    per_puzzle = token_cosine(out.carry.z_H, prev_H[i]).mean(-1)
+                    acc.consec[-1][t] = float(per_puzzle.sum())
                     acc.consec_count[-1][t] = B
+                    consec_sum[i], consec_last[i] = consec_sum.get(i, 0) + per_puzzle, per_puzzle
                 prev_H[i] = out.carry.z_H
         if stopped:
             # Interrupted inside a batch: its rows are incomplete, so the batch is dropped whole.
@@ -285,6 +311,7 @@ def run_partial(
             accuracy, exact, valid = per_puzzle_accuracy(ref_preds, labels)
             ref_acc.accuracy.append(accuracy[valid].numpy())
             ref_acc.exact.append(exact[valid].float().numpy())
+        _record_trajectory_shape(ref_acc, ref_out, consec_sum.get(-1), consec_last.get(-1), n_ref, B)
         for i in live:
             acc, out = accs[i], last[i]
             acc.fid_H.append(token_cosine(out.carry.z_H, ref_carry.z_H).mean(-1).numpy())
@@ -292,6 +319,10 @@ def run_partial(
             preds = out.logits.argmax(-1)
             same = preds == ref_preds
             acc.answer_equal.append(same.all(-1).float().numpy())
+            acc.cell_agreement.append(same.double().mean(-1).numpy())
+            acc.logit_kl.append(logit_kl(ref_out.logits, out.logits).numpy())
+            acc.trajectory_area.append((area[i] / max(1, min(acc.steps, n_ref))).numpy())
+            _record_trajectory_shape(acc, out, consec_sum.get(i), consec_last.get(i), acc.steps, B)
             acc.cell_equal += int(same.sum())
             acc.cells += same.numel()
             acc.halt_equal += int(((out.q_halt_logits > 0) == ref_halt).sum())
@@ -306,17 +337,36 @@ def run_partial(
     return partial
 
 
+def _record_trajectory_shape(acc: _Accumulator, out: StepOutput, consec_sum: torch.Tensor | None,
+                             consec_last: torch.Tensor | None, steps: int, B: int) -> None:
+    """Per-puzzle final q_halt and consecutive similarity (mean over steps, and the last one); a
+    single-step model has no consecutive pair, so both are 1 (no change)."""
+    acc.q_halt.append(out.q_halt_logits.double().numpy())
+    ones = torch.ones(B, dtype=torch.float64)
+    acc.consecutive_mean.append((consec_sum / max(1, steps - 1) if consec_sum is not None else ones).numpy())
+    acc.consecutive_final.append((consec_last if consec_last is not None else ones).numpy())
+
+
 def finish(partial: Partial, candidates: list[Candidate], *, seed: int = 0) -> EvaluationResult:
     """The final reduction of a (merged) partial: curves, means, bootstrap intervals (one RNG, in model order)."""
     if len(candidates) != len(partial.candidates):
         raise ValueError(f"finish: {len(candidates)} candidates for a partial of {len(partial.candidates)}")
     has_labels = partial.labels
     rng = np.random.default_rng(seed)
-    reference_result = _model_result("reference", None, partial.reference, None, has_labels, rng)
-    results = [_model_result(c.name, c.spec, a, reference_result, has_labels, rng)
-               for c, a in zip(candidates, partial.candidates, strict=True)]
+    ref_arrays = _arrays(partial.reference, signals.REFERENCE_PER_PUZZLE)
+    reference_result = _model_result("reference", None, partial.reference, None, has_labels, rng, ref_arrays, None)
+    reference_result.settled_puzzles = int(signals.settled(ref_arrays).sum()) if ref_arrays["q_halt"].size else None
+    pairs = list(zip(candidates, partial.candidates, strict=True))
+    floor = next(((c, a) for c, a in pairs if c.role == "noise_floor"), None)
+    floor_result, tau = None, None
+    if floor is not None:
+        floor_result = _model_result(floor[0].name, floor[0].spec, floor[1], reference_result, has_labels, rng, ref_arrays, None)
+        fid = np.asarray(floor_result.per_puzzle.get("fidelity", []))
+        tau = signals.tail_tau(fid) if fid.size else None
+    results = [_model_result(c.name, c.spec, a, reference_result, has_labels, rng, ref_arrays, tau)
+               for c, a in pairs if c.role == "candidate"]
     return EvaluationResult(puzzles=partial.puzzles, labels=has_labels and partial.puzzles > 0, reference=reference_result,
-                            candidates=results, seconds=partial.seconds)
+                            candidates=results, seconds=partial.seconds, noise_floor=floor_result, fidelity_tail_tau=tau)
 
 
 def _mean(chunks: list[np.ndarray]) -> float | None:
@@ -324,8 +374,18 @@ def _mean(chunks: list[np.ndarray]) -> float | None:
     return float(values.mean()) if values.size else None
 
 
+# engine accumulator name -> per-puzzle name in results and signals
+_PER_PUZZLE_NAMES = {"fid_H": "fidelity", "fid_L": "fidelity_z_L"}
+
+
+def _arrays(acc: _Accumulator, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    by_name = {_PER_PUZZLE_NAMES.get(k, k): k for k in acc._PER_PUZZLE}
+    return {n: np.concatenate(getattr(acc, by_name[n])) if getattr(acc, by_name[n]) else np.zeros(0) for n in names}
+
+
 def _model_result(
-    name: str, spec: CompressionSpec | None, acc: _Accumulator, reference: ModelResult | None, has_labels: bool, rng: np.random.Generator
+    name: str, spec: CompressionSpec | None, acc: _Accumulator, reference: ModelResult | None, has_labels: bool, rng: np.random.Generator,
+    ref_arrays: dict[str, np.ndarray], tau: float | None,
 ) -> ModelResult:
     consec = _ratio_curve(acc.consec, acc.consec_count, acc.steps)
     valid_consec = [c for c in consec if c is not None]
@@ -340,6 +400,7 @@ def _model_result(
     if has_labels and acc.non_finite is None:
         result.cell_accuracy, result.puzzle_exact = _mean(acc.accuracy), _mean(acc.exact)
     if reference is None:
+        result.per_puzzle = {k: v.tolist() for k, v in ref_arrays.items()}
         if result.puzzle_exact is not None:
             result.per_puzzle["exact"] = np.concatenate(acc.exact).tolist()
         return result
@@ -358,7 +419,13 @@ def _model_result(
         result.delta_cell_accuracy = result.cell_accuracy - reference.cell_accuracy
     if result.puzzle_exact is not None and reference.puzzle_exact is not None:
         result.delta_puzzle_exact = result.puzzle_exact - reference.puzzle_exact
-    result.per_puzzle = {"fidelity": fid_H.tolist(), "fidelity_z_L": fid_L.tolist()}
+    arrays = _arrays(acc, signals.PER_PUZZLE)
+    values = signals.signal_values(arrays, ref_arrays, tau)
+    result.settled_agreement, result.logit_kl_mean, result.logit_kl_p95 = (values["settled_agreement"], values["logit_kl_mean"],
+                                                                           values["logit_kl_p95"])
+    result.fidelity_tail, result.trajectory_area = values["fidelity_tail"], values["trajectory_area"]
+    result.late_drift_excess = values["late_drift_excess"]
+    result.per_puzzle = {k: v.tolist() for k, v in arrays.items()}
     if result.puzzle_exact is not None:
         result.per_puzzle["exact"] = np.concatenate(acc.exact).tolist()
     return result

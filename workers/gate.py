@@ -10,9 +10,17 @@ Rules (named after the policy field that sets them; `observed` / `threshold` are
                            `no_go` at once and no other rule is listed: its measurements mean nothing.
 - `reference_finite`       listed only when the *reference* went non-finite: nothing can be compared
                            against it, so the candidate is `inconclusive` (unless itself non-finite).
-- `min_fidelity_mean`      fidelity (z_H, last step) mean over puzzles >= threshold;
-- `min_fidelity_p05`       its 5th percentile over puzzles >= threshold;
+- `min_fidelity_mean`      fidelity (z_H, last step) mean over puzzles >= threshold, judged on its
+                           bootstrap 95% interval (below);
+- `min_fidelity_p05`       its 5th percentile over puzzles >= threshold, judged on the percentile's
+                           bootstrap 95% interval;
 - `min_answer_agreement`   share of puzzles whose argmax answer equals the reference's >= threshold;
+- `min_settled_agreement`  answer agreement over the puzzles the reference has settled >= threshold
+                           (`models/signals.py`);
+- `max_predicted_exact_drop` the predicted puzzle-exact drop's 90% interval (`models/drop_model.py`)
+                           against the threshold: its upper end <= threshold passes, its lower end
+                           above fails, an interval that straddles it is not evaluated (so the
+                           candidate is at best `inconclusive`, never `go`);
 - `max_puzzle_exact_drop`  reference puzzle_exact - candidate puzzle_exact <= threshold;
 - `max_cell_accuracy_drop` reference cell_accuracy - candidate cell_accuracy <= threshold;
 - `sram_budget_bytes`      footprint.sram_streaming_bytes <= threshold;
@@ -24,6 +32,11 @@ Rules (named after the policy field that sets them; `observed` / `threshold` are
                            compiled, run and compared there, not evaluated (inconclusive) otherwise;
 - `require_labels`         listed only when the policy requires labels, none of the label rules is
                            set and labels were not evaluated.
+
+Interval rules (the two fidelity rules and the predicted drop) record the point as `observed` and
+the interval as `interval`: passed when the whole interval is on the good side of the threshold,
+failed when the whole interval is on the bad side, not evaluated when it straddles the threshold.
+A result without an interval (stored before intervals existed) is judged on the point.
 
 Outcomes:
 - a measurement that is missing (None) or not a finite number gives `passed=None` (not evaluated);
@@ -65,6 +78,10 @@ class GatePolicy(BaseModel):
     # under any perturbation (lossless INT8 scores 0.90 on sudoku-mlp and < 0.5 on the undertrained zoo
     # models); set it per model where the reference is accurate.
     min_answer_agreement: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    min_settled_agreement: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False,
+                                                description="answer agreement over the reference's settled puzzles")
+    max_predicted_exact_drop: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False,
+                                                   description="upper end of the predicted puzzle-exact drop's 90% interval")
     max_puzzle_exact_drop: float | None = Field(0.02, ge=0.0, le=1.0, allow_inf_nan=False,
                                                 description="reference minus candidate puzzle_exact; needs labels")
     max_cell_accuracy_drop: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False,
@@ -99,6 +116,7 @@ class RuleOutcome(BaseModel):
     threshold: float | None
     passed: bool | None = Field(description="None: the rule could not be evaluated")
     reason: str
+    interval: tuple[float, float] | None = Field(None, description="interval rules: the interval that was judged")
 
 
 class CandidateVerdict(BaseModel):
@@ -137,6 +155,21 @@ def _compare(rule: str, what: str, observed: object, threshold: float, *, at_lea
     passed = value >= threshold if at_least else value <= threshold
     op = (">=" if passed else "<") if at_least else ("<=" if passed else ">")
     return RuleOutcome(rule=rule, observed=value, threshold=threshold, passed=passed, reason=f"{what} {_fmt(value)} {op} {_fmt(threshold)}")
+
+
+def _compare_interval(rule: str, what: str, observed: object, interval: tuple[float, float] | None, threshold: float, *,
+                      at_least: bool) -> RuleOutcome:
+    """Judge an interval against a threshold (see the module docstring); the point when there is none."""
+    lo, hi = (_number(interval[0]), _number(interval[1])) if interval is not None else (None, None)
+    if lo is None or hi is None or _number(observed) is None:
+        return _compare(rule, what, observed, threshold, at_least=at_least)
+    value = float(observed)  # type: ignore[arg-type]
+    good, bad = (lo >= threshold, hi < threshold) if at_least else (hi <= threshold, lo > threshold)
+    passed = True if good else False if bad else None
+    side = ">=" if at_least else "<="
+    verdict = "holds" if good else "fails" if bad else "straddles the threshold"
+    return RuleOutcome(rule=rule, observed=value, threshold=threshold, passed=passed, interval=(lo, hi),
+                       reason=f"{what} {_fmt(value)} [{_fmt(lo)}, {_fmt(hi)}] {side} {_fmt(threshold)}: {verdict}")
 
 
 def _fmt(value: float) -> str:
@@ -213,14 +246,22 @@ def judge_candidate(result: ModelResult, reference: ModelResult, labels: bool, p
 
     fidelity, footprint = result.fidelity, result.footprint
     if policy.min_fidelity_mean is not None:
-        rules.append(_compare("min_fidelity_mean", "fidelity mean", fidelity.mean if fidelity else None,
-                              policy.min_fidelity_mean, at_least=True))
+        rules.append(_compare_interval("min_fidelity_mean", "fidelity mean", fidelity.mean if fidelity else None,
+                                       fidelity.ci95 if fidelity else None, policy.min_fidelity_mean, at_least=True))
     if policy.min_fidelity_p05 is not None:
-        rules.append(_compare("min_fidelity_p05", "fidelity p05", fidelity.p05 if fidelity else None,
-                              policy.min_fidelity_p05, at_least=True))
+        rules.append(_compare_interval("min_fidelity_p05", "fidelity p05", fidelity.p05 if fidelity else None,
+                                       fidelity.p05_ci95 if fidelity else None, policy.min_fidelity_p05, at_least=True))
     if policy.min_answer_agreement is not None:
         rules.append(_compare("min_answer_agreement", "answer agreement", result.answer_agreement,
                               policy.min_answer_agreement, at_least=True))
+    if policy.min_settled_agreement is not None:
+        rules.append(_compare("min_settled_agreement", "settled agreement", result.settled_agreement,
+                              policy.min_settled_agreement, at_least=True))
+    if policy.max_predicted_exact_drop is not None:
+        predicted = result.predicted_puzzle_exact_drop
+        rules.append(_compare_interval("max_predicted_exact_drop", "predicted puzzle_exact drop", predicted.mean if predicted else None,
+                                       (predicted.lo, predicted.hi) if predicted else None, policy.max_predicted_exact_drop,
+                                       at_least=False))
     rules.extend(_label_rules(result, reference, labels, policy))
     if policy.sram_budget_bytes is not None:
         rules.append(_compare("sram_budget_bytes", "SRAM streaming bytes", footprint.sram_streaming_bytes if footprint else None,

@@ -294,3 +294,34 @@ def describe(spec: CompressionSpec) -> str:
     if spec.onnxruntime:
         parts.append(f"ort-{spec.onnxruntime.quantization}")
     return "+".join(parts) or "reference"
+
+
+Family = Literal["depth", "prune", "noise", "carry", "activations", "scope", "weights", "precision", "puzzle_embedding",
+                 "onnxruntime", "checkpoint", "reference"]
+
+
+def family(spec: CompressionSpec) -> Family:
+    """The method family a candidate belongs to, for leave-one-family-out validation: its most
+    structural part wins (depth over prune over noise, ...); weights applied to a subset of the
+    modules (`include` other than `*`) are the `scope` family."""
+    if spec.depth:
+        return "depth"
+    if spec.prune:
+        return "prune"
+    if spec.noise:
+        return "noise"
+    if spec.carry:
+        return "carry"
+    if spec.activations:
+        return "activations"
+    if spec.weights:
+        return "scope" if spec.include != ["*"] else "weights"
+    if spec.onnxruntime:
+        return "onnxruntime"
+    if spec.puzzle_embedding:
+        return "puzzle_embedding"
+    if spec.checkpoint:
+        return "checkpoint"
+    if spec.precision and spec.precision != "fp32":
+        return "precision"
+    return "reference"
