@@ -404,6 +404,7 @@ def export_command(
 from app.cli_demo import demo_command  # noqa: E402  (commands live beside)
 from app.cli_evaluate import evaluate_command, sweep_command  # noqa: E402
 from app.cli_service import gate_command, migrate_command, serve_command, worker_command  # noqa: E402
+from app.cli_validate import calibrate_command, validate_command  # noqa: E402
 
 app.command("evaluate")(evaluate_command)
 app.command("sweep")(sweep_command)
@@ -412,6 +413,8 @@ app.command("serve")(serve_command)
 app.command("worker")(worker_command)
 app.command("migrate")(migrate_command)
 app.command("gate")(gate_command)
+app.command("validate")(validate_command)
+app.command("calibrate")(calibrate_command)
 
 from app.cli_keys import keys_app  # noqa: E402
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -61,7 +61,8 @@ def run_evaluation(
     seed: int,
     compile_steps: bool = False,
     artifacts: Path | None = None,
-) -> None:
+    halting: Any = None,  # models.halting.Halting; None = fixed
+) -> Any:  # the EvaluationResult
     from models.checkpoint import CheckpointError, load_checkpoint
     from models.evaluate import Probe, evaluate
     from models.tasks.dataset import read_split
@@ -90,16 +91,18 @@ def run_evaluation(
             if artifacts is None and any(s.onnxruntime is not None for s in specs):
                 artifacts = (json_out.parent if json_out is not None else Path(tempfile.mkdtemp(prefix="carrygate-"))) / "artifacts"
             result = evaluate(ckpt.model, specs, probe, batch_size=batch_size, on_progress=lambda k: progress.advance(task, k),
-                              compile_steps=compile_steps, artifact_dir=artifacts)
+                              compile_steps=compile_steps, artifact_dir=artifacts, halting=halting)
         except ValueError as err:
             _fail(str(err))
             return
     print_table(result)
+    print_halting_table(result)
     print_runtime_table(result, artifacts)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(result.model_dump_json(indent=1))
         console.print(f"wrote {json_out}")
+    return result
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -138,6 +141,27 @@ def print_table(result) -> None:  # result: EvaluationResult
     stdout_console().print(table)
 
 
+def print_halting_table(result) -> None:  # result: EvaluationResult
+    """Under adaptive halting: every model stopped per puzzle at its own first halting step."""
+    ref = result.reference.adaptive
+    if ref is None:
+        return
+    table = Table(title=f"adaptive halting ({ref.rule}, at most {ref.max_steps} steps)")
+    for column in ("model", "steps used", "p95", "halted early", "same step", "earlier", "later", "answer agr.", "puzzle exact",
+                   "Δ exact", "GFLOP/puzzle"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for m in [result.reference, *result.candidates]:
+        a, is_ref = m.adaptive, m is result.reference
+        if a is None:
+            table.add_row(m.name, *["—"] * 10)
+            continue
+        table.add_row(m.name, _fmt(a.steps_used.mean, 2), _fmt(a.steps_used.p95, 0), _fmt(a.halted_early, 2),
+                      "" if is_ref else _fmt(a.halting_step_agreement, 3), "" if is_ref else _fmt(a.halts_earlier, 2),
+                      "" if is_ref else _fmt(a.halts_later, 2), "" if is_ref else _fmt(a.answer_agreement, 3),
+                      _fmt(a.puzzle_exact, 3), "" if is_ref else _fmt(a.delta_puzzle_exact, 3), _fmt(a.gflops_per_puzzle, 3))
+    stdout_console().print(table)
+
+
 def print_runtime_table(result, artifacts: Path | None) -> None:  # result: EvaluationResult
     """The onnxruntime candidates: the file each was measured as, and its local ORT profile."""
     rows = [m for m in result.candidates if m.artifact is not None]
@@ -171,6 +195,22 @@ def load_specs(paths: list[Path]) -> list:
     return specs
 
 
+HALTING_HELP = ("fixed: every puzzle runs max-steps ACT steps (the official evaluation); adaptive: also stop each puzzle at its "
+                "own first halting step (TRM q_halt > 0, HRM q_halt > q_continue) and report that beside the fixed result.")
+MAX_STEPS_HELP = "ACT steps per puzzle at most (fixed: exactly); default: the model's halt_max_steps."
+
+
+def _halting(mode: str, max_steps: int | None) -> Any:
+    from pydantic import ValidationError
+
+    from models.halting import Halting
+
+    try:
+        return Halting(mode=mode, max_steps=max_steps)  # type: ignore[arg-type]
+    except ValidationError as err:
+        _fail(f"--halting/--max-steps: {err.errors()[0]['msg']}")
+
+
 def evaluate_command(
     checkpoint: Annotated[Path, typer.Argument(help="Zoo folder, official step_N / HRM checkpoint, or its folder.")],
     spec: Annotated[list[Path], typer.Option("--spec", help="Candidate spec YAML (repeat for several).")],
@@ -185,9 +225,12 @@ def evaluate_command(
     compile_steps: Annotated[bool, typer.Option("--compile", help="torch.compile each ACT step (full-size models).")] = False,
     artifacts: Annotated[Path | None, typer.Option(help="Folder for onnxruntime candidates' .onnx files "
                                                         "(default: artifacts/ beside --json, else a temporary folder).")] = None,
+    halting: Annotated[str, typer.Option(help=HALTING_HELP)] = "fixed",
+    max_steps: Annotated[int | None, typer.Option(help=MAX_STEPS_HELP)] = None,
 ) -> None:
     """Run candidate compression specs against the reference, step by step; print the table."""
-    run_evaluation(checkpoint, load_specs(spec), data, builder, split, limit, labels, json_out, batch_size, seed, compile_steps, artifacts)
+    run_evaluation(checkpoint, load_specs(spec), data, builder, split, limit, labels, json_out, batch_size, seed, compile_steps, artifacts,
+                   _halting(halting, max_steps))
 
 
 def sweep_command(
@@ -202,6 +245,8 @@ def sweep_command(
     batch_size: int = 64,
     seed: int = 0,
     compile_steps: Annotated[bool, typer.Option("--compile", help="torch.compile each ACT step (full-size models).")] = False,
+    halting: Annotated[str, typer.Option(help=HALTING_HELP)] = "fixed",
+    max_steps: Annotated[int | None, typer.Option(help=MAX_STEPS_HELP)] = None,
 ) -> None:
     """Run a named grid of candidates (precision x depth) as one job."""
     from models.checkpoint import CheckpointError, load_checkpoint
@@ -214,4 +259,5 @@ def sweep_command(
     except CheckpointError as err:
         _fail(str(err))
         return
-    run_evaluation(checkpoint, GRIDS[grid](config), data, builder, split, limit, labels, json_out, batch_size, seed, compile_steps)
+    run_evaluation(checkpoint, GRIDS[grid](config), data, builder, split, limit, labels, json_out, batch_size, seed, compile_steps,
+                   halting=_halting(halting, max_steps))

@@ -104,21 +104,36 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-np.clip(z, -30, 30)))
 
 
+def _probabilities(ref_coef: np.ndarray, cand_coef: np.ndarray, reference: dict[str, np.ndarray],
+                   candidate: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per puzzle (all puzzles; 0 where the answer is unchanged): P(reference right), P(candidate right)."""
+    n = candidate["answer_equal"].size
+    rows = candidate["answer_equal"] < 0.5
+    p_ref, p_cand = np.zeros(n), np.zeros(n)
+    if rows.any():
+        X = _features(reference, candidate, rows)
+        r, c = _sigmoid(X @ ref_coef), _sigmoid(X @ cand_coef)
+        scale = np.where(r + c > 1, 1 / np.maximum(r + c, 1e-12), 1.0)  # at most one of two different answers is right
+        p_ref[rows], p_cand[rows] = r * scale, c * scale
+    return p_ref, p_cand
+
+
 def _point(ref_coef: np.ndarray, cand_coef: np.ndarray, reference: dict[str, np.ndarray],
            candidate: dict[str, np.ndarray]) -> tuple[float, float]:
     """(predicted drop, its sigma) over all puzzles."""
     n = candidate["answer_equal"].size
-    rows = candidate["answer_equal"] < 0.5
-    if n == 0 or not rows.any():
+    if n == 0:
         return 0.0, 0.0
-    X = _features(reference, candidate, rows)
-    p_ref, p_cand = _sigmoid(X @ ref_coef), _sigmoid(X @ cand_coef)
-    total = p_ref + p_cand
-    scale = np.where(total > 1, 1 / np.maximum(total, 1e-12), 1.0)  # at most one of two different answers is right
-    p_ref, p_cand = p_ref * scale, p_cand * scale
+    p_ref, p_cand = _probabilities(ref_coef, cand_coef, reference, candidate)
     mean = float((p_ref - p_cand).sum() / n)
     variance = float((p_ref + p_cand - (p_ref - p_cand) ** 2).sum() / n**2)
     return mean, math.sqrt(max(variance, 0.0))
+
+
+def per_puzzle_drop(calibration: DropCalibration, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> np.ndarray:
+    """Each puzzle's expected contribution to the drop; their mean is `predict(...).mean`."""
+    p_ref, p_cand = _probabilities(np.asarray(calibration.ref_coef), np.asarray(calibration.cand_coef), reference, candidate)
+    return p_ref - p_cand
 
 
 def _fit_coefficients(cases: Sequence[Case]) -> tuple[np.ndarray, np.ndarray, int]:
