@@ -39,7 +39,8 @@ def test_every_signal_equals_brute_force_from_saved_carries() -> None:
 
     fid = np.concatenate([cos(c[-1].carry.z_H, r[-1].carry.z_H) for c, r in zip(cand_steps, ref_steps, strict=True)])
     floor_fid = np.concatenate([cos(f[-1].carry.z_H, r[-1].carry.z_H) for f, r in zip(floor_steps, ref_steps, strict=True)])
-    same = np.concatenate([(c[-1].logits.argmax(-1) == r[-1].logits.argmax(-1)).numpy() for c, r in zip(cand_steps, ref_steps, strict=True)])
+    same = np.concatenate([(c[-1].logits.argmax(-1) == r[-1].logits.argmax(-1)).numpy()
+                           for c, r in zip(cand_steps, ref_steps, strict=True)])
     kl = []
     for c, r in zip(cand_steps, ref_steps, strict=True):
         p, q = torch.softmax(r[-1].logits.double(), -1), torch.softmax(c[-1].logits.double(), -1)
