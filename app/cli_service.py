@@ -181,9 +181,13 @@ class ReportFiles:
             console.print(f"[yellow]warning:[/] cannot write the {what} to {path}: {err}")
 
 
-def _job_body(checkpoint_id: str, specs: list[Any], policy: Any, probe: dict[str, Any], limit: int | None) -> dict[str, Any]:
+def _job_body(checkpoint_id: str, specs: list[Any], policy: Any, probe: dict[str, Any], limit: int | None,
+              halting: Any = None) -> dict[str, Any]:
+    options: dict[str, Any] = {"limit": limit, "labels": True}
+    if halting is not None and (halting.adaptive or halting.max_steps):
+        options["halting"] = halting.model_dump(mode="json")  # only when asked: a fixed job's body (and key) stays as before
     return {"checkpoint_id": checkpoint_id, "candidates": [s.to_dict() | ({"name": s.name} if s.name else {}) for s in specs],
-            "policy": policy.model_dump(mode="json"), "probe": probe, "options": {"limit": limit, "labels": True}}
+            "policy": policy.model_dump(mode="json"), "probe": probe, "options": options}
 
 
 def gate_command(
@@ -202,15 +206,20 @@ def gate_command(
                                                    "$GITHUB_STEP_SUMMARY or a PR comment); written on errors too.")] = None,
     report_html: Annotated[Path | None, typer.Option("--report-html", help="Write the self-contained HTML report here "
                                                     "(plots inline, opens offline).")] = None,
+    halting: Annotated[str, typer.Option(help="fixed, or adaptive: also judge each model halting per puzzle as deployed "
+                                         "(policy rules max_steps_used_increase, max_adaptive_exact_drop).")] = "fixed",
+    max_steps: Annotated[int | None, typer.Option(help="ACT steps per puzzle at most (fixed: exactly).")] = None,
 ) -> None:
     """Gate a release: exit 0 on go, 1 on no_go, 2 on inconclusive or error."""
     from app.cli_evaluate import load_specs
+    from models.halting import Halting
     from workers.gate import GatePolicy
 
     files = ReportFiles(summary_md, report_html, str(checkpoint))
     try:
         specs = load_specs(spec)
         gate_policy = GatePolicy.from_yaml(policy.read_text()) if policy else GatePolicy()
+        halting_policy = Halting(mode=halting, max_steps=max_steps)  # type: ignore[arg-type]
     except typer.Exit:
         files.failure("a --spec file could not be read (see the log)")
         raise
@@ -223,13 +232,13 @@ def gate_command(
         console.print("[red]error:[/] give exactly one of --server URL or --local")
         files.failure("give exactly one of --server URL or --local")
         raise typer.Exit(2)
-    decision = _gate_local(checkpoint, specs, gate_policy, builder, probe_size, limit, files) if local else \
-        _gate_remote(server or "", checkpoint, specs, gate_policy, probe, limit, wait, timeout, api_key, files)
+    decision = _gate_local(checkpoint, specs, gate_policy, builder, probe_size, limit, files, halting_policy) if local else \
+        _gate_remote(server or "", checkpoint, specs, gate_policy, probe, limit, wait, timeout, api_key, files, halting_policy)
     raise typer.Exit(EXIT.get(decision, 2))
 
 
 def _gate_local(checkpoint: Path, specs: list[Any], policy: Any, builder: str | None, probe_size: int, limit: int | None,
-                files: ReportFiles) -> str:
+                files: ReportFiles, halting: Any = None) -> str:
     from app.cli_evaluate import build_probe_folder
     from app.reports import Report
     from models.checkpoint import CheckpointError, load_checkpoint
@@ -241,7 +250,7 @@ def _gate_local(checkpoint: Path, specs: list[Any], policy: Any, builder: str | 
         ckpt = load_checkpoint(checkpoint)
         folder = build_probe_folder(builder, ckpt.config.seq_len, probe_size, 1234) if builder else checkpoint / "data"
         probe = Probe.from_split(read_split(folder, "test"), limit)
-        result = evaluate(ckpt.model, specs, probe)
+        result = evaluate(ckpt.model, specs, probe, halting=halting)
     except (CheckpointError, ValueError, OSError) as err:
         console.print(f"[red]error:[/] {err}")
         files.failure(str(err))
@@ -255,7 +264,7 @@ def _gate_local(checkpoint: Path, specs: list[Any], policy: Any, builder: str | 
 
 
 def _gate_remote(server: str, checkpoint: Path, specs: list[Any], policy: Any, probe: dict[str, Any], limit: int | None,
-                 wait: bool, timeout: float, api_key: str | None, files: ReportFiles) -> str:
+                 wait: bool, timeout: float, api_key: str | None, files: ReportFiles, halting: Any = None) -> str:
     import httpx
 
     from app.reports import Report
@@ -273,7 +282,7 @@ def _gate_remote(server: str, checkpoint: Path, specs: list[Any], policy: Any, p
             uploaded.raise_for_status()
             if probe.get("dataset_path", "x") is None and (checkpoint / "data").is_dir():
                 probe = {"dataset_path": str((checkpoint / "data").resolve())}
-            body = _job_body(uploaded.json()["id"], specs, policy, probe, limit)
+            body = _job_body(uploaded.json()["id"], specs, policy, probe, limit, halting)
             key = uuid.uuid5(uuid.NAMESPACE_URL, uploaded.json()["sha256"] + json.dumps(body, sort_keys=True)).hex
             submitted = client.post("/jobs", json=body, headers={"Idempotency-Key": key})
             if submitted.status_code == 422:

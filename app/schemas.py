@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.compress.spec import CompressionSpec
+from models.halting import Halting
 from workers.gate import GatePolicy
 from workers.profile.aihub import AiHubOptions
 
@@ -108,6 +109,8 @@ class JobOptions(_Input):
     aihub: AiHubOptions | None = Field(None, description="profile onnxruntime candidates on Qualcomm AI Hub devices (needs a token)")
     shards: int = Field(1, ge=1, le=256, description="Celery executor: split the probe puzzles into this many contiguous shards "
                         "(on batch boundaries) run by several workers and reduced exactly; the result equals an unsharded run")
+    halting: Halting = Field(default_factory=Halting, description="fixed (the official evaluation) or adaptive: also each "
+                             "puzzle stopped at its own first halting step, as a device host loop runs it (models/halting.py)")
 
 
 class JobCreate(_Input):

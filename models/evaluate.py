@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ import torch
 from models.compress import CompressionSpec, apply
 from models.drop_model import DropCalibration, default_calibration, predict_drops
 from models.footprint import artifact_size, footprint
+from models.halting import Halting, attach_executed_gflops
 from models.reasoner import RecursiveReasoner
 from models.results import EvaluationResult
 from models.tasks.dataset import PuzzleSplit
@@ -113,6 +115,7 @@ def evaluate(
     compile_steps: bool = False,
     artifact_dir: Path | None = None,
     profile_threads: int = 1,
+    halting: Halting | str | dict[str, Any] | None = None,
     calibration: DropCalibration | None = None,
 ) -> EvaluationResult:
     """Evaluate `specs` against `reference` on `probe`. Fidelity needs no labels; accuracy does.
@@ -120,7 +123,7 @@ def evaluate(
     `calibration` predicts each candidate's puzzle-exact drop (default: the one shipped with carrygate)."""
     candidates = build_candidates(reference, specs, probe, batch_size, artifact_dir)
     result = run_lockstep(reference, candidates, probe.batches(batch_size), on_batch=on_progress, should_stop=should_stop,
-                          compile_steps=compile_steps)
+                          compile_steps=compile_steps, halting=halting)
     measure(result, reference, candidates, probe, with_footprint=with_footprint, profile_threads=profile_threads,
             calibration=calibration)
     return result
@@ -155,3 +158,4 @@ def measure(result: EvaluationResult, reference: RecursiveReasoner, candidates: 
             model_result.footprint = footprint(candidate.model, artifact_size(candidate.model))
             if candidate.model.emulated_fp16:
                 model_result.notes.append("fp16 emulated on CPU (fp16 rounding, fp32 accumulation)")
+    attach_executed_gflops([result.reference, *result.candidates])

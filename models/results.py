@@ -140,6 +140,39 @@ class DropPrediction(_Result):
     calibration: str = Field(description="version of the calibration that made it")
 
 
+class StepsUsed(_Result):
+    """ACT steps a model ran per puzzle under adaptive halting."""
+
+    mean: float | None
+    p95: float | None
+    max_steps: int
+    histogram: list[int] = Field(description="histogram[k]: puzzles that halted after k + 1 ACT steps")
+
+
+class AdaptiveHalting(_Result):
+    """The model as a deployed host loop runs it: each puzzle stops at its own first halting step (`rule`, or
+    after `max_steps`), its carry is frozen there and its answer taken there (`models/halting.py`). Comparisons
+    are with the reference under the same policy; the model's other fields stay the fixed-depth evaluation."""
+
+    rule: str = Field(description="q_halt > 0 (TRM, no_ACT_continue) or q_halt > q_continue (HRM)")
+    max_steps: int
+    steps_used: StepsUsed
+    halted_early: float | None = Field(None, description="share of puzzles that halted before max_steps")
+    halting_step_agreement: float | None = Field(None, description="share of puzzles that halt at the same step as the reference")
+    halts_earlier: float | None = Field(None, description="share of puzzles that halt before the reference does")
+    halts_later: float | None = Field(None, description="share of puzzles that halt after the reference does")
+    steps_used_increase: float | None = Field(None, description="mean steps used minus the reference's (per puzzle, averaged)")
+    fidelity_mean: float | None = Field(None, description="z_H at its halting step vs the reference's at its own, mean over puzzles")
+    fidelity_p05: float | None = None
+    step_fidelity: list[float | None] = Field(default_factory=list, description="per step, of the frozen-once-halted states")
+    answer_agreement: float | None = Field(None, description="answers at the halting steps, equal to the reference's")
+    cell_agreement: float | None = None
+    cell_accuracy: float | None = None
+    puzzle_exact: float | None = None
+    delta_puzzle_exact: float | None = Field(None, description="puzzle_exact minus the reference's, both adaptive")
+    gflops_per_puzzle: float | None = Field(None, description="as executed: mean steps used x footprint.gflops_per_step")
+
+
 class ModelResult(_Result):
     name: str
     spec: dict[str, Any] | None = None
@@ -174,6 +207,7 @@ class ModelResult(_Result):
     artifact: OnnxArtifact | None = Field(None, description="onnxruntime candidates: the measured file")
     profile: LocalProfile | None = Field(None, description="onnxruntime candidates: ORT profile on this CPU")
     device_profiles: list[DeviceProfile] = Field(default_factory=list, description="Qualcomm AI Hub, when requested")
+    adaptive: AdaptiveHalting | None = Field(None, description="under halting: adaptive, the model as deployed (models/halting.py)")
 
 
 class EvaluationResult(_Result):
@@ -183,6 +217,8 @@ class EvaluationResult(_Result):
     reference: ModelResult
     candidates: list[ModelResult]
     seconds: float
+    halting: Literal["fixed", "adaptive"] = Field("fixed", description="adaptive: each model also carries its `adaptive` block")
+    max_steps: int | None = Field(None, description="ACT steps per puzzle at most (fixed: exactly); null = each model's halt_max_steps")
     noise_floor: ModelResult | None = Field(None, description="the reference under a harmless perturbation (bf16, or fp32 for "
                                             "a half-precision reference): its fidelity spread sets fidelity_tail_tau")
     fidelity_tail_tau: float | None = Field(None, description="1st percentile of the noise floor's per-puzzle fidelity")

@@ -29,6 +29,7 @@ import torch
 
 from models import signals
 from models.compress.spec import CompressionSpec
+from models.halting import FIXED, AdaptiveAccumulator, Halting, HaltTracker, adaptive_result, as_halting, new_accumulator, per_puzzle_steps
 from models.metrics import logit_kl, per_puzzle_accuracy, token_cosine
 from models.reasoner import Carry, RecursiveReasoner, StepOutput
 from models.results import Curve, EvaluationResult, ModelResult, NonFinite, Summary
@@ -131,15 +132,21 @@ class Partial:
     puzzles: int = 0
     labels: bool = True  # every batch so far had labels
     seconds: float = 0.0
+    halting: Halting = FIXED
+    # adaptive halting (models/halting.py): the reference's accumulator, then each candidate's; None under fixed
+    adaptive: list[AdaptiveAccumulator] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"puzzles": self.puzzles, "labels": self.labels, "seconds": self.seconds, "reference": self.reference.to_json(),
-                "candidates": [a.to_json() for a in self.candidates]}
+                "candidates": [a.to_json() for a in self.candidates], "halting": self.halting.model_dump(mode="json"),
+                "adaptive": [a.to_json() for a in self.adaptive] if self.adaptive is not None else None}
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Partial:
+        adaptive = body.get("adaptive")  # .get: partials stored before halting existed
         return cls(_Accumulator.from_json(body["reference"]), [_Accumulator.from_json(a) for a in body["candidates"]],
-                   int(body["puzzles"]), bool(body["labels"]), float(body["seconds"]))
+                   int(body["puzzles"]), bool(body["labels"]), float(body["seconds"]), as_halting(body.get("halting")),
+                   [AdaptiveAccumulator.from_json(a) for a in adaptive] if adaptive is not None else None)
 
 
 def merge(partials: list[Partial]) -> Partial:
@@ -156,6 +163,9 @@ def merge(partials: list[Partial]) -> Partial:
         first.puzzles += later.puzzles
         first.labels = first.labels and later.labels
         first.seconds += later.seconds
+        if first.adaptive is not None and later.adaptive is not None:
+            for adaptive, more in zip(first.adaptive, later.adaptive, strict=True):
+                adaptive.extend(more)
     return first
 
 
@@ -204,6 +214,7 @@ def run_lockstep(
     should_stop: Callable[[], bool] | None = None,
     seed: int = 0,
     compile_steps: bool = False,
+    halting: Halting | str | dict[str, Any] | None = None,
 ) -> EvaluationResult:
     """Run reference and candidates side by side over `batches`; see the module docstring.
 
@@ -213,8 +224,11 @@ def run_lockstep(
             limit) with the results of the batches finished so far (the interrupted batch is dropped).
         compile_steps: run each model's ACT step through `torch.compile` (worth it for full-size
             models and many puzzles: it fuses the norms and casts around the matmuls).
+        halting: `models.halting.Halting` (None: fixed). Under adaptive the result is the fixed one plus each
+            model's `adaptive` block; `max_steps` sets every model's step count.
     """
-    partial = run_partial(reference, candidates, batches, on_batch=on_batch, should_stop=should_stop, compile_steps=compile_steps)
+    partial = run_partial(reference, candidates, batches, on_batch=on_batch, should_stop=should_stop, compile_steps=compile_steps,
+                          halting=halting)
     return finish(partial, candidates, seed=seed)
 
 
@@ -227,6 +241,7 @@ def run_partial(
     on_batch: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     compile_steps: bool = False,
+    halting: Halting | str | dict[str, Any] | None = None,
 ) -> Partial:
     """The lockstep run without the final reduction: what `merge` combines across shards and `finish` reduces."""
     start = time.perf_counter()
@@ -235,10 +250,13 @@ def run_partial(
         # An ONNX Runtime candidate (models.export.OrtReasoner) is not a torch module: nothing to compile.
         compilable = compile_steps and isinstance(model, torch.nn.Module)
         step_of[id(model)] = torch.compile(model.step, dynamic=False) if compilable else model.step
-    n_ref = reference.config.halt_max_steps
+    policy = as_halting(halting)
+    n_ref = policy.steps_for(reference.config)
     ref_acc = _Accumulator(n_ref)
-    accs = [_Accumulator(c.model.config.halt_max_steps) for c in candidates]
-    partial = Partial(ref_acc, accs)
+    accs = [_Accumulator(policy.steps_for(c.model.config)) for c in candidates]
+    partial = Partial(ref_acc, accs, halting=policy)
+    if policy.adaptive:
+        partial.adaptive = [new_accumulator(m.config, policy) for m in [reference, *(c.model for c in candidates)]]
     for inputs, ids, labels in batches:
         if should_stop is not None and should_stop():
             break
@@ -248,6 +266,13 @@ def run_partial(
         opened = [ref_acc, *(accs[i] for i in live)]
         for acc in opened:
             acc.new_row()
+        # adaptive halting: each model's deployed (frozen once halted) state on this batch; key -1 is the reference
+        tracks: dict[int, HaltTracker] = {}
+        if partial.adaptive is not None:
+            tracks = {i: HaltTracker(m.config, n, B) for i, m, n in
+                      [(-1, reference, n_ref), *((i, candidates[i].model, accs[i].steps) for i in live)]}
+            for i in tracks:
+                partial.adaptive[i + 1].new_row()
         xs = {i: candidates[i].model.input_embeddings(inputs, ids) for i in live}
         carries: dict[int, Carry] = {i: candidates[i].model.initial_carry(B) for i in live}
         prev_H: dict[int, torch.Tensor] = {}
@@ -268,6 +293,8 @@ def run_partial(
             if t < n_ref:
                 ref_out = step_of[id(reference)](ref_carry, ref_x, t)
                 ref_carry = ref_out.carry
+                if tracks:
+                    tracks[-1].observe(t, ref_out)
                 if ref_prev is not None:
                     per_puzzle = token_cosine(ref_carry.z_H, ref_prev).mean(-1)
                     ref_acc.consec[-1][t] = float(per_puzzle.sum())
@@ -285,6 +312,9 @@ def run_partial(
                     live.remove(i)
                     continue
                 carries[i], last[i] = out.carry, out
+                if tracks:  # the reference's deployed state stays frozen after its last step, so t >= n_ref compares too
+                    tracks[i].observe(t, out)
+                    partial.adaptive[i + 1].observe_step(t, tracks[i], tracks[-1])  # type: ignore[index]
                 if t < n_ref:
                     assert ref_out is not None
                     step_fid = token_cosine(out.carry.z_H, ref_carry.z_H).mean(-1)
@@ -303,6 +333,8 @@ def run_partial(
             for acc in opened:
                 for name in _Accumulator._ROWS:
                     getattr(acc, name).pop()
+            for i in tracks:
+                partial.adaptive[i + 1].drop_row()  # type: ignore[index]
             break
         assert ref_out is not None
         ref_preds = ref_out.logits.argmax(-1)
@@ -330,6 +362,10 @@ def run_partial(
                 accuracy, exact, valid = per_puzzle_accuracy(preds, labels)
                 acc.accuracy.append(accuracy[valid].numpy())
                 acc.exact.append(exact[valid].float().numpy())
+        if tracks:
+            partial.adaptive[0].finish_batch(tracks[-1], None, labels)  # type: ignore[index]
+            for i in live:
+                partial.adaptive[i + 1].finish_batch(tracks[i], tracks[-1], labels)  # type: ignore[index]
         partial.puzzles += B
         if on_batch is not None:
             on_batch(B)
@@ -348,6 +384,27 @@ def _record_trajectory_shape(acc: _Accumulator, out: StepOutput, consec_sum: tor
 
 
 def finish(partial: Partial, candidates: list[Candidate], *, seed: int = 0) -> EvaluationResult:
+    """The final reduction of a (merged) partial: the fixed-depth result, then each model's adaptive-halting block."""
+    result = _finish_fixed(partial, candidates, seed=seed)
+    result.halting, result.max_steps = partial.halting.mode, partial.halting.max_steps
+    if partial.adaptive is None:
+        return result
+    reference = adaptive_result(partial.adaptive[0], None, result.labels)
+    result.reference.adaptive = reference
+    result.reference.per_puzzle["steps_used"] = per_puzzle_steps(partial.adaptive[0])
+    reported = iter(result.candidates)
+    for candidate, acc, adaptive in zip(candidates, partial.candidates, partial.adaptive[1:], strict=True):
+        # the noise floor (a role other than candidate) is reported apart, in result.noise_floor
+        role = getattr(candidate, "role", "candidate")
+        model = next(reported) if role == "candidate" else getattr(result, "noise_floor", None)
+        if model is None or acc.non_finite is not None:  # a non-finite model has no deployed answer to report
+            continue
+        model.adaptive = adaptive_result(adaptive, reference, result.labels)
+        model.per_puzzle["steps_used"] = per_puzzle_steps(adaptive)
+    return result
+
+
+def _finish_fixed(partial: Partial, candidates: list[Candidate], *, seed: int = 0) -> EvaluationResult:
     """The final reduction of a (merged) partial: curves, means, bootstrap intervals (one RNG, in model order)."""
     if len(candidates) != len(partial.candidates):
         raise ValueError(f"finish: {len(candidates)} candidates for a partial of {len(partial.candidates)}")

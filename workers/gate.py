@@ -30,6 +30,11 @@ Rules (named after the policy field that sets them; `observed` / `threshold` are
                            candidate's own `profile`; no profile -> not evaluated);
 - `device_profile`         one per requested AI Hub device (onnxruntime candidates): passed when it was
                            compiled, run and compared there, not evaluated (inconclusive) otherwise;
+- `max_steps_used_increase` (adaptive halting) candidate minus reference mean ACT steps used <= threshold
+                           (a candidate that halts later costs more on the device); not evaluated
+                           without `halting: adaptive`;
+- `max_adaptive_exact_drop` (adaptive halting) reference minus candidate puzzle_exact, each answer taken
+                           at its own halting step <= threshold; needs labels, like the drop rules;
 - `require_labels`         listed only when the policy requires labels, none of the label rules is
                            set and labels were not evaluated.
 
@@ -90,6 +95,10 @@ class GatePolicy(BaseModel):
     max_step_latency_ms: float | None = Field(None, gt=0.0, allow_inf_nan=False,
                                               description=f"compared with the profile's {LATENCY_KEY}")
     max_artifact_bytes: int | None = Field(None, gt=0, description="compared with footprint.artifact_bytes")
+    max_steps_used_increase: float | None = Field(None, ge=0.0, allow_inf_nan=False,
+                                                  description="adaptive halting: candidate minus reference mean ACT steps used")
+    max_adaptive_exact_drop: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False,
+                                                  description="adaptive halting: reference minus candidate puzzle_exact; needs labels")
     require_labels: bool = Field(False, description="without labels the verdict is inconclusive")
 
     @classmethod
@@ -204,6 +213,32 @@ def _latency_rule(threshold: float, profile: Mapping[str, Any] | None) -> RuleOu
     return _compare("max_step_latency_ms", f"step latency p50 (ms) [{LATENCY_KEY}]", profile.get(LATENCY_KEY), threshold, at_least=False)
 
 
+def _halting_rules(result: ModelResult, reference: ModelResult, labels: bool, policy: GatePolicy) -> list[RuleOutcome]:
+    """The adaptive-halting rules; under fixed halting there is nothing to measure them on (not evaluated)."""
+    rules = []
+    cand, ref = result.adaptive, reference.adaptive
+    missing = "needs halting: adaptive (the job ran fixed)"
+    if policy.max_steps_used_increase is not None:
+        if cand is None or ref is None:
+            rules.append(RuleOutcome(rule="max_steps_used_increase", observed=None, threshold=policy.max_steps_used_increase,
+                                     passed=None, reason=missing))
+        else:
+            increase = _drop(cand.steps_used.mean, ref.steps_used.mean)  # candidate minus reference
+            rules.append(_compare("max_steps_used_increase", "mean steps used increase", increase, policy.max_steps_used_increase,
+                                  at_least=False))
+    if policy.max_adaptive_exact_drop is not None and (labels or policy.require_labels):
+        if not labels:
+            rules.append(RuleOutcome(rule="max_adaptive_exact_drop", observed=None, threshold=policy.max_adaptive_exact_drop,
+                                     passed=None, reason="labels required but not evaluated"))
+        elif cand is None or ref is None:
+            rules.append(RuleOutcome(rule="max_adaptive_exact_drop", observed=None, threshold=policy.max_adaptive_exact_drop,
+                                     passed=None, reason=missing))
+        else:
+            rules.append(_compare("max_adaptive_exact_drop", "adaptive puzzle_exact drop", _drop(ref.puzzle_exact, cand.puzzle_exact),
+                                  policy.max_adaptive_exact_drop, at_least=False))
+    return rules
+
+
 def _decide(rules: list[RuleOutcome]) -> Decision:
     if any(rule.passed is False for rule in rules):
         return "no_go"
@@ -271,6 +306,7 @@ def judge_candidate(result: ModelResult, reference: ModelResult, labels: bool, p
                               policy.max_artifact_bytes, at_least=False))
     if policy.max_step_latency_ms is not None:
         rules.append(_latency_rule(policy.max_step_latency_ms, profile))
+    rules.extend(_halting_rules(result, reference, labels, policy))
     for device in result.device_profiles:  # requested on-device profiles: one that did not happen is no pass
         ok = device.status == "ok"
         rules.append(RuleOutcome(rule="device_profile", observed=None, threshold=None, passed=True if ok else None,

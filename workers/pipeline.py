@@ -338,7 +338,8 @@ def run_job(job_id: str, ctx: WorkerContext, *, on_progress: Callable[[int, int]
             beat.progress = (0, total)
             try:
                 result = evaluate(ckpt.model, [spec for _, _, spec in inputs.candidates], probe, batch_size=inputs.batch_size,
-                                  on_progress=progress, should_stop=stopped, artifact_dir=Path(workdir) / "artifacts")
+                                  on_progress=progress, should_stop=stopped, artifact_dir=Path(workdir) / "artifacts",
+                                  halting=inputs.options.get("halting"))
             except ValueError as err:  # a spec that does not fit the architecture
                 raise JobFailed(str(err)) from err
             if not stopped():

@@ -215,7 +215,8 @@ def run_shard(shard_id: str, ctx: WorkerContext, send: SendShard) -> str:
                 beat.done = (beat.done or 0) + k
 
             partial = run_partial(ckpt.model, candidates, probe.batches(inputs.batch_size, start, stop), on_batch=progress,
-                                  should_stop=lambda: beat.cancelled.is_set() or beat.lost.is_set())
+                                  should_stop=lambda: beat.cancelled.is_set() or beat.lost.is_set(),
+                                  halting=inputs.options.get("halting"))
             beat.beat()
             if beat.lost.is_set():
                 return "lost"

@@ -103,3 +103,25 @@ def test_gate_local_summary_and_the_error_summary(checkpoint: Path, tmp_path: Pa
                "--summary-md", str(summary))
     assert run.returncode == 2
     assert summary.read_text().startswith("### carrygate: ⚠️ INCONCLUSIVE") and "No verdict:" in summary.read_text()
+
+
+def test_adaptive_halting_job_through_the_api(client: TestClient, tiny_checkpoint: Path) -> None:  # noqa: F811
+    ckpt = register(client, tiny_checkpoint)
+    policy = LENIENT | {"max_steps_used_increase": 100.0}
+    submitted = client.post("/jobs", json={"checkpoint_id": ckpt, "candidates": [INT8], "policy": policy,
+                                           "options": {"halting": "adaptive"}})
+    assert submitted.status_code == 202, submitted.text
+    assert submitted.json()["options"]["halting"] == {"mode": "adaptive", "max_steps": None}
+    job = wait_for(client, submitted.json()["id"])
+    assert job["status"] == "succeeded", job["error"]
+    result = job["result"]
+    assert result["halting"] == "adaptive"
+    for model in [result["reference"], *result["candidates"]]:
+        assert sum(model["adaptive"]["steps_used"]["histogram"]) == result["puzzles"]
+        assert len(model["per_puzzle"]["steps_used"]) == result["puzzles"]
+    increase = next(r for r in job["candidate_verdicts"][0]["rules"] if r["rule"] == "max_steps_used_increase")
+    assert increase["passed"] is True
+    markdown = client.get(f"/jobs/{job['id']}/report.md").text
+    assert "| steps used |" in markdown and "steps-used increase ≤ 100" in markdown
+    assert client.post("/jobs", json={"checkpoint_id": ckpt, "candidates": [INT8],
+                                      "options": {"halting": "sometimes"}}).status_code == 422

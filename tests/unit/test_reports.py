@@ -168,3 +168,31 @@ def test_github_actions_example_gates_with_options_the_cli_has_and_publishes_the
     assert "--summary-md" in used and 'cat carrygate-summary.md >> "$GITHUB_STEP_SUMMARY"' in script
     assert "--body-file comment.md" in steps["Comment on the pull request"]["run"]
     assert workflow["permissions"]["pull-requests"] == "write"
+
+
+def test_adaptive_halting_adds_steps_used_to_the_table_and_a_histogram() -> None:
+    from app.dashboard.data import steps_used_traces
+    from models.results import AdaptiveHalting, StepsUsed
+
+    def block(histogram: list[int]) -> AdaptiveHalting:
+        used = [k + 1 for k, n in enumerate(histogram) for _ in range(n)]
+        return AdaptiveHalting(rule="q_halt > 0", max_steps=len(histogram), halted_early=0.5,
+                               steps_used=StepsUsed(mean=sum(used) / len(used), p95=float(max(used)), max_steps=len(histogram),
+                                                    histogram=histogram))
+
+    evaluation = result([model("int8", 0.995, adaptive=block([0, 2, 2])), model("late", 0.995, adaptive=block([0, 0, 4]))])
+    evaluation.reference.adaptive = block([4, 0, 0])
+    report = Report.from_verdict(evaluation, judge(evaluation, POLICY), "sudoku-mlp")
+    markdown = render_markdown(report)
+    header = next(line for line in markdown.splitlines() if line.startswith("| candidate"))
+    assert "| steps used |" in header and "(q_halt > 0)" in markdown
+    rows = table_rows(markdown)
+    steps_at = header.strip("|").split("|").index(" steps used ")
+    assert [rows[n][steps_at] for n in ("*reference*", "int8", "late")] == ["1.0", "2.5", "3.0"]
+    traces = steps_used_traces(evaluation.model_dump(mode="json"))
+    assert [(t["name"], t["x"], t["y"]) for t in traces] == [("reference (reference)", [1, 2, 3], [4, 0, 0]),
+                                                             ("int8", [1, 2, 3], [0, 2, 2]), ("late", [1, 2, 3], [0, 0, 4])]
+    html = render_html(report)
+    assert 'id="chart-steps-used-data"' in html and html.count('class="num steps-used"') == 2
+    # under fixed halting neither appears
+    assert "steps used" not in render_markdown(report_of([model("int8", 0.995)]))
