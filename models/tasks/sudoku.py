@@ -135,7 +135,8 @@ def shuffle_sudoku(puzzle: np.ndarray, solution: np.ndarray, rng: np.random.Rand
 def encode(grids: np.ndarray) -> np.ndarray:
     """[N, n, n] digits with 0 = blank -> [N, n*n] tokens (blank 1, digit d -> d + 1)."""
     grids = np.asarray(grids)
-    return (grids.reshape(len(grids), -1) + 1).astype(np.uint8)
+    width = int(np.prod(grids.shape[1:])) if grids.ndim > 1 else 0  # an empty split (train_puzzles=0) has no grid shape
+    return (grids.reshape(len(grids), width) + 1).astype(np.uint8)
 
 
 def decode(tokens: np.ndarray) -> np.ndarray:
