@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     dispatch_poll_seconds: float = Field(1.0, gt=0, description="How often the API sends queued jobs to the broker.")
     redispatch_after_seconds: float = Field(
         600.0, gt=0, description="A queued job whose task was lost (broker flushed) is sent again after this long.")
+    validity_dir: Path | None = Field(
+        None, description="Folder of `validity-<model>.json` files (carrygate validate --json) for /dashboard/validity; default: the "
+                          "repository's results/ folder when it exists.")
     aihub_token: SecretStr | None = Field(None, description="Qualcomm AI Hub API token for jobs with options.aihub and no token_ref; "
                                                             "workers read CARRYGATE_AIHUB_TOKEN from their own environment")
 

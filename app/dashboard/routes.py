@@ -20,8 +20,8 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from sqlalchemy.orm import selectinload
 
-from app.dashboard import data, grid, history
-from app.deps import SessionDep, require_scope
+from app.dashboard import data, grid, history, validity
+from app.deps import SessionDep, SettingsDep, require_scope
 from workers.orm import FINISHED_STATUSES, Checkpoint, Job, Verdict
 from workers.queue import now
 
@@ -193,3 +193,33 @@ def checkpoints_page(request: Request, session: SessionDep, family: str | None =
                                   "legend": {"orientation": "h", "y": -0.3}}) if traces else None
     return _page(request, "checkpoints.html", title="Checkpoints", rows=rows, families=families, selected=selected,
                  history_figure=history_figure, versions=versions, lines=len(traces))
+
+
+@router.get("/validity", response_class=HTMLResponse)
+def validity_page(request: Request, settings: SettingsDep) -> HTMLResponse:
+    """Signal validity (carrygate validate --json files): the first model found under CARRYGATE_VALIDITY_DIR."""
+    return _validity(request, settings.validity_dir, None)
+
+
+@router.get("/validity/{model}", response_class=HTMLResponse)
+def validity_model_page(model: str, request: Request, settings: SettingsDep) -> HTMLResponse:
+    """One signal scatter per signal against Δ puzzle-exact, its correlations beside it; gate agreement and predicted-drop coverage."""
+    return _validity(request, settings.validity_dir, model)
+
+
+def _validity(request: Request, configured: Path | None, model: str | None) -> HTMLResponse:
+    folder = validity.validity_dir(configured)
+    files = validity.validity_files(folder)
+    if model is not None and model not in files:
+        return _error(request, 404, f"There is no validity file for {model}.")
+    selected = model or next(iter(files), None)
+    view, problem, figures = None, None, {}
+    if selected is not None:
+        try:
+            view = validity.validity_view(selected, validity.load_document(files[selected]))
+        except (OSError, ValueError) as exc:
+            problem = f"{files[selected].name}: {exc}"
+        else:
+            figures = {p.signal: figure_json(p.traces, validity.scatter_layout(p)) for p in view.panels}
+    return _page(request, "validity.html", title="Signal validity", folder=folder, files=files, selected=selected, view=view,
+                 figures=figures, problem=problem, near=validity.NEAR_BASELINE, damage=validity.DAMAGE)
