@@ -1,4 +1,4 @@
-"""Dashboard pages (server-rendered HTML, read-only): overview, job, depth x precision grid, checkpoints.
+"""Dashboard pages (server-rendered HTML, read-only): overview, job, depth x precision grid, checkpoints, signal validity.
 
 Each page asks `app.dashboard.data` for its numbers and Plotly traces and hands them to a Jinja2
 template; `app/static/dashboard.js` draws the figures with the Plotly bundle of the installed
