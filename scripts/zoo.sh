@@ -44,5 +44,5 @@ S6="$S6 --augment sudoku --eval-limit 300 --checkpoint-every 250 --probe $DATA/s
 has sudoku6-mlp && OMP_NUM_THREADS=1 $CG train --data "$DATA/sudoku6" --out $ZOO/sudoku6-mlp --name sudoku6-mlp --arch trm --mlp-t --pos-encodings none \
   $S6 --iterations 2500 --eval-every 250 --checkpoint "$DATA/runs/sudoku6-mlp.pt" && ship sudoku6-mlp "$DATA/sudoku6"
 has sudoku6-att && OMP_NUM_THREADS=1 $CG train --data "$DATA/sudoku6" --out $ZOO/sudoku6-att --name sudoku6-att --arch trm --pos-encodings rope --num-heads 4 \
-  --fp32-attention $S6 --iterations 7000 --eval-every 700 --checkpoint "$DATA/runs/sudoku6-att.pt" && ship sudoku6-att "$DATA/sudoku6"
+  --fp32-attention $S6 --iterations 7000 --eval-every 700 --stop-after 5500 --ship-stopped --checkpoint "$DATA/runs/sudoku6-att.pt" && ship sudoku6-att "$DATA/sudoku6"
 true
