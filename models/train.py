@@ -133,6 +133,10 @@ def set_fp32_attention(model: torch.nn.Module, enabled: bool) -> None:
 
 def compile_levels(model: RecursiveReasoner) -> None:
     """Compile the reasoning modules in place (nn.Module.compile keeps the state-dict keys)."""
+    # Every model shares ReasoningModule.forward's code object, and each one needs several graphs
+    # (no-grad and grad cycles, inputs with and without requires_grad); dynamo's default limit of 8
+    # per code object would silently fall back to eager for the second model in a process.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     for name in ("L_level", "H_level"):
         module = getattr(model, name, None)
         if module is not None:
