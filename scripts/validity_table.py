@@ -26,6 +26,10 @@ writes (`carrygate validate models/zoo/NAME --limit 500 --json results/validity-
 - `predicted_drop` is leave-one-family-out: each candidate is predicted by a calibration fitted
   without its own method family, so it is never scored on its own training data.
 - A signal is marked **weak near the baseline** when its near-baseline interval includes 0.
+- An interval rule is `inconclusive` when its interval straddles the threshold. The predicted-drop
+  interval is split-conformal (q sigma) and on a few hundred puzzles spans a few pp, so against a
+  2 pp threshold many near-baseline candidates come out `inconclusive`: the price of no false go.
+  More probe puzzles narrow it. A gate's agreement below counts `inconclusive` as disagreement.
 """
 
 
@@ -39,6 +43,26 @@ def _ci(v: list[float] | None) -> str:
 
 def _auroc(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}"
+
+
+def targets(v: dict) -> list[str]:
+    """Issue 12's targets, each met or missed by how much, computed from the file."""
+    best = max((s for s in v["signals"] if s["spearman"] is not None), key=lambda s: s["spearman"])
+    rows = [("best signal Spearman >= 0.90", f"{best['signal']} {best['spearman']:.2f}", best["spearman"] - 0.90),
+            ("its near-baseline Spearman >= 0.60", f"{_f(best['near_spearman'])} (n {best['near_n']})",
+             (best["near_spearman"] or -1) - 0.60)]
+    for name, gate in (v.get("gates") or {}).items():
+        if gate:
+            rows.append((f"gate `{name}`: agreement >= 0.95", f"{gate['agreement']:.2f}", gate["agreement"] - 0.95))
+            rows.append((f"gate `{name}`: no false go", str(len(gate["false_go"])), -len(gate["false_go"])))
+    p = v.get("prediction")
+    if p:
+        rows += [("predicted-drop 90 % coverage >= 0.90 (leave one family out)", f"{p['coverage']:.2f}", p["coverage"] - 0.90),
+                 ("predicted-drop MAE <= 2 pp", f"{p['mae'] * 100:.2f} pp", 0.02 - p["mae"])]
+    out = ["| target | measured | |", "|---|---|---|"]
+    out += [f"| {t} | {m} | {'met' if margin >= 0 else f'**missed** by {abs(margin):.2f}' if 'false go' not in t else '**missed**'} |"
+            for t, m, margin in rows]
+    return [*out, ""]
 
 
 def model_section(name: str, body: dict) -> list[str]:
@@ -64,6 +88,7 @@ def model_section(name: str, body: dict) -> list[str]:
                   f"**{', '.join(gate['false_go']) or 'none'}**, inconclusive: {len(gate['inconclusive'])} "
                   f"({', '.join(gate['inconclusive']) or '—'}). Confusion (label-free/labelled): "
                   + ", ".join(f"{k} {n}" for k, n in sorted(gate["confusion"].items())), ""]
+    lines += targets(v)
     p = v.get("prediction")
     if p:
         lines += [f"**Predicted drop**, leave one {p['held_out_by']} out: 90 % interval coverage **{p['coverage']:.2f}** "
