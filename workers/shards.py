@@ -39,6 +39,7 @@ from models.evaluate import Probe, build_candidates, measure
 from models.trajectory import Candidate, Partial, finish, merge, run_partial
 from workers.orm import Job, JobShard
 from workers.pipeline import (
+    Deadline,
     JobFailed,
     JobInputs,
     WorkerContext,
@@ -205,6 +206,7 @@ def run_shard(shard_id: str, ctx: WorkerContext, send: SendShard) -> str:
     owner = replace(ctx, worker_id=SHARDS_OWNER)  # settles the job on behalf of all its shards
     beat = _ShardHeartbeat(ctx, shard_id, job_id)
     beat.start()
+    deadline = Deadline(ctx.limits.max_seconds)  # CARRYGATE_MAX_JOB_SECONDS, per shard run as per job run
     try:
         inputs = load_job(ctx, job_id)
         with tempfile.TemporaryDirectory(dir=ctx.cache_dir) as workdir:
@@ -215,9 +217,11 @@ def run_shard(shard_id: str, ctx: WorkerContext, send: SendShard) -> str:
                 beat.done = (beat.done or 0) + k
 
             partial = run_partial(ckpt.model, candidates, probe.batches(inputs.batch_size, start, stop), on_batch=progress,
-                                  should_stop=lambda: beat.cancelled.is_set() or beat.lost.is_set(),
+                                  should_stop=lambda: beat.cancelled.is_set() or beat.lost.is_set() or deadline.passed(),
                                   halting=inputs.options.get("halting"))
             beat.beat()
+            if deadline.passed():  # stopped early: a partial of part of the shard must not be merged
+                raise JobFailed(deadline.reason())
             if beat.lost.is_set():
                 return "lost"
             if beat.cancelled.is_set():
