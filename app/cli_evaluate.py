@@ -96,6 +96,7 @@ def run_evaluation(
             _fail(str(err))
             return
     print_table(result)
+    print_signal_table(result)
     print_halting_table(result)
     print_runtime_table(result, artifacts)
     if json_out is not None:
@@ -159,6 +160,23 @@ def print_halting_table(result) -> None:  # result: EvaluationResult
                       "" if is_ref else _fmt(a.halting_step_agreement, 3), "" if is_ref else _fmt(a.halts_earlier, 2),
                       "" if is_ref else _fmt(a.halts_later, 2), "" if is_ref else _fmt(a.answer_agreement, 3),
                       _fmt(a.puzzle_exact, 3), "" if is_ref else _fmt(a.delta_puzzle_exact, 3), _fmt(a.gflops_per_puzzle, 3))
+    stdout_console().print(table)
+
+
+def print_signal_table(result) -> None:  # result: EvaluationResult
+    """The label-free signals beyond fidelity (models/signals.py) and the predicted drop (models/drop_model.py)."""
+    if not result.candidates:
+        return
+    tau = "—" if result.fidelity_tail_tau is None else f"{result.fidelity_tail_tau:.4f}"
+    table = Table(title=f"label-free signals (tail tau {tau}; settled puzzles {result.reference.settled_puzzles}); docs/validity.md "
+                        "says how far each can be trusted")
+    for column in ("candidate", "settled agr.", "KL mean", "KL p95", "fid. tail", "traj. area", "late drift", "pred. drop [90%]"):
+        table.add_column(column, justify="left" if column == "candidate" else "right")
+    for m in result.candidates:
+        p = m.predicted_puzzle_exact_drop
+        table.add_row(m.name, _fmt(m.settled_agreement, 3), _fmt(m.logit_kl_mean, 3), _fmt(m.logit_kl_p95, 3), _fmt(m.fidelity_tail, 3),
+                      _fmt(m.trajectory_area), _fmt(m.late_drift_excess, 5),
+                      "—" if p is None else f"{p.mean:+.3f} [{p.lo:+.3f}, {p.hi:+.3f}]")
     stdout_console().print(table)
 
 
