@@ -114,8 +114,8 @@ def train(
     puzzle_emb_len: int = 1,
     forward_dtype: Annotated[str, typer.Option(help="Forward dtype the checkpoint ships with (its reference).")] = "float32",
     train_dtype: Annotated[str, typer.Option(
-        help="Forward dtype during training. On CPU bf16 speeds up MLP mixing; attention's bf16 backward is slow, "
-             "so pair it with --fp32-attention.")] = "bfloat16",
+        help="Forward dtype during training; auto = bfloat16 where the CPU has native bf16 (AVX512-BF16/AMX: it "
+             "speeds up MLP mixing; pair attention with --fp32-attention), else float32 (bf16 there is ~75x slower).")] = "auto",
     iterations: int = 2000,
     batch_size: int = 128,
     lr: float = 1e-3,
@@ -149,6 +149,10 @@ def train(
     from models.train import train as run_training
 
     torch.manual_seed(seed)
+    if train_dtype == "auto":
+        from models.compress.half import native_bf16
+
+        train_dtype = "bfloat16" if native_bf16() else "float32"
     train_split, test_split = read_split(data, "train"), read_split(data, "test")
     meta = train_split.metadata
     common: dict[str, Any] = {

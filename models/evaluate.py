@@ -156,6 +156,6 @@ def measure(result: EvaluationResult, reference: RecursiveReasoner, candidates: 
                 model_result.footprint.notes.append("onnxruntime artifact: artifact_bytes is the .onnx file; the other bytes are analytic")
                 continue
             model_result.footprint = footprint(candidate.model, artifact_size(candidate.model))
-            if candidate.model.emulated_fp16:
-                model_result.notes.append("fp16 emulated on CPU (fp16 rounding, fp32 accumulation)")
+            if candidate.model.emulated_half is not None:
+                model_result.notes.append(f"{candidate.model.emulated_half} emulated on CPU (half rounding, fp32 accumulation)")
     attach_executed_gflops([result.reference, *result.candidates])

@@ -325,11 +325,11 @@ class OrtReasoner:
     """An exported step file run by ONNX Runtime with the host loop in Python.
 
     Exposes what the lockstep engine uses of a `RecursiveReasoner`: `config`, `dtype`,
-    `emulated_fp16`, `input_embeddings`, `initial_carry`, `step`, `steps`. A fixed-batch file runs
+    `emulated_half`, `input_embeddings`, `initial_carry`, `step`, `steps`. A fixed-batch file runs
     larger batches in chunks (the last one padded). `carry_codec` is the host-side carry storage.
     """
 
-    emulated_fp16 = False
+    emulated_half: torch.dtype | None = None
     dtype = torch.float32
 
     def __init__(self, path: str | Path, H_init: np.ndarray, L_init: np.ndarray, puzzle_table: np.ndarray | None = None,

@@ -58,7 +58,7 @@ SRAM_BUDGETS = {"8mb": 8 * MB, "4mb": 4 * MB}
 
 def _deployed_itemsize(model: RecursiveReasoner) -> int:
     """Bytes per float weight as deployed: the forward dtype (fp32 masters are a training artefact)."""
-    return 2 if model.emulated_fp16 else torch.finfo(model.dtype).bits // 8
+    return 2 if model.emulated_half is not None else torch.finfo(model.dtype).bits // 8
 
 
 def _dense_bytes(weight: torch.Tensor, itemsize: int) -> int:
@@ -120,7 +120,7 @@ def footprint(model: RecursiveReasoner, artifact_bytes: int | None = None) -> Fo
     per_tensor = tensor_bytes(model)
     table = per_tensor.get("puzzle_emb", 0)
     backbone = sum(v for k, v in per_tensor.items() if k != "puzzle_emb")
-    act_itemsize = 2 if model.emulated_fp16 else torch.finfo(model.dtype).bits // 8
+    act_itemsize = 2 if model.emulated_half is not None else torch.finfo(model.dtype).bits // 8
     T, D = config.total_len, config.hidden_size
     carry = 2 * T * D * act_itemsize
     notes = []
@@ -128,8 +128,8 @@ def footprint(model: RecursiveReasoner, artifact_bytes: int | None = None) -> Fo
         bits = getattr(model.carry_codec, "bits", 8)
         carry = 2 * T * (math.ceil(D * bits / 8) + 4)  # bit-packed codes + one fp32 scale per token, per state
         notes.append(f"carry stored as INT{bits} per token between steps")
-    if model.emulated_fp16:
-        notes.append("fp16 emulated on CPU: fp16 storage, fp32 accumulation")
+    if model.emulated_half is not None:
+        notes.append(f"{model.emulated_half} emulated on CPU: half storage, fp32 accumulation")
     row = model.puzzle_emb.weights.shape[1] * _deployed_itemsize(model) if model.puzzle_emb is not None else 0
     working, all_steps = _activation_bytes(config, act_itemsize)
     x = T * D * act_itemsize
@@ -154,7 +154,7 @@ def footprint(model: RecursiveReasoner, artifact_bytes: int | None = None) -> Fo
 
 def artifact_size(model: RecursiveReasoner) -> int:
     """Bytes of the serialised candidate: its state_dict with float weights at the deployed precision."""
-    dtype = torch.float16 if model.emulated_fp16 else model.dtype
+    dtype = model.emulated_half or model.dtype
     state = {k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.dtype == torch.float32 else v) for k, v in model.state_dict().items()}
     buffer = io.BytesIO()
     torch.save(state, buffer)

@@ -55,7 +55,7 @@ class RecursiveReasoner(nn.Module):
         # and the ACT step being run (read by per-step activation quantisers).
         self.carry_codec: Callable[[Carry], Carry] | None = None
         self.step_index = 0
-        self.emulated_fp16 = False
+        self.emulated_half: torch.dtype | None = None  # set by compress.half: half storage, fp32 compute
 
         # Buffers first: the official state_dict lists H_init/L_init before the child modules.
         # They are random, never trained, and must come from the checkpoint.

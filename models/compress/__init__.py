@@ -16,9 +16,9 @@ import torch
 
 from models.compress.activations import quantize_activations_
 from models.compress.carry import carry_codec
-from models.compress.fp16 import emulate_fp16_
+from models.compress.half import emulate_half_, emulated
 from models.compress.noise import add_weight_noise_
-from models.compress.spec import CompressionSpec, describe
+from models.compress.spec import PRECISION_DTYPES, CompressionSpec, describe
 from models.compress.structure import compress_puzzle_embedding_, depth_updates, precision_updates, prune_, rebuild
 from models.reasoner import RecursiveReasoner
 
@@ -92,8 +92,9 @@ def apply(
         add_weight_noise_(candidate, spec.noise, spec.include, spec.exclude)
     if spec.puzzle_embedding is not None:
         compress_puzzle_embedding_(candidate, spec.puzzle_embedding)
-    if spec.precision == "fp16":
-        emulate_fp16_(candidate)  # before quantisation: quantised layers keep their own storage
+    if spec.precision is not None and emulated(spec.precision):
+        # before quantisation: quantised layers keep their own storage
+        emulate_half_(candidate, getattr(torch, PRECISION_DTYPES[spec.precision]))
     if spec.weights is not None:
         quantize_weights(candidate, spec.weights, include=spec.include, exclude=spec.exclude)
     if spec.activations is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from models import build_model
+from models.compress.half import emulated
 from models.compress.scope import select_linears
 from models.compress.spec import PRECISION_DTYPES, DepthSpec, PruneSpec, PuzzleEmbeddingSpec
 from models.layers import Attention, SwiGLU
@@ -29,8 +30,8 @@ def depth_updates(spec: DepthSpec) -> dict[str, int]:
 
 
 def precision_updates(precision: str) -> dict[str, str]:
-    # fp16 is emulated on CPU (see fp16.py): the model computes in fp32 with fp16 rounding.
-    return {"forward_dtype": "float32" if precision == "fp16" else PRECISION_DTYPES[precision]}
+    # An emulated half precision (see half.py) computes in fp32 with half rounding.
+    return {"forward_dtype": "float32" if emulated(precision) else PRECISION_DTYPES[precision]}
 
 
 def _zero_lowest(scores: torch.Tensor, sparsity: float) -> torch.Tensor:

@@ -94,7 +94,7 @@ def test_apply_never_mutates_the_reference() -> None:
         apply(CompressionSpec.model_validate({"name": name, **body}), model)
     after = model.state_dict()
     assert all(after[k].equal(v) for k, v in before.items())
-    assert model.carry_codec is None and not model.emulated_fp16
+    assert model.carry_codec is None and model.emulated_half is None
 
 
 def test_spec_problems_from_config_alone_agree_with_apply() -> None:
