@@ -22,10 +22,12 @@ demo: $(STAMP)
 # The suite talks to real PostgreSQL, Redis and headless Chromium: start or install them when missing.
 test: $(STAMP)
 	bash scripts/test_services.sh
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) bench/engine_step.py
