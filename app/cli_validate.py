@@ -17,6 +17,18 @@ def label_free(policy: Any) -> Any:  # GatePolicy -> GatePolicy without the rule
     return policy.model_copy(update={"max_puzzle_exact_drop": None, "max_cell_accuracy_drop": None, "require_labels": False})
 
 
+def read_result(path: Path) -> Any:
+    """An evaluation result JSON (`evaluate --json`, or `validate --json` with its verdicts and
+    validity section, which are derived and dropped here) as an `EvaluationResult`."""
+    from models.results import EvaluationResult
+
+    body = json.loads(path.read_text())
+    body.pop("validity", None)
+    for candidate in body.get("candidates", []):
+        candidate.pop("verdict", None)
+    return EvaluationResult.model_validate(body)
+
+
 def validate_command(
     checkpoint: Annotated[Path, typer.Argument(help="Zoo folder, official step_N / HRM checkpoint, or its folder.")],
     json_out: Annotated[Path, typer.Option("--json", help="Write the result (candidates, verdicts, validity) here.")],
@@ -37,13 +49,16 @@ def validate_command(
 
     from models.checkpoint import CheckpointError, load_checkpoint
     from models.compress import CompressionSpec
-    from models.results import EvaluationResult
     from models.validity import standard_family
     from workers.gate import GatePolicy
 
     gate_policy = GatePolicy.from_yaml(policy.read_text()) if policy is not None else GatePolicy()
     if from_result is not None:
-        result = EvaluationResult.model_validate_json(from_result.read_text())
+        try:
+            result = read_result(from_result)
+        except (OSError, ValueError) as err:
+            _fail(f"{from_result}: {err}")
+            return
     else:
         if family == "standard":
             try:
@@ -128,16 +143,11 @@ def calibrate_command(
 ) -> None:
     """Refit the predicted puzzle-exact drop model on labelled history; the version is its content hash."""
     from models import drop_model
-    from models.results import EvaluationResult
 
     cases, sources = [], []
     for path in results:
         try:
-            body = json.loads(path.read_text())
-            body.pop("validity", None)
-            for candidate in body.get("candidates", []):
-                candidate.pop("verdict", None)
-            result = EvaluationResult.model_validate(body)
+            result = read_result(path)
         except (OSError, ValueError) as err:
             _fail(f"{path}: {err}")
             return

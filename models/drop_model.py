@@ -14,8 +14,11 @@ sum of the per-puzzle outcome variances, and the interval is mean +/- q * sigma,
 split-conformal calibration: studentised residuals of candidates predicted by a fit that did not see
 their method family (so q covers what a new kind of compression does, not only new puzzles).
 
-With no changed answer the interval is exactly [0, 0], which is right: the candidate's exactness
-equals the reference's puzzle by puzzle.
+The interval is clipped to the one bound that holds without any model: |drop| <= the share of puzzles
+whose answer changed (`changed_share`). With no changed answer it is exactly [0, 0], which is right:
+the candidate's exactness equals the reference's puzzle by puzzle; with 1 % changed it cannot exceed
+1 pp, however wide q * sigma is. That is what lets a near-baseline candidate be decided at all on a
+few hundred puzzles.
 """
 
 from __future__ import annotations
@@ -199,7 +202,15 @@ def predict(calibration: DropCalibration, reference: dict[str, np.ndarray], cand
     mean, sigma = _point(np.asarray(calibration.ref_coef), np.asarray(calibration.cand_coef), reference, candidate)
     n = candidate["answer_equal"].size
     half = calibration.conformal_q * (sigma + 0.5 / max(n, 1)) if sigma > 0 or mean != 0 else 0.0
-    return DropPrediction(mean=mean, lo=mean - half, hi=mean + half, calibration=calibration.version)
+    bound = changed_share(candidate)
+    return DropPrediction(mean=mean, lo=max(mean - half, -bound), hi=min(mean + half, bound), calibration=calibration.version)
+
+
+def changed_share(candidate: dict[str, np.ndarray]) -> float:
+    """Share of probe puzzles whose answer changed: a label-free bound on |measured drop| on this probe,
+    since an unchanged answer keeps its exactness and each changed one moves puzzle-exact by at most 1/n."""
+    n = candidate["answer_equal"].size
+    return float((candidate["answer_equal"] < 0.5).sum() / n) if n else 0.0
 
 
 # -- from and onto results ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ fitted without its own method family, so the report never scores a fit on its ow
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -91,7 +91,10 @@ class GateAgreement(BaseModel):
 
     policy: dict[str, Any]
     confusion: dict[str, int] = Field(description="label-free decision / labelled decision -> count")
-    agreement: float = Field(description="share of candidates whose label-free decision is the labelled one")
+    agreement: float = Field(description="share of candidates whose label-free decision is the labelled one "
+                                         "(an inconclusive one counts as disagreeing)")
+    decided: int = Field(0, description="candidates the label-free gate decided (go or no_go)")
+    agreement_decided: float | None = Field(None, description="the agreement over the decided candidates only")
     false_go: list[str] = Field(description="candidates that pass label-free but drop more than the labelled threshold")
     inconclusive: list[str]
 
@@ -180,6 +183,43 @@ def _stack(result: EvaluationResult, keep: list[int]) -> tuple[dict[str, np.ndar
     return arrays, ref, arrays.pop("exact"), ref.pop("exact")
 
 
+def tail_tau_of(result: EvaluationResult) -> float | None:
+    """fidelity_tail's tau, recomputed from the noise floor's per-puzzle fidelity when the result has
+    it (so a stored result follows the current `signals.tail_tau`), else the tau stored with it."""
+    floor = result.noise_floor
+    if floor is not None and floor.per_puzzle.get("fidelity"):
+        return signals.tail_tau(np.asarray(floor.per_puzzle["fidelity"], dtype=np.float64))
+    return result.fidelity_tail_tau
+
+
+def leave_one_model_out(results: Mapping[str, EvaluationResult]) -> dict[str, PredictionValidity]:
+    """Model name -> how the predicted drop does on that model's candidates when the calibration was
+    fitted on the other models only (every method family included): a new checkpoint's situation.
+    Within the fit, the conformal q comes from holding out each of the other models in turn (by
+    family when only one other model is left)."""
+    return leave_one_model_out_cases({name: drop_model.cases_from_result(result, model=name) for name, result in results.items()})
+
+
+def leave_one_model_out_cases(cases: Mapping[str, list[drop_model.Case]]) -> dict[str, PredictionValidity]:
+    out: dict[str, PredictionValidity] = {}
+    for name, held in cases.items():
+        train = [c for other, cs in cases.items() if other != name for c in cs]
+        if not held or len(train) < 5:
+            continue
+        group_by = "model" if len({c.model for c in train}) > 1 else "family"
+        calibration = drop_model.fit(train, group_by=group_by)
+        per = []
+        for case in held:
+            p = drop_model.predict(calibration, case.reference, case.candidate)
+            measured = case.measured_drop
+            per.append({"candidate": case.name, "measured_drop": measured, "predicted": p.mean, "lo": p.lo, "hi": p.hi,
+                        "covered": bool(p.lo - 1e-9 <= measured <= p.hi + 1e-9)})
+        out[name] = PredictionValidity(held_out_by="model", coverage=float(np.mean([p["covered"] for p in per])),
+                                       mae=float(np.mean([abs(p["measured_drop"] - p["predicted"]) for p in per])), n=len(per),
+                                       per_candidate=per)
+    return out
+
+
 def leave_one_out_drops(result: EvaluationResult, held_out_by: str = "family") -> dict[int, tuple[np.ndarray, float, float, float]]:
     """Candidate index -> (per-puzzle predicted drop contributions, mean, lo, hi), each predicted by a
     calibration fitted on the other groups' candidates only."""
@@ -216,7 +256,7 @@ def report(result: EvaluationResult, *, resamples: int = 1000, seed: int = 0,
         raise ValueError("signal validity needs labels")
     keep = [i for i, c in enumerate(result.candidates) if c.non_finite is None and "fidelity" in c.per_puzzle]
     arrays, ref, exact, ref_exact = _stack(result, keep)
-    tau = result.fidelity_tail_tau
+    tau = tail_tau_of(result)
     drops = leave_one_out_drops(result)
     predicted = np.full((len(keep), exact.shape[1]), np.nan)
     for row, i in enumerate(keep):
@@ -285,7 +325,7 @@ def _gate_agreement(result: EvaluationResult, gate: Callable[[EvaluationResult],
     verdict = gate(result)
     by_name = {v.candidate: v.decision for v in verdict.candidates}
     confusion: dict[str, int] = {}
-    false_go, inconclusive, agree, total = [], [], 0, 0
+    false_go, inconclusive, agree, total, agree_decided = [], [], 0, 0, 0
     for c in result.candidates:
         if c.non_finite is not None:
             labelled = "no_go"
@@ -302,7 +342,11 @@ def _gate_agreement(result: EvaluationResult, gate: Callable[[EvaluationResult],
             false_go.append(c.name)
         if decided == "inconclusive":
             inconclusive.append(c.name)
+        else:
+            agree_decided += decided == labelled
+    n_decided = total - len(inconclusive)
     return GateAgreement(policy=verdict.policy.model_dump(mode="json"), confusion=confusion, agreement=agree / max(total, 1),
+                         decided=n_decided, agreement_decided=agree_decided / n_decided if n_decided else None,
                          false_go=false_go, inconclusive=inconclusive)
 
 

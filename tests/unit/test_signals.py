@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import build_model, drop_model, signals
+from models import build_model, drop_model, signals, validity
 from models.compress import CompressionSpec, apply
 from models.drop_model import Case, DropCalibration
 from models.results import DropPrediction, EvaluationResult, ModelResult, Summary
@@ -52,7 +52,7 @@ def test_every_signal_equals_brute_force_from_saved_carries() -> None:
     area = np.concatenate([np.mean([1 - cos(c[t].carry.z_H, r[t].carry.z_H) for t in range(4)], axis=0)
                            for c, r in zip(cand_steps, ref_steps, strict=True)])
     settled = (ref_q > 0) & (1 - ref_last <= signals.SETTLED_MAX_CHANGE)
-    tau = np.percentile(floor_fid, signals.TAIL_PERCENTILE)
+    tau = min(np.percentile(floor_fid, signals.TAIL_PERCENTILE), signals.TAIL_MAX_TAU)
 
     got = result.candidates[0]
     assert result.fidelity_tail_tau == pytest.approx(tau, abs=1e-12)
@@ -116,6 +116,40 @@ def test_predicted_drop_recovers_a_known_answer_and_round_trips(tmp_path) -> Non
     unchanged = _case(400, 0, 0.7, rng)
     exact_zero = drop_model.predict(loaded, unchanged.reference, unchanged.candidate)
     assert (exact_zero.mean, exact_zero.lo, exact_zero.hi) == (0.0, 0.0, 0.0)
+
+
+def test_the_interval_never_leaves_the_changed_answer_bound() -> None:
+    rng = np.random.default_rng(2)
+    calibration = drop_model.fit([_case(400, k, 0.7, rng, family=f"f{k % 4}") for k in range(0, 80, 5)])
+    wide = calibration.model_copy(update={"conformal_q": 50.0})
+    few = _case(400, 4, 0.7, rng)  # 1 % of the answers changed: the drop is within +-1 pp, labels or not
+    prediction = drop_model.predict(wide, few.reference, few.candidate)
+    assert prediction.hi == pytest.approx(0.01) and prediction.lo == pytest.approx(-0.01)
+    assert prediction.lo <= few.measured_drop <= prediction.hi
+
+
+def test_leave_one_model_out_predicts_each_model_from_the_others_only() -> None:
+    rng = np.random.default_rng(3)
+
+    def model_cases(name: str, misleading: bool = False) -> list[Case]:
+        cases = [_case(400, k, 0.7, rng, family=f"f{k % 3}") for k in range(5, 65, 5)]
+        if misleading:  # this model's halting head says "solved" on the changed puzzles it gets wrong
+            for c in cases:
+                c.reference["q_halt"][:] = 5.0
+        return [Case(c.reference, c.candidate, c.family, name, c.name) for c in cases]
+
+    cases = {"a": model_cases("a"), "b": model_cases("b"), "c": model_cases("c"), "odd": model_cases("odd", misleading=True)}
+    report = validity.leave_one_model_out_cases(cases)
+    assert set(report) == set(cases) and report["a"].held_out_by == "model" and report["a"].n == 12
+    assert report["a"].coverage >= 0.9 and report["a"].mae < 0.01  # like two of the others: covered
+    # a model unlike every one the fit saw is not, and the held-out report shows it
+    assert report["odd"].mae > 2 * report["a"].mae and report["odd"].coverage < 0.5
+
+
+def test_tail_tau_follows_the_noise_floor_up_to_a_cap() -> None:
+    spread = np.linspace(0.98, 1.0, 1001)
+    assert signals.tail_tau(spread) == pytest.approx(np.percentile(spread, signals.TAIL_PERCENTILE))
+    assert signals.tail_tau(np.full(100, 0.999999)) == signals.TAIL_MAX_TAU
 
 
 def test_conformal_q_is_infinite_with_too_few_residuals() -> None:
