@@ -212,8 +212,8 @@ def gate_command(
 ) -> None:
     """Gate a release: exit 0 on go, 1 on no_go, 2 on inconclusive or error."""
     from app.cli_evaluate import load_specs
+    from gate import GatePolicy
     from models.halting import Halting
-    from workers.gate import GatePolicy
 
     files = ReportFiles(summary_md, report_html, str(checkpoint))
     try:
@@ -241,10 +241,10 @@ def _gate_local(checkpoint: Path, specs: list[Any], policy: Any, builder: str | 
                 files: ReportFiles, halting: Any = None) -> str:
     from app.cli_evaluate import build_probe_folder
     from app.reports import Report
+    from gate import judge
     from models.checkpoint import CheckpointError, load_checkpoint
     from models.evaluate import Probe, evaluate
     from models.tasks.dataset import read_split
-    from workers.gate import judge
 
     try:
         ckpt = load_checkpoint(checkpoint)

@@ -24,8 +24,8 @@ from typing import Any
 
 from markupsafe import Markup
 
+from gate import CandidateVerdict, Decision, JobVerdict, RuleOutcome
 from models.results import EvaluationResult, ModelResult
-from workers.gate import CandidateVerdict, Decision, JobVerdict, RuleOutcome
 
 MB = 1024 * 1024
 SRAM_BUDGETS_MB = (8, 4)
@@ -43,7 +43,7 @@ class RuleColumn:
     kind: str  # "fraction" | "drop" | "mb" | "ms" | "steps" | "plain"
 
 
-# Rules the gate can list (workers/gate.py), in the column order of the report. `finite`,
+# Rules the gate can list (gate/policy.py), in the column order of the report. `finite`,
 # `reference_finite`, `require_labels` and `device_profile` are not threshold columns: a non-finite
 # candidate or a missing measurement shows in the decision cell and in the reasons instead.
 RULE_COLUMNS: dict[str, RuleColumn] = {

@@ -11,9 +11,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gate import GatePolicy
 from models.compress.spec import CompressionSpec
 from models.halting import Halting
-from workers.gate import GatePolicy
 from workers.profile.aihub import AiHubOptions
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -167,7 +167,7 @@ class RuleRead(_Schema):
     threshold: float | None
     passed: bool | None
     reason: str
-    interval: tuple[float, float] | None = Field(None, description="interval rules: the interval that was judged (workers/gate.py)")
+    interval: tuple[float, float] | None = Field(None, description="interval rules: the interval that was judged (gate/policy.py)")
 
 
 class VerdictRead(_Schema):

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from workers.gate import GatePolicy
+from gate import GatePolicy
 from workers.orm import JOB_SCOPE, Checkpoint, Job, ProbeSet, Verdict
 
 Trace = dict[str, Any]

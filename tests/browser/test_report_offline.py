@@ -11,6 +11,7 @@ from typing import Any
 from selenium.webdriver.common.by import By
 
 from app.reports import Report, render_html
+from gate import GatePolicy, judge
 from models import build_model
 from models.compress.grids import PAPER
 from models.compress.spec import CompressionSpec
@@ -18,7 +19,6 @@ from models.evaluate import Probe, evaluate
 from tests.browser.conftest import ARTIFACTS
 from tests.browser.test_dashboard_pages import figure
 from tests.conftest import tiny_trm
-from workers.gate import GatePolicy, judge
 
 
 def test_html_report_opens_from_disk_with_every_plot_drawn(browser: Any, tmp_path: Path) -> None:

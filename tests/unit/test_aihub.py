@@ -116,9 +116,9 @@ def test_token_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_job_stage_end_to_end_against_the_fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """evaluate (ORT candidate file) -> attach_device_profiles (the pipeline's AI Hub stage) -> gate."""
+    from gate import GatePolicy, judge
     from models.compress import CompressionSpec
     from models.evaluate import Probe, evaluate
-    from workers.gate import GatePolicy, judge
     from workers.profile.aihub import attach_device_profiles
 
     torch.set_num_threads(1)

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from app.dashboard import data, grid, history
 from app.dashboard.routes import figure_json
 from app.db import make_engine, session_factory, upgrade_to_head
+from gate import GatePolicy, judge
 from models.checkpoint import load_checkpoint
 from models.compress.grids import PAPER, precision_depth_grid
 from models.compress.spec import CompressionSpec
@@ -32,7 +33,6 @@ from models.tasks.dataset import read_split
 from tests import fake_qai_hub
 from tests.conftest import REPO, make_tiny_zoo_model, tiny_trm
 from tests.service.conftest import pg_url  # noqa: F401  (fixture used through database_url)
-from workers.gate import GatePolicy, judge
 from workers.orm import JOB_SCOPE, Checkpoint, Job, ProbeSet, Result, Verdict
 from workers.pipeline import candidate_rows
 from workers.profile.aihub import AiHubOptions, attach_device_profiles

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from gate import GatePolicy, judge_candidate
 from models import build_model
 from models.compress.grids import PAPER
 from models.compress.spec import CompressionSpec
@@ -22,7 +23,6 @@ from models.reasoner import host_loop
 from models.results import AdaptiveHalting, EvaluationResult, StepsUsed
 from models.trajectory import finish, merge, run_lockstep, run_partial
 from tests.conftest import tiny_trm
-from workers.gate import GatePolicy, judge_candidate
 
 STEPS = 6
 SPECS = [CompressionSpec.model_validate({"name": n, **PAPER[n]}) for n in ("int8-channel", "int4-naive", "prune-50")]

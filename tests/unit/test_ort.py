@@ -13,13 +13,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from gate import GatePolicy, judge
 from models.checkpoint import load_checkpoint
 from models.compress import CompressionSpec
 from models.evaluate import Probe, evaluate
 from models.results import EvaluationResult, LocalProfile
 from models.tasks.dataset import read_split
 from tests.conftest import ZOO
-from workers.gate import GatePolicy, judge
 
 PUZZLES = 8
 

@@ -1,6 +1,6 @@
 """Release reports (app/reports.py): the Markdown verdict's rows, marks and length; the HTML file's self-containment.
 
-Verdicts come from the real gate (`workers.gate.judge`) on hand-made results, so every expected mark is the
+Verdicts come from the real gate (`gate.judge`) on hand-made results, so every expected mark is the
 gate's own decision, not the renderer's."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 from app.dashboard.routes import PLOTLY_JS
 from app.reports import Report, render_failure_markdown, render_html, render_markdown
+from gate import GatePolicy, judge
 from models.results import Curve, EvaluationResult, Footprint, ModelResult, NonFinite, Summary
-from workers.gate import GatePolicy, judge
 
 MB = 1024 * 1024
 DEMO_NAMES = ["bf16", "fp16", "int8-channel", "int8-dynamic", "int4-naive", "int4-calibrated", "prune-50", "depth-h1", "carry-int8",

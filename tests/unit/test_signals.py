@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from gate import GatePolicy, judge_candidate
 from models import build_model, drop_model, signals, validity
 from models.compress import CompressionSpec, apply
 from models.drop_model import Case, DropCalibration
@@ -17,7 +18,6 @@ from models.trajectory import Candidate, run_lockstep
 from models.validity import auroc, kendall, spearman
 from tests.conftest import tiny_trm
 from tests.unit.test_trajectory import _batches, _perturbed
-from workers.gate import GatePolicy, judge_candidate
 
 
 def _saved(model: torch.nn.Module, batches: list) -> list[list]:
