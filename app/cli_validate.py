@@ -140,6 +140,8 @@ def calibrate_command(
     results: Annotated[list[Path], typer.Argument(help="Labelled result JSONs (evaluate / validate --json).")],
     out: Annotated[Path, typer.Option(help="Write the calibration JSON here.")],
     database: Annotated[bool, typer.Option("--database/--no-database", help="Also use the service's labelled jobs.")] = False,
+    store: Annotated[bool, typer.Option("--store/--no-store", help="Add the fit to the service's database as its newest "
+                                                                     "calibration: workers predict with it from the next job on.")] = False,
 ) -> None:
     """Refit the predicted puzzle-exact drop model on labelled history; the version is its content hash."""
     from models import drop_model
@@ -167,3 +169,12 @@ def calibrate_command(
     out.write_text(calibration.model_dump_json(indent=1))
     console.print(f"calibration {calibration.version}: {calibration.candidates} candidates, {calibration.changed_puzzles} changed "
                   f"answers, conformal q {calibration.conformal_q:.2f} -> {out}")
+    if store:
+        from app.settings import Settings
+        from workers.calibrations import store_calibration
+        from workers.db import make_engine, session_factory
+
+        with session_factory(make_engine(Settings().database_url))() as session:
+            number = store_calibration(session, calibration)
+            session.commit()
+        console.print(f"stored as calibration #{number}: the service's workers predict with it from the next job on")

@@ -35,7 +35,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "Candidate", "Checkpoint", "Job", "ProbeSet", "Result", "Verdict", "JOB_STATUSES",
+__all__ = ["Base", "Candidate", "DropCalibrationRow", "Checkpoint", "Job", "ProbeSet", "Result", "Verdict", "JOB_STATUSES",
            "FINISHED_STATUSES", "DECISIONS", "JOB_SCOPE", "utcnow", "new_id",
            "ApiKey", "Webhook", "WebhookDelivery", "WebhookAttempt", "API_SCOPES", "WEBHOOK_EVENTS", "DELIVERY_STATUSES",
            "JobShard", "SHARD_STATUSES"]
@@ -199,6 +199,20 @@ class Result(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="result")
+
+
+class DropCalibrationRow(Base):
+    """One fitted predicted-drop calibration (`models.drop_model.DropCalibration`), stored by
+    `carrygate calibrate --store`. Rows are never updated: a refit is a new row, and the newest one is
+    what the workers predict with (`workers/calibrations.py`). `number` is the human-facing version."""
+
+    __tablename__ = "drop_calibrations"
+
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version: Mapped[str] = mapped_column(String(64), unique=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSONValue)
+    candidates: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 SHARD_STATUSES = ("queued", "running", "done", "failed", "cancelled")

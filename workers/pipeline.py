@@ -36,6 +36,7 @@ from models.files import SMALL_FILE_LIMIT, UnsafeFile, check_regular, confine, s
 from models.results import EvaluationResult
 from models.tasks.dataset import read_split
 from workers.artifacts import ArtifactStore
+from workers.calibrations import active_calibration
 from workers.gate import GatePolicy, judge
 from workers.orm import Candidate, Checkpoint, Job, ProbeSet, Result, Verdict
 from workers.queue import finish, heartbeat
@@ -339,7 +340,7 @@ def run_job(job_id: str, ctx: WorkerContext, *, on_progress: Callable[[int, int]
             try:
                 result = evaluate(ckpt.model, [spec for _, _, spec in inputs.candidates], probe, batch_size=inputs.batch_size,
                                   on_progress=progress, should_stop=stopped, artifact_dir=Path(workdir) / "artifacts",
-                                  halting=inputs.options.get("halting"))
+                                  halting=inputs.options.get("halting"), calibration=active_calibration(ctx.session_factory))
             except ValueError as err:  # a spec that does not fit the architecture
                 raise JobFailed(str(err)) from err
             if not stopped():

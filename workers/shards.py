@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from models.evaluate import Probe, build_candidates, measure
 from models.trajectory import Candidate, Partial, finish, merge, run_partial
+from workers.calibrations import active_calibration
 from workers.orm import Job, JobShard
 from workers.pipeline import (
     Deadline,
@@ -266,7 +267,7 @@ def _reduce(owner: WorkerContext, job_id: str, inputs: JobInputs, shards: list[J
     """Merge the shards' partials in puzzle order, finish, measure, judge and store the job's one result."""
     partials = [Partial.from_json(s.partial or {}) for s in shards]
     result = finish(merge(partials), candidates)
-    measure(result, reference, candidates, probe)
+    measure(result, reference, candidates, probe, calibration=active_calibration(owner.session_factory))
     attach_artifacts(owner, result, reference, probe, inputs.options, workdir)
     return judge_and_store(owner, job_id, result, inputs)
 

@@ -21,7 +21,7 @@ from models.compress.spec import CompressionSpec
 from workers.orm import JOB_SCOPE, Base, Candidate, Checkpoint, Job, ProbeSet, Result, Verdict
 
 TABLES = {"checkpoints", "probe_sets", "jobs", "candidates", "results", "verdicts", "api_keys", "webhooks", "webhook_deliveries",
-          "webhook_attempts", "job_shards"}
+          "webhook_attempts", "job_shards", "drop_calibrations"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
