@@ -24,6 +24,7 @@ test: $(STAMP)
 	bash scripts/test_services.sh
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+	$(VENV)/bin/mkdocs build --strict --site-dir build/site  # no -q: it hides --strict's warnings
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
