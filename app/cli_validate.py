@@ -3,6 +3,7 @@ calibrate` (refit the predicted-drop model from labelled evaluations)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -105,7 +106,7 @@ def validity_body(result: Any, gate_policy: Any, resamples: int, seed: int) -> d
     for candidate in body["candidates"]:
         v = verdicts.get(candidate["name"])
         candidate["verdict"] = {"decision": v.decision, "rules": [r.model_dump(mode="json") for r in v.rules]} if v else None
-    body["validity"] = validity.model_dump(mode="json") | {"gates": gates}
+    body["validity"] = validity.model_dump(mode="json") | {"gates": gates, "measured_on": datetime.date.today().isoformat()}
     return body
 
 

@@ -1,0 +1,43 @@
+"""`carrygate validate` end to end on a tiny zoo-layout model, and `calibrate` on what it wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from app.cli import app as cli
+from models import signals
+from models.checkpoint import load_checkpoint
+from models.validity import standard_family
+from tests.conftest import make_tiny_zoo_model
+
+
+def test_validate_writes_candidates_verdicts_and_a_reproducible_report(tmp_path: Path) -> None:
+    folder = make_tiny_zoo_model(tmp_path / "tiny", steps=3, puzzles=40, seed=0)
+    out = tmp_path / "validity.json"
+    run = CliRunner().invoke(cli, ["validate", str(folder), "--limit", "40", "--resamples", "30", "--json", str(out)])
+    assert run.exit_code == 0, run.output
+    body = json.loads(out.read_text())
+    family = standard_family(load_checkpoint(folder).config)
+    assert len(family) >= 40 and [c["name"] for c in body["candidates"]] == [s.name for s in family]
+    for candidate in body["candidates"]:
+        assert candidate["verdict"]["decision"] in ("go", "no_go", "inconclusive"), candidate["name"]
+        if candidate["non_finite"] is None:
+            assert candidate["predicted_puzzle_exact_drop"]["calibration"] == "leave-one-family-out"
+    validity = body["validity"]
+    assert validity["puzzles"] == 40 and {s["signal"] for s in validity["signals"]} == {*signals.SIGNALS, "predicted_drop"}
+    assert set(validity["gates"]) == {"policy", "predicted_drop_only"} and validity["prediction"]["held_out_by"] == "family"
+    gate = validity["gates"]["policy"]
+    assert sum(gate["confusion"].values()) == gate["decided"] + len(gate["inconclusive"])
+
+    again = tmp_path / "again.json"
+    rerun = CliRunner().invoke(cli, ["validate", str(folder), "--from-result", str(out), "--resamples", "30", "--json", str(again)])
+    assert rerun.exit_code == 0, rerun.output
+    assert json.loads(again.read_text())["validity"]["signals"] == validity["signals"]  # the same puzzles, the same seed
+
+    calibration = tmp_path / "cal.json"
+    fit = CliRunner().invoke(cli, ["calibrate", str(out), "--out", str(calibration)])
+    assert fit.exit_code == 0, fit.output
+    assert json.loads(calibration.read_text())["candidates"] == sum(c["non_finite"] is None for c in body["candidates"])
