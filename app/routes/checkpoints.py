@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 from app.deps import SessionDep, SettingsDep, StoreDep
 from app.errors import Conflict, PayloadTooLarge, Unprocessable, get_or_404
 from app.schemas import CheckpointList, CheckpointRead, CheckpointRegister
-from app.settings import Settings
-from models.checkpoint import OWN_CONFIG, CheckpointError, read_config_json, read_config_text, resolve_weights
+from app.services.paths import confined_checkpoint
+from models.checkpoint import OWN_CONFIG, CheckpointError, read_config_json, read_config_text
 from models.files import SMALL_FILE_LIMIT, UnsafeFile, sha256_regular
 from workers.artifacts import CHUNK, StoredArtifact, TooLarge
 from workers.orm import Checkpoint
@@ -195,27 +195,6 @@ def _record_upload(session: Session, response: Response, stored: StoredArtifact,
     session.add(row)
     session.commit()
     return row
-
-
-CONFIG_FILES = (OWN_CONFIG, "all_config.yaml")
-
-
-def confined_checkpoint(settings: Settings, path: str, field: str) -> tuple[Path, Path]:
-    """-> (the path resolved, its weights file resolved) for a checkpoint a request names (registration, a
-    candidate's `checkpoint`). Both, and the config files beside the weights, must resolve under the register
-    roots, so a symlinked weights file or config inside a root that points out of it is refused; the weights
-    must be a regular, non-empty file under `register_limit_bytes` (a FIFO, device or /proc entry is refused
-    before anything opens it). A 422 naming `field` otherwise."""
-    try:
-        resolved = settings.readable_path(path)
-        weights = settings.readable_path(resolve_weights(resolved, limit=settings.register_limit_bytes)[1])
-        for name in CONFIG_FILES:
-            if (weights.parent / name).exists() or (weights.parent / name).is_symlink():
-                settings.readable_path(weights.parent / name)
-    except (UnsafeFile, CheckpointError, ValueError) as err:
-        named = "" if str(path) in str(err) else f" ({path} resolves to it)"  # a symlink: name what the request said too
-        raise Unprocessable(f"{field}: {err}{named}") from err
-    return resolved, weights
 
 
 def _registered_meta(path: Path, weights: Path) -> dict[str, Any]:

@@ -6,40 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import FileResponse
-from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import ColumnElement, exists, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session, selectinload
-from sqlalchemy.orm.attributes import set_committed_value
 
 from app.deps import SessionDep, SettingsDep, StoreDep
-from app.errors import Conflict, NotFound, Unprocessable, get_or_404
-from app.routes.checkpoints import confined_checkpoint
-from app.schemas import BuilderProbe, JobCreate, JobList, JobRead, JobStatus, VerdictList, VerdictRead
-from app.settings import Settings
-from models.budget import job_cost
-from models.compress.fit import spec_problems
-from models.config import HRMConfig, ModelConfig, TRMConfig
-from models.files import SMALL_FILE_LIMIT, check_regular
-from workers.orm import FINISHED_STATUSES, JOB_SCOPE, Checkpoint, Job, ProbeSet, Verdict
-from workers.pipeline import candidate_rows, probe_hash
+from app.errors import NotFound, get_or_404
+from app.schemas import JobCreate, JobList, JobRead, JobStatus, VerdictList, VerdictRead
+from app.services import jobs
+from workers.orm import JOB_SCOPE, Job, Verdict
 
 router = APIRouter(tags=["jobs"])
-
-
-# Built once: a TypeAdapter costs milliseconds to construct, which showed on POST /jobs under load.
-_model_config = TypeAdapter(ModelConfig)
-
-
-def _config_of(checkpoint: Checkpoint) -> TRMConfig | HRMConfig | None:
-    """The model config when the checkpoint's metadata fixes it (carrygate format), else None."""
-    body = (checkpoint.config or {}).get("config_json")
-    if not body:
-        return None
-    try:
-        return _model_config.validate_python(body)
-    except ValidationError:
-        return None
 
 
 def _verdict_read(v: Verdict) -> VerdictRead:
@@ -65,19 +41,6 @@ def _get_job(session: Session, job_id: str) -> Job:
     return get_or_404(session, Job, job_id, "job")
 
 
-def _check_budget(body: JobCreate, config: TRMConfig | HRMConfig, settings: Settings) -> None:
-    """Refuse (422) a job whose cost exceeds CARRYGATE_MAX_JOB_GFLOP. A dataset probe's size is known only
-    to the worker (which checks again); without `options.limit` the cost of one puzzle is the lower bound."""
-    if isinstance(body.probe, BuilderProbe):
-        puzzles = min(body.probe.size, body.options.limit or body.probe.size)
-    else:
-        puzzles = body.options.limit or 1
-    cost = job_cost(config, body.candidates, puzzles)
-    if cost.gflop > settings.max_job_gflop:
-        at_least = "" if isinstance(body.probe, BuilderProbe) or body.options.limit else "at least "
-        raise Unprocessable(f"compute budget: {at_least}{cost.describe(settings.max_job_gflop)}")
-
-
 @router.post("/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobRead,
              responses={200: {"description": "a job with this Idempotency-Key exists"}, 404: {"description": "unknown checkpoint"},
                         422: {"description": "malformed request, a spec that does not fit the architecture, a path outside "
@@ -91,56 +54,11 @@ def create_job(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobRead:
     """Queue an evaluation. Returns 202 with the job's URL in `Location`."""
-    if idempotency_key:
-        existing = session.execute(select(Job).where(Job.idempotency_key == idempotency_key)).scalar_one_or_none()
-        if existing is not None:
-            response.status_code = status.HTTP_200_OK
-            response.headers["Location"] = str(request.url_for("get_job", job_id=existing.id))
-            return job_read(existing, request)
-    checkpoint = get_or_404(session, Checkpoint, body.checkpoint_id, "checkpoint")
-    config = _config_of(checkpoint)
-    if config is not None:
-        problems = [f"candidates[{i}].{p}" for i, spec in enumerate(body.candidates) for p in spec_problems(spec, config)]
-        if problems:
-            raise Unprocessable("; ".join(problems))
-        _check_budget(body, config, settings)
-    for i, spec in enumerate(body.candidates):
-        if spec.checkpoint is not None:  # the worker loads it: the same roots as a registered checkpoint
-            confined_checkpoint(settings, spec.checkpoint, f"candidates[{i}].checkpoint")
-    if isinstance(body.probe, BuilderProbe):
-        args = {"size": body.probe.size, "seed": body.probe.seed, **body.probe.args}
-        probe = ProbeSet(builder=body.probe.builder, builder_args=args, dataset_path=None,
-                         content_hash=probe_hash(body.probe.builder, args, None), puzzles=body.probe.size, labels=True)
-    else:
-        if body.probe.dataset_path is not None:
-            try:  # the worker checks every file it reads; the folder and its dataset.json are checked now
-                folder = settings.readable_path(body.probe.dataset_path)
-                meta = folder / body.probe.split / "dataset.json"
-                if meta.exists() or meta.is_symlink():
-                    check_regular(settings.readable_path(meta), limit=SMALL_FILE_LIMIT)
-            except ValueError as err:
-                raise Unprocessable(f"probe.dataset_path: {err}") from err
-        args = {"split": body.probe.split}
-        probe = ProbeSet(builder=None, builder_args=args, dataset_path=body.probe.dataset_path,
-                         content_hash=probe_hash(None, args, body.probe.dataset_path), puzzles=body.options.limit or 0, labels=True)
-    job = Job(checkpoint_id=checkpoint.id, probe_set=probe, policy=body.policy.model_dump(mode="json"),
-              options=body.options.model_dump(mode="json"), tags=body.tags, idempotency_key=idempotency_key,
-              candidates=candidate_rows(body.candidates))
-    session.add(job)
-    try:
-        session.commit()
-        # A new job has no verdicts or result yet: say so instead of two lazy-load queries per POST.
-        set_committed_value(job, "verdicts", [])
-        set_committed_value(job, "result", None)
-    except IntegrityError:  # a concurrent request with the same Idempotency-Key won the race
-        session.rollback()
-        existing = session.execute(select(Job).where(Job.idempotency_key == idempotency_key)).scalar_one_or_none()
-        if existing is None:
-            raise
+    submitted = jobs.create_job(session=session, body=body, settings=settings, idempotency_key=idempotency_key)
+    if not submitted.created:
         response.status_code = status.HTTP_200_OK
-        job = existing
-    response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
-    return job_read(job, request)
+    response.headers["Location"] = str(request.url_for("get_job", job_id=submitted.job.id))
+    return job_read(submitted.job, request)
 
 
 def _has_tag(tag: str, dialect: str) -> ColumnElement[bool]:
@@ -178,22 +96,7 @@ def get_job(job_id: str, request: Request, session: SessionDep) -> JobRead:
 def cancel_job(job_id: str, request: Request, session: SessionDep) -> JobRead:
     """A queued job is cancelled at once; a running one stops before its next ACT step, within one heartbeat
     (CARRYGATE_HEARTBEAT_SECONDS), and its worker takes the next job."""
-    from workers.queue import now
-
-    job = _get_job(session, job_id)
-    if job.status in FINISHED_STATUSES:
-        raise Conflict(f"job {job_id} already {job.status}")
-    # Conditional updates: a worker may claim or finish the job between our read and our write.
-    cancelled = session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
-                                .values(status="cancelled", finished_at=now(), error="cancelled by request", cancel_requested=True)
-                                .execution_options(synchronize_session=False))
-    flagged = session.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True)
-                              .execution_options(synchronize_session=False))
-    session.commit()
-    session.refresh(job)
-    if cancelled.rowcount == 0 and flagged.rowcount == 0:
-        raise Conflict(f"job {job_id} already {job.status}")
-    return job_read(job, request)
+    return job_read(jobs.cancel_job(session=session, job_id=job_id), request)
 
 
 @router.get("/jobs/{job_id}/verdict", response_model=VerdictList, responses={404: {"description": "no job, or no verdict yet"}})
