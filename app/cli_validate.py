@@ -101,6 +101,9 @@ def validity_body(result: Any, gate_policy: Any, resamples: int, seed: int) -> d
     gates = {"policy": validity.gate.model_dump(mode="json") if validity.gate else None}
     predicted_gate = report(result, resamples=0, seed=seed, gate=lambda r: judge(r, predicted_only)).gate
     gates["predicted_drop_only"] = predicted_gate.model_dump(mode="json") if predicted_gate else None
+    both = free.model_copy(update={"max_predicted_exact_drop": 0.02})
+    both_gate = report(result, resamples=0, seed=seed, gate=lambda r: judge(r, both)).gate
+    gates["policy_and_predicted_drop"] = both_gate.model_dump(mode="json") if both_gate else None
     verdicts = {v.candidate: v for v in judge(result, free).candidates}
     body = result.model_dump(mode="json")
     for candidate in body["candidates"]:

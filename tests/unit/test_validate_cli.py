@@ -28,7 +28,8 @@ def test_validate_writes_candidates_verdicts_and_a_reproducible_report(tmp_path:
             assert candidate["predicted_puzzle_exact_drop"]["calibration"] == "leave-one-family-out"
     validity = body["validity"]
     assert validity["puzzles"] == 40 and {s["signal"] for s in validity["signals"]} == {*signals.SIGNALS, "predicted_drop"}
-    assert set(validity["gates"]) == {"policy", "predicted_drop_only"} and validity["prediction"]["held_out_by"] == "family"
+    assert set(validity["gates"]) == {"policy", "predicted_drop_only", "policy_and_predicted_drop"}
+    assert validity["prediction"]["held_out_by"] == "family"
     gate = validity["gates"]["policy"]
     assert sum(gate["confusion"].values()) == gate["decided"] + len(gate["inconclusive"])
 
