@@ -53,12 +53,10 @@ def demo_command(
     import httpx
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from app.cli_evaluate import print_table
     from app.cli_service import print_verdicts
     from app.settings import get_settings
     from models.compress.grids import PAPER, precision_depth_grid
     from models.config import ModelConfig
-    from models.results import EvaluationResult
 
     models = zoo_models()
     if not models:
@@ -103,10 +101,8 @@ def demo_command(
                             del pending[name]
             for name, job_id in jobs.items():
                 job = client.get(f"/jobs/{job_id}").json()
-                console.rule(f"{name}  ({url}/dashboard/jobs/{job_id})")
-                if job["result"] is not None:
-                    print_table(EvaluationResult.model_validate(job["result"]))
-                decisions[name] = print_verdicts(job)
+                console.rule(name)
+                decisions[name] = print_verdicts(job, f"{url}/dashboard/jobs/{job_id}")
         console.print("verdicts: " + ", ".join(f"{n}: {d}" for n, d in decisions.items()))
         if serve:
             console.print(f"\ndashboard: {url}/dashboard   API: {url}   docs: {url}/docs   (Ctrl-C to stop)")

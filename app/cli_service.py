@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from app.cli_evaluate import stdout_console
 
@@ -133,19 +132,11 @@ def migrate_command() -> None:
 
 
 # -- gate: the release-pipeline client -------------------------------------------------------------
-def print_verdicts(job: dict[str, Any]) -> str:
-    verdict = job.get("verdict")
-    decision = verdict["decision"] if verdict else "inconclusive"
-    table = Table(title=f"job {job['id']}: {job['status']} — {decision.upper()}")
-    for column in ("candidate", "decision", "rule", "observed", "threshold", "pass"):
-        table.add_column(column)
-    for cv in job.get("candidate_verdicts", []):
-        for i, rule in enumerate(cv["rules"]):
-            mark = {True: "✓", False: "✗", None: "?"}[rule["passed"]]
-            observed = "—" if rule["observed"] is None else f"{rule['observed']:.4g}"
-            threshold = "—" if rule["threshold"] is None else f"{rule['threshold']:.4g}"
-            table.add_row(cv["candidate"] if i == 0 else "", cv["decision"] if i == 0 else "", rule["rule"], observed, threshold, mark)
-    stdout_console().print(table)
+def print_verdicts(job: dict[str, Any], dashboard_url: str | None = None) -> str:
+    """One row per candidate with the rules as columns (`app/cli_verdicts.py`); -> the job's decision."""
+    from app.cli_verdicts import print_job_verdicts
+
+    decision = print_job_verdicts(stdout_console(), job, dashboard_url)
     if job.get("error"):
         console.print(f"[red]{job['error']}[/]")
     return decision
@@ -240,7 +231,8 @@ def gate_command(
 def _gate_local(checkpoint: Path, specs: list[Any], policy: Any, builder: str | None, probe_size: int, limit: int | None,
                 files: ReportFiles, halting: Any = None) -> str:
     from app.cli_evaluate import build_probe_folder
-    from app.reports import Report
+    from app.cli_verdicts import print_verdict_table
+    from app.reports import DECISION_WORDS, Report
     from gate import judge
     from models.checkpoint import CheckpointError, load_checkpoint
     from models.evaluate import Probe, evaluate
@@ -256,11 +248,10 @@ def _gate_local(checkpoint: Path, specs: list[Any], policy: Any, builder: str | 
         files.failure(str(err))
         return "inconclusive"
     verdict = judge(result, policy)
-    files.verdict(Report.from_verdict(result, verdict, files.subject))
-    job = {"id": "local", "status": "succeeded", "verdict": {"decision": verdict.decision},
-           "candidate_verdicts": [{"candidate": c.candidate, "decision": c.decision, "rules": [r.model_dump() for r in c.rules]}
-                                  for c in verdict.candidates]}
-    return print_verdicts(job)
+    report = Report.from_verdict(result, verdict, files.subject)
+    files.verdict(report)
+    print_verdict_table(stdout_console(), report, f"local run: {DECISION_WORDS[verdict.decision].upper()}")
+    return verdict.decision
 
 
 def _gate_remote(server: str, checkpoint: Path, specs: list[Any], policy: Any, probe: dict[str, Any], limit: int | None,
@@ -312,7 +303,7 @@ def _gate_remote(server: str, checkpoint: Path, specs: list[Any], policy: Any, p
         still = "still " if job["status"] in ("queued", "running") else ""
         files.failure(f"job {still}{job['status']}" + (f": {job['error']}" if job.get("error") else ""), job["id"], dashboard)
         return "inconclusive"
-    decision = print_verdicts(job)
+    decision = print_verdicts(job, dashboard)
     try:
         files.verdict(Report.from_job(job, files.subject, dashboard))
     except ValueError as err:  # succeeded without a verdict should not happen; say so instead of failing the gate

@@ -16,7 +16,7 @@ Pure rendering: an `EvaluationResult` and its verdict in, text out. No database,
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,14 +84,31 @@ def format_value(kind: str, value: float | None) -> str:
     return f"{value:.4g}"
 
 
-def _header(rule: str, threshold: float | None) -> str:
+def threshold_text(rule: str, threshold: float | None) -> str:
+    """A rule's comparison and limit as the reports write it ("≥ 0.99"); "" for a rule without a threshold."""
+    if threshold is None:
+        return ""
     column = RULE_COLUMNS.get(rule, RuleColumn(rule, "", "plain"))
     op = {">=": "≥", "<=": "≤"}.get(column.op, "")
-    if threshold is None:
-        return column.label
     # Thresholds are round numbers a person chose: written short (0.99, not 0.9900).
     limit = f"{threshold:g}" if column.kind in ("fraction", "drop", "steps", "plain") else format_value(column.kind, threshold)
-    return f"{column.label} {op} {limit}"
+    return f"{op} {limit}".strip()
+
+
+def _header(rule: str, threshold: float | None) -> str:
+    label = RULE_COLUMNS.get(rule, RuleColumn(rule, "", "plain")).label
+    return f"{label} {threshold_text(rule, threshold)}".strip()
+
+
+def rule_columns(rules: Iterable[tuple[str, float | None]]) -> list[tuple[str, float | None]]:
+    """(rule, threshold) of every threshold rule among `rules` (the first threshold seen), in `RULE_COLUMNS` order:
+    the columns of a one-row-per-candidate verdict table (the reports, `carrygate gate`, the dashboard)."""
+    seen: dict[str, float | None] = {}
+    for rule, threshold in rules:
+        if rule not in NOT_COLUMNS and rule not in seen:
+            seen[rule] = threshold
+    order = list(RULE_COLUMNS)
+    return sorted(seen.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order))
 
 
 @dataclass(frozen=True)
@@ -153,13 +170,7 @@ class Report:
     # -- the shared table ---------------------------------------------------------------------------
     def columns(self) -> list[tuple[str, float | None]]:
         """(rule, threshold) of every threshold rule any candidate was judged on, in `RULE_COLUMNS` order."""
-        seen: dict[str, float | None] = {}
-        for verdict in self.verdicts:
-            for rule in verdict.rules:
-                if rule.rule not in NOT_COLUMNS and rule.rule not in seen:
-                    seen[rule.rule] = rule.threshold
-        order = list(RULE_COLUMNS)
-        return sorted(seen.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order))
+        return rule_columns((rule.rule, rule.threshold) for verdict in self.verdicts for rule in verdict.rules)
 
     def headers(self) -> list[str]:
         return [_header(rule, threshold) for rule, threshold in self.columns()]

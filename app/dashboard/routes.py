@@ -21,6 +21,7 @@ from markupsafe import Markup
 from sqlalchemy.orm import selectinload
 
 from app.dashboard import data, grid, history, validity
+from app.dashboard.verdicts import verdict_pivot
 from app.deps import SessionDep, SettingsDep, require_scope
 from workers.orm import FINISHED_STATUSES, Checkpoint, Job, Verdict
 from workers.queue import now
@@ -158,7 +159,8 @@ def job_page(job_id: str, request: Request, session: SessionDep) -> HTMLResponse
                       "automargin": True},
             "margin": {"t": 30, "r": 10}, "legend": {"orientation": "h", "y": -0.25}})
     stale = (job.status == "running" and job.lease_expires_at is not None and job.lease_expires_at < now())
-    return _page(request, "job.html", title=f"Job {job.id[:8]}", job=job, body=body, figures=figures, rules=rules, artifact=artifact,
+    return _page(request, "job.html", title=f"Job {job.id[:8]}", job=job, body=body, figures=figures, verdicts=verdict_pivot(rules),
+                 artifact=artifact,
                  decision=data.job_decision(job), reasons=data.job_reasons(job), finished=job.status in FINISHED_STATUSES,
                  task=data.task_of(job.checkpoint, job.probe_set), stale=stale)
 

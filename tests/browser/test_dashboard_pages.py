@@ -147,10 +147,12 @@ def test_job_page_curves_histogram_footprint_and_verdicts(dashboard_server: Dash
     assert shape_names(footprint) == ["8 MB budget", "4 MB budget"]
     assert count(browser, "#chart-footprint .barlayer .point") == 2 * (len(candidates) + 1)
 
+    # One row per candidate, every rule of its verdict once in it (a column cell or an "other rules" entry).
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#verdict-table tbody tr")) == len(job["candidate_verdicts"])
     rules = sum(len(v["rules"]) for v in job["candidate_verdicts"])
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#verdict-table tbody tr")) == rules
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#verdict-table tbody .rule")) == rules
     failed = sum(1 for v in job["candidate_verdicts"] for r in v["rules"] if r["passed"] is False)
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#verdict-table tr.rule.fail")) == failed
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#verdict-table .rule.fail")) == failed
     assert browser.find_element(By.ID, "raw-job").get_attribute("href") == f"{dashboard_server.url}/jobs/{job['id']}"
     assert browser.find_element(By.ID, "raw-verdict").get_attribute("href") == f"{dashboard_server.url}/jobs/{job['id']}/verdict"
     assert job["verdict"]["decision"].replace("_", "-") in browser.find_element(By.TAG_NAME, "h1").text

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from app.dashboard import data, grid, history
 from app.dashboard.routes import figure_json
+from app.dashboard.verdicts import verdict_pivot
 from app.db import make_engine, session_factory, upgrade_to_head
 from gate import GatePolicy, judge
 from models.checkpoint import load_checkpoint
@@ -212,6 +213,13 @@ def test_job_traces_and_verdict_rows(session: Session) -> None:
     assert {r.candidate for r in rows} == {"int8", "int4-naive"}
     assert sum(len(v.rules) for v in job.verdicts if v.scope != JOB_SCOPE) == len(rows)
     assert any(r.rule == "min_fidelity_mean" and r.passed is False and r.candidate == "int4-naive" for r in rows)
+    pivot = verdict_pivot(rows)  # the job page's table: one row per candidate, threshold rules as columns
+    assert [r.candidate for r in pivot.rows] == ["int8", "int4-naive"]
+    assert pivot.columns[0].rule == "min_fidelity_mean" and pivot.columns[0].limit.startswith("≥")
+    assert sum(len([c for c in r.cells if c is not None]) + len(r.others) for r in pivot.rows) == len(rows)
+    naive = pivot.rows[1].cells[0]
+    assert naive is not None and naive.passed is False and naive.candidate == "int4-naive"
+    assert all(o.rule not in {c.rule for c in pivot.columns} for r in pivot.rows for o in r.others)
 
 
 def test_grid_view_marks_the_cheapest_passing_cell(session: Session) -> None:
@@ -413,4 +421,6 @@ def test_artifact_section_shows_ai_hub_devices_and_an_inconclusive_reason(sessio
     assert html.count('<tr class="artifact"') == 1 and "(not stored)" in html
     assert html.count('<tr class="device ok"') == 1 and html.count('<tr class="device inconclusive"') == 1
     assert escape(limited.reason) in html
-    assert html.count('<tr class="rule ') == len(data.verdict_rows(job)) + len(section.rules)  # verdict table + artifact rules
+    assert html.count('<tr class="rule ') == len(section.rules)  # the artifact rules, one row each
+    # the verdict pivot (one row per candidate) shows each rule of every verdict once: a column cell or an "other rules" entry
+    assert html.count('<td class="rule ') + html.count('<span class="rule ') == len(data.verdict_rows(job))
