@@ -407,6 +407,7 @@ def export_command(
 
 from app.cli_demo import demo_command  # noqa: E402  (commands live beside)
 from app.cli_evaluate import evaluate_command, sweep_command  # noqa: E402
+from app.cli_recommend import recommend_command  # noqa: E402
 from app.cli_service import gate_command, migrate_command, serve_command, worker_command  # noqa: E402
 from app.cli_validate import calibrate_command, validate_command  # noqa: E402
 
@@ -419,6 +420,7 @@ app.command("migrate")(migrate_command)
 app.command("gate")(gate_command)
 app.command("validate")(validate_command)
 app.command("calibrate")(calibrate_command)
+app.command("recommend")(recommend_command)
 
 from app.cli_keys import keys_app  # noqa: E402
 

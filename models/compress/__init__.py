@@ -95,8 +95,15 @@ def apply(
     if spec.precision is not None and emulated(spec.precision):
         # before quantisation: quantised layers keep their own storage
         emulate_half_(candidate, getattr(torch, PRECISION_DTYPES[spec.precision]))
+    claimed: list[str] = []  # per-group overrides take their layers first; `weights` covers the rest
+    for group in spec.layers:
+        try:
+            quantize_weights(candidate, group.weights, include=group.include, exclude=[*spec.exclude, *claimed])
+        except ValueError as err:
+            raise ValueError(f"layers: {err}") from err
+        claimed += group.include
     if spec.weights is not None:
-        quantize_weights(candidate, spec.weights, include=spec.include, exclude=spec.exclude)
+        quantize_weights(candidate, spec.weights, include=spec.include, exclude=[*spec.exclude, *claimed])
     if spec.activations is not None:
         if calibration is None:
             raise ValueError("activations: calibration puzzles are required")

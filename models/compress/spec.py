@@ -192,6 +192,14 @@ class OnnxRuntimeSpec(_Part):
         return self
 
 
+class LayerWeights(_Part):
+    """Mixed precision: the Linear layers matching `include` (and not the spec's `exclude`) get these
+    weights instead of the spec's `weights`. The first entry that matches a layer wins."""
+
+    include: list[str] = Field(min_length=1, description="globs over module names, e.g. L_level.layers.0.mlp_t.*")
+    weights: WeightSpec
+
+
 class CompressionSpec(_Part):
     """One candidate. See the module docstring for the parts and their order."""
 
@@ -209,6 +217,8 @@ class CompressionSpec(_Part):
     onnxruntime: OnnxRuntimeSpec | None = Field(None, description="Run the candidate as an ONNX Runtime artifact.")
     include: list[str] = Field(["*"], description="Glob patterns over module names that weight/activation quantisation applies to.")
     exclude: list[str] = Field([], description="Glob patterns kept in full precision (e.g. lm_head, q_head, *mlp_t*).")
+    layers: list[LayerWeights] = Field([], description="Per-group weight overrides (mixed precision), applied before `weights`; "
+                                       "`weights` then covers the selected layers no entry matched.")
 
     @model_validator(mode="after")
     def _compatible(self) -> CompressionSpec:
@@ -219,8 +229,11 @@ class CompressionSpec(_Part):
             raise ValueError("precision: int8-dynamic runs float32 activations; it cannot be combined with fp16")
         if not self.include:
             raise ValueError("include: must name at least one pattern")
+        if self.layers and self.activations is not None:
+            raise ValueError("layers: per-group weights cannot be combined with activation quantisation yet")
         if self.onnxruntime is not None:
             torch_only = [part for part in ("weights", "activations") if getattr(self, part) is not None]
+            torch_only += ["layers"] if self.layers else []
             if self.precision in ("bf16", "fp16"):
                 torch_only.append("precision")
             if torch_only:
@@ -231,8 +244,8 @@ class CompressionSpec(_Part):
     # -- identity -------------------------------------------------------------------------------
     def canonical_json(self) -> str:
         data = self.model_dump(mode="json", exclude={"name"})
-        for later in ("onnxruntime", "noise"):  # added later: specs without them keep the hash they always had
-            if data.get(later) is None:
+        for later in ("onnxruntime", "noise", "layers"):  # added later: specs without them keep the hash they always had
+            if not data.get(later):
                 data.pop(later, None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
@@ -285,6 +298,8 @@ def describe(spec: CompressionSpec) -> str:
     if spec.weights:
         w = spec.weights
         parts.append(f"int{w.bits}/{w.granularity}{w.group_size or ''}" if isinstance(w, IntWeights) else w.method)
+    if spec.layers:
+        parts.append(f"mixed{len(spec.layers)}")
     if spec.activations:
         parts.append(f"act{spec.activations.bits}-{spec.activations.ranges}")
     if spec.precision:
@@ -314,8 +329,8 @@ def family(spec: CompressionSpec) -> Family:
         return "carry"
     if spec.activations:
         return "activations"
-    if spec.weights:
-        return "scope" if spec.include != ["*"] else "weights"
+    if spec.weights or spec.layers:
+        return "scope" if spec.include != ["*"] or spec.layers else "weights"
     if spec.onnxruntime:
         return "onnxruntime"
     if spec.puzzle_embedding:
