@@ -29,7 +29,8 @@ from fastapi import HTTPException, Request
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from workers.orm import API_SCOPES, ApiKey, utcnow
+from store.api_tables import API_SCOPES, ApiKey
+from store.tables import utcnow
 
 KEY_PREFIX = "cg_"
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})

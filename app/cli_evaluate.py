@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from models.numbers import fixed
+
 console = Console(stderr=True)
 
 
@@ -27,24 +29,13 @@ def _fail(message: str) -> None:
 
 
 def build_probe_folder(builder: str, seq_len: int, size: int, seed: int) -> Path:
-    """A fresh held-out probe set from one of our offline builders (train split left empty)."""
-    folder = Path(tempfile.mkdtemp(prefix=f"carrygate-probe-{builder}-"))
-    if builder == "sudoku":
-        from models.tasks.sudoku import build_sudoku
+    """A fresh held-out probe set from one of our offline builders (`models/tasks/probes.py`, train split left empty)."""
+    from models.tasks.probes import BUILDERS, build_probe
 
-        build_sudoku(folder, givens=30, train_puzzles=0, num_aug=0, test_puzzles=size, seed=seed)
-    elif builder == "maze":
-        import math
-
-        from models.tasks.maze import build_maze
-
-        build_maze(folder, size=math.isqrt(seq_len), train_mazes=0, test_mazes=size, loops=0.1, seed=seed)
-    elif builder == "arc":
-        from models.tasks.arc import build_arc
-
-        build_arc(folder, version="arc1", num_aug=0, seed=seed, limit_tasks=size)
-    else:
+    if builder not in BUILDERS:
         _fail(f"--builder must be sudoku, maze or arc, got {builder!r}")
+    folder = Path(tempfile.mkdtemp(prefix=f"carrygate-probe-{builder}-"))
+    build_probe(folder, builder, seq_len=seq_len, size=size, seed=seed)
     return folder
 
 
@@ -106,10 +97,6 @@ def run_evaluation(
     return result
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
 def print_table(result) -> None:  # result: EvaluationResult
     ref = result.reference
     table = Table(title=f"{result.puzzles} probe puzzles, {'with' if result.labels else 'no'} labels, {result.seconds:.1f} s")
@@ -123,13 +110,13 @@ def print_table(result) -> None:  # result: EvaluationResult
         name = m.name if m.non_finite is None else f"{m.name} [red](non-finite @ step {m.non_finite.step})[/]"
         table.add_row(
             name,
-            "1 (ref)" if is_ref else _fmt(m.fidelity.mean if m.fidelity else None),
-            "" if is_ref else _fmt(m.fidelity.p05 if m.fidelity else None),
-            "" if is_ref else _fmt(m.answer_agreement, 3),
-            _fmt(m.consecutive_similarity.mean),
-            _fmt(m.cell_accuracy),
-            _fmt(m.puzzle_exact, 3),
-            "" if is_ref else (_fmt(m.delta_puzzle_exact, 3) if m.delta_puzzle_exact is not None else "—"),
+            "1 (ref)" if is_ref else fixed(m.fidelity.mean if m.fidelity else None),
+            "" if is_ref else fixed(m.fidelity.p05 if m.fidelity else None),
+            "" if is_ref else fixed(m.answer_agreement, 3),
+            fixed(m.consecutive_similarity.mean),
+            fixed(m.cell_accuracy),
+            fixed(m.puzzle_exact, 3),
+            "" if is_ref else (fixed(m.delta_puzzle_exact, 3) if m.delta_puzzle_exact is not None else "—"),
             # an onnxruntime candidate's deployed size is its .onnx file
             f"{m.artifact.bytes / 2**20:.2f}" if m.artifact is not None else "—" if fp is None else f"{fp.total_bytes / 2**20:.2f}",
             fits,
@@ -156,10 +143,10 @@ def print_halting_table(result) -> None:  # result: EvaluationResult
         if a is None:
             table.add_row(m.name, *["—"] * 10)
             continue
-        table.add_row(m.name, _fmt(a.steps_used.mean, 2), _fmt(a.steps_used.p95, 0), _fmt(a.halted_early, 2),
-                      "" if is_ref else _fmt(a.halting_step_agreement, 3), "" if is_ref else _fmt(a.halts_earlier, 2),
-                      "" if is_ref else _fmt(a.halts_later, 2), "" if is_ref else _fmt(a.answer_agreement, 3),
-                      _fmt(a.puzzle_exact, 3), "" if is_ref else _fmt(a.delta_puzzle_exact, 3), _fmt(a.gflops_per_puzzle, 3))
+        table.add_row(m.name, fixed(a.steps_used.mean, 2), fixed(a.steps_used.p95, 0), fixed(a.halted_early, 2),
+                      "" if is_ref else fixed(a.halting_step_agreement, 3), "" if is_ref else fixed(a.halts_earlier, 2),
+                      "" if is_ref else fixed(a.halts_later, 2), "" if is_ref else fixed(a.answer_agreement, 3),
+                      fixed(a.puzzle_exact, 3), "" if is_ref else fixed(a.delta_puzzle_exact, 3), fixed(a.gflops_per_puzzle, 3))
     stdout_console().print(table)
 
 
@@ -174,8 +161,8 @@ def print_signal_table(result) -> None:  # result: EvaluationResult
         table.add_column(column, justify="left" if column == "candidate" else "right")
     for m in result.candidates:
         p = m.predicted_puzzle_exact_drop
-        table.add_row(m.name, _fmt(m.settled_agreement, 3), _fmt(m.logit_kl_mean, 3), _fmt(m.logit_kl_p95, 3), _fmt(m.fidelity_tail, 3),
-                      _fmt(m.trajectory_area), _fmt(m.late_drift_excess, 5),
+        table.add_row(m.name, fixed(m.settled_agreement, 3), fixed(m.logit_kl_mean, 3), fixed(m.logit_kl_p95, 3), fixed(m.fidelity_tail, 3),
+                      fixed(m.trajectory_area), fixed(m.late_drift_excess, 5),
                       "—" if p is None else f"{p.mean:+.3f} [{p.lo:+.3f}, {p.hi:+.3f}]")
     stdout_console().print(table)
 
@@ -193,8 +180,8 @@ def print_runtime_table(result, artifacts: Path | None) -> None:  # result: Eval
         top = ", ".join(f"{o.op_type} {o.share:.0%}" for o in p.ops[:3]) if p else "—"
         diff = m.artifact.export_max_abs_diff.get("z_H_next", 0.0)
         table.add_row(m.name, m.artifact.filename, f"{m.artifact.bytes / 1024:.0f}", f"{diff:.1e}",
-                      _fmt(p.step_latency_ms_p50 if p else None, 2), _fmt(p.step_latency_ms_p95 if p else None, 2),
-                      _fmt(p.puzzle_latency_ms_p50 if p else None, 1), _fmt(p.host_overhead_ms_per_puzzle if p else None, 2),
+                      fixed(p.step_latency_ms_p50 if p else None, 2), fixed(p.step_latency_ms_p95 if p else None, 2),
+                      fixed(p.puzzle_latency_ms_p50 if p else None, 1), fixed(p.host_overhead_ms_per_puzzle if p else None, 2),
                       "—" if p is None or p.peak_memory_bytes is None else f"{p.peak_memory_bytes / 2**20:.1f}", top)
     stdout_console().print(table)
 

@@ -15,7 +15,6 @@ Pure rendering: an `EvaluationResult` and its verdict in, text out. No database,
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from typing import Any
 from markupsafe import Markup
 
 from gate import CandidateVerdict, Decision, JobVerdict, RuleOutcome
+from models.numbers import finite, fixed
 from models.results import EvaluationResult, ModelResult
 
 MB = 1024 * 1024
@@ -59,12 +59,6 @@ RULE_COLUMNS: dict[str, RuleColumn] = {
     "max_step_latency_ms": RuleColumn("step ms", "<=", "ms"),
 }
 NOT_COLUMNS = {"finite", "reference_finite", "require_labels", "device_profile"}
-
-
-def _finite(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(float(value)) else None
 
 
 def format_value(kind: str, value: float | None) -> str:
@@ -251,7 +245,7 @@ def _footprint(model: ModelResult | None) -> tuple[float | None, float | None, f
         return None, None, None
     fp = model.footprint
     deployed = model.artifact.bytes if model.artifact is not None else fp.total_bytes
-    return deployed / MB, fp.sram_streaming_bytes / MB, _finite(fp.gflops_per_puzzle)
+    return deployed / MB, fp.sram_streaming_bytes / MB, finite(fp.gflops_per_puzzle)
 
 
 def _steps_used(model: ModelResult | None) -> float | None:
@@ -294,13 +288,13 @@ def render_markdown(report: Report) -> str:
     lines.append("|" + "|".join([":--", ":--", *(["--:"] * (len(headers) - 2))]) + "|")
     ref_weights, ref_sram, _ = report.reference_footprint()
     blanks = [""] * len(report.columns())
-    ref_steps = [_steps(_steps_used(report.result.reference))] if report.adaptive else []
-    lines.append("| " + " | ".join(["*reference*", "", *blanks, *ref_steps, _mb(ref_weights), _fits(ref_sram)]) + " |")
+    ref_steps = [fixed(_steps_used(report.result.reference), 1)] if report.adaptive else []
+    lines.append("| " + " | ".join(["*reference*", "", *blanks, *ref_steps, fixed(ref_weights, 2), _fits(ref_sram)]) + " |")
     for row in report.rows():
         decision = f"{DECISION_ICONS[row.decision]} {DECISION_WORDS[row.decision]}" + (f" ({row.note})" if row.note else "")
         cells = [_md_escape(row.candidate), decision,
-                 *(_md_cell(c) for c in row.cells), *([_steps(row.steps_used)] if report.adaptive else []),
-                 _mb(row.weights_mb), _fits(row.sram_mb)]
+                 *(_md_cell(c) for c in row.cells), *([fixed(row.steps_used, 1)] if report.adaptive else []),
+                 fixed(row.weights_mb, 2), _fits(row.sram_mb)]
         lines.append("| " + " | ".join(cells) + " |")
     adaptive = getattr(report.result.reference, "adaptive", None)
     halting = (f" Steps used: mean ACT steps per puzzle, each stopping at its own first halting step "
@@ -314,14 +308,6 @@ def render_markdown(report: Report) -> str:
                   for row in problems]
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
-
-
-def _mb(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
-
-
-def _steps(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f}"
 
 
 def render_failure_markdown(subject: str, message: str, *, job_id: str | None = None, dashboard_url: str | None = None) -> str:
@@ -342,29 +328,10 @@ def _plotly_js() -> str:
 
 
 def report_figures(report: Report) -> dict[str, Markup]:
-    """The dashboard's job-page plots of this result, as script-safe figure JSON (app/dashboard/data.py traces)."""
-    from app.dashboard import data
-    from app.dashboard.routes import STEPS_USED_LAYOUT, figure_json
+    """The dashboard's job-page plots of this result, as script-safe figure JSON (app/dashboard/figures.py)."""
+    from app.dashboard.figures import job_figures
 
-    body = report.result.model_dump(mode="json")
-    legend = {"orientation": "h", "y": -0.25}
-    figures = {"steps": figure_json(data.step_traces(body), {
-        "xaxis": {"title": {"text": "ACT step"}, "dtick": 1}, "yaxis": {"title": {"text": "cosine similarity"}},
-        "margin": {"t": 30, "r": 10}, "legend": legend})}
-    histogram = data.histogram_traces(body)
-    if histogram:
-        figures["histogram"] = figure_json(histogram, {
-            "barmode": "overlay", "xaxis": {"title": {"text": "per-puzzle fidelity"}}, "yaxis": {"title": {"text": "puzzles"}},
-            "margin": {"t": 30, "r": 10}, "legend": legend})
-    steps_used = data.steps_used_traces(body)
-    if steps_used:
-        figures["steps_used"] = figure_json(steps_used, STEPS_USED_LAYOUT)
-    footprint = data.footprint_traces(body)
-    if footprint:
-        figures["footprint"] = figure_json(footprint, {
-            "barmode": "group", "yaxis": {"title": {"text": "MB"}}, "shapes": data.budget_shapes(), "margin": {"t": 30, "r": 10},
-            "legend": {"orientation": "h", "y": -0.35}})
-    return figures
+    return job_figures(report.result.model_dump(mode="json"), budget_labels=False)
 
 
 def render_html(report: Report) -> str:

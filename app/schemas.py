@@ -1,4 +1,4 @@
-"""API schemas (pydantic), separate from the ORM tables in `workers/orm.py`.
+"""API schemas (pydantic), separate from the ORM tables in `store/`.
 
 Families follow `XCreate / XRead / XList{data, count}`. Compression specs and gate policies are the
 library's own pydantic models, so a malformed spec is a 422 that names the field.
@@ -11,12 +11,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gate import GatePolicy
+from gate import Decision, GatePolicy
 from models.compress.spec import CompressionSpec
 from models.halting import Halting
+from store.vocabulary import ApiScope, DeliveryStatus, JobStatus, WebhookEvent
 from workers.profile.aihub import AiHubOptions
-
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 class _Schema(BaseModel):
@@ -179,7 +178,7 @@ class VerdictRead(_Schema):
     job_id: str
     scope: str = Field(description="'job' for the job-level verdict, else the candidate id")
     candidate: str | None = None
-    decision: Literal["go", "no_go", "inconclusive"]
+    decision: Decision
     rules: list[RuleRead]
     created_at: datetime
 
@@ -226,8 +225,6 @@ class JobList(_Schema):
 
 
 # -- API keys and webhooks (app/routes/keys.py, app/routes/webhooks.py) -------------------------------
-ApiScope = Literal["read", "submit", "admin"]
-WebhookEvent = Literal["verdict.no_go", "fidelity.below_threshold", "job.failed", "job.succeeded"]
 
 
 class ApiKeyCreate(_Input):
@@ -314,7 +311,7 @@ class WebhookDeliveryRead(_Schema):
     event_id: str = Field(description="the idempotency id (also in the Carrygate-Event-Id header)")
     event: str
     job_id: str | None
-    status: Literal["pending", "delivered", "failed"]
+    status: DeliveryStatus
     attempts: int
     next_attempt_at: datetime
     expires_at: datetime

@@ -58,13 +58,14 @@ if any candidate is `no_go`; otherwise `inconclusive`. A job with no candidates 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.files import yaml_mapping
+from models.numbers import finite
 from models.results import EvaluationResult, ModelResult
 
 Decision = Literal["go", "no_go", "inconclusive"]
@@ -103,15 +104,7 @@ class GatePolicy(BaseModel):
 
     @classmethod
     def from_yaml(cls, text: str) -> GatePolicy:
-        try:
-            data: Any = yaml.safe_load(text)
-        except yaml.YAMLError as err:  # malformed YAML is a ValueError like any other bad input
-            raise ValueError(f"a gate policy file must be valid YAML: {err}") from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ValueError("a gate policy file must hold a mapping")
-        return cls.model_validate(data)
+        return cls.model_validate(yaml_mapping(text, "a gate policy file"))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -148,16 +141,8 @@ class JobVerdict(BaseModel):
 
 # -- single rules ---------------------------------------------------------------------------------
 
-def _number(value: object) -> float | None:
-    """A finite float, or None for anything missing, non-numeric or NaN/Inf."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def _compare(rule: str, what: str, observed: object, threshold: float, *, at_least: bool) -> RuleOutcome:
-    value = _number(observed)
+    value = finite(observed)
     if value is None:
         state = "missing" if observed is None else f"not a finite number ({observed!r})"
         return RuleOutcome(rule=rule, observed=None, threshold=threshold, passed=None, reason=f"{what} {state}")
@@ -169,8 +154,8 @@ def _compare(rule: str, what: str, observed: object, threshold: float, *, at_lea
 def _compare_interval(rule: str, what: str, observed: object, interval: tuple[float, float] | None, threshold: float, *,
                       at_least: bool) -> RuleOutcome:
     """Judge an interval against a threshold (see the module docstring); the point when there is none."""
-    lo, hi = (_number(interval[0]), _number(interval[1])) if interval is not None else (None, None)
-    if lo is None or hi is None or _number(observed) is None:
+    lo, hi = (finite(interval[0]), finite(interval[1])) if interval is not None else (None, None)
+    if lo is None or hi is None or finite(observed) is None:
         return _compare(rule, what, observed, threshold, at_least=at_least)
     value = float(observed)  # type: ignore[arg-type]
     good, bad = (lo >= threshold, hi < threshold) if at_least else (hi <= threshold, lo > threshold)
@@ -186,7 +171,7 @@ def _fmt(value: float) -> str:
 
 
 def _drop(reference: float | None, candidate: float | None) -> float | None:
-    ref, cand = _number(reference), _number(candidate)
+    ref, cand = finite(reference), finite(candidate)
     return None if ref is None or cand is None else ref - cand
 
 

@@ -1,8 +1,8 @@
 """Alembic environment: runs migrations against the configured database.
 
 The URL comes from the `Config` when `app.db.upgrade_to_head` built it, otherwise from
-`get_settings().database_url` (the `alembic` command line with `alembic.ini`). Only `workers.orm` is
-imported, for its metadata. `render_as_batch` makes ALTERs work on SQLite and is harmless elsewhere.
+`get_settings().database_url` (the `alembic` command line with `alembic.ini`). Only the store's tables
+are imported, for their metadata (`store.metadata`). `render_as_batch` makes ALTERs work on SQLite and is harmless elsewhere.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import JSON, pool
 
 from app.settings import get_settings
-from workers.db import make_engine, normalize_url
-from workers.orm import Base, UTCDateTime
+from store import metadata
+from store.sessions import make_engine, normalize_url
+from store.tables import UTCDateTime
 
 config = context.config
 if config.config_file_name is not None and config.file_config.has_section("loggers"):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:

@@ -17,6 +17,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 SMALL_FILE_LIMIT = 16 * MIB
@@ -130,3 +131,19 @@ def confine(path: str | Path, roots: list[Path] | tuple[Path, ...] | list[str] |
     if folders and not any(resolved.is_relative_to(root) for root in folders):
         raise UnsafeFile(f"{path} is outside the allowed folders (CARRYGATE_REGISTER_ROOTS)")
     return resolved
+
+
+def yaml_mapping(text: str, what: str) -> dict[str, Any]:
+    """The mapping a YAML file holds (empty file: {}); malformed YAML or another top-level type is a
+    ValueError naming `what` ("a gate policy file"), like any other bad input."""
+    import yaml
+
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{what} must be valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} must hold a mapping")
+    return data

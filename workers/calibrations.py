@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.drop_model import FEATURES, DropCalibration, default_calibration
-from workers.orm import DropCalibrationRow
+from store.tables import DropCalibrationRow
 
 
 @dataclass(frozen=True)

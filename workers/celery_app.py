@@ -90,10 +90,10 @@ def _ctx() -> Any:
     """The worker process's `WorkerContext` (engine, artifact store), built once per process (after the fork)."""
     global _context
     if _context is None:
+        from store.sessions import make_engine, session_factory
         from workers.artifacts import ArtifactStore
-        from workers.db import make_engine, session_factory
+        from workers.context import WorkerContext
         from workers.local import limits_of
-        from workers.pipeline import WorkerContext
 
         config = _worker_config
         if config is None:

@@ -1,8 +1,8 @@
 """The Celery executor's database side: claiming one named job, and sending due jobs to the broker.
 
 Job state stays in the jobs table; Celery only carries "run job X" messages. So every rule of the
-embedded executor holds unchanged: a job runs only under a lease (`claim_job` is the same conditional
-UPDATE as `claim_next_job`, for one id), the unique constraints keep one result and one verdict set,
+embedded executor holds unchanged: a job runs only under a lease (`claim_job` is `claim_next_job`'s claim,
+`store.leases.JOBS.claim`, for one id), the unique constraints keep one result and one verdict set,
 cancellation goes through the heartbeat, and a duplicate or stale message is harmless (its claim fails).
 
 `dispatch_due` (run by `CeleryDispatcher`, a thread in the API process) sends
@@ -22,8 +22,9 @@ from datetime import timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from workers.orm import Job
-from workers.queue import _claimable, _settle_abandoned, now
+from store.leases import JOBS
+from store.tables import Job
+from workers.queue import claim, now, settle_abandoned
 
 log = logging.getLogger(__name__)
 
@@ -31,26 +32,17 @@ log = logging.getLogger(__name__)
 def claim_job(session: Session, job_id: str, worker_id: str, lease_seconds: float) -> bool:
     """Claim the job `job_id` for `worker_id` if it is claimable (queued, or running with an expired lease)."""
     at = now()
-    _settle_abandoned(session, at)
-    claimed = session.execute(
-        update(Job).where(Job.id == job_id, _claimable(at))
-        .values(status="running", lease_owner=worker_id, lease_expires_at=at + timedelta(seconds=lease_seconds),
-                heartbeat_at=at, attempts=Job.attempts + 1, started_at=at, error=None)
-        .execution_options(synchronize_session=False)
-    )
+    settle_abandoned(session, at)
+    claimed = claim(session, job_id, worker_id, lease_seconds, at)
     session.commit()
-    return claimed.rowcount == 1
+    return claimed
 
 
 def release_job(session: Session, job_id: str, worker_id: str) -> bool:
     """Give a claimed job back to the queue (an infrastructure error: the task will be retried)."""
-    released = session.execute(
-        update(Job).where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == "running")
-        .values(status="queued", lease_owner=None, lease_expires_at=None, attempts=Job.attempts - 1)
-        .execution_options(synchronize_session=False)
-    )
+    released = JOBS.release(session, job_id, worker_id)
     session.commit()
-    return released.rowcount == 1
+    return released
 
 
 def _due(redispatch_after: float):  # noqa: ANN202  (a SQL expression)

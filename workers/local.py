@@ -21,9 +21,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from store.sessions import make_engine, session_factory
 from workers.artifacts import ArtifactStore
-from workers.db import make_engine, session_factory
-from workers.pipeline import JobLimits, WorkerContext, fail_crashed, run_job
+from workers.context import JobLimits, WorkerContext
+from workers.pipeline import fail_crashed, run_job
 from workers.queue import claim_next_job, requeue_expired
 from workers.shards import fan_out, is_sharded, next_shard, run_shard
 

@@ -18,16 +18,15 @@ import logging
 import os
 import re
 import tempfile
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
+from gate import GatePolicy, judge
 from models.budget import job_cost
 from models.checkpoint import OWN_CONFIG, WEIGHTS_LIMIT, CheckpointError, load_checkpoint, resolve_weights
 from models.compress import CompressionSpec
@@ -35,37 +34,15 @@ from models.evaluate import Probe, evaluate
 from models.files import SMALL_FILE_LIMIT, UnsafeFile, check_regular, confine, sha256_regular
 from models.results import EvaluationResult
 from models.tasks.dataset import read_split
+from models.tasks.probes import BUILDERS, build_probe
+from store.tables import Candidate, Checkpoint, Job, ProbeSet, Result, Verdict
+from store.vocabulary import FinishedStatus
 from workers.artifacts import ArtifactStore
 from workers.calibrations import active_calibration
-from workers.gate import GatePolicy, judge
-from workers.orm import Candidate, Checkpoint, Job, ProbeSet, Result, Verdict
-from workers.queue import finish, heartbeat
+from workers.context import Deadline, Heartbeat, JobFailed, WorkerContext
+from workers.queue import JobOutcome, finish
 
 log = logging.getLogger(__name__)
-
-
-class JobFailed(Exception):
-    """A deterministic failure: the job is marked failed with this message and not retried."""
-
-
-@dataclass(frozen=True)
-class JobLimits:
-    """What a worker enforces whatever the API let through (rows written before a limit existed, another API)."""
-
-    register_roots: tuple[Path, ...] = ()  # every path a job names must resolve under one of these (empty: any)
-    max_seconds: float | None = None  # CARRYGATE_MAX_JOB_SECONDS
-    max_gflop: float | None = None  # CARRYGATE_MAX_JOB_GFLOP
-
-
-@dataclass(frozen=True)
-class WorkerContext:
-    session_factory: sessionmaker[Session]
-    store: ArtifactStore
-    worker_id: str
-    lease_seconds: float
-    heartbeat_seconds: float
-    cache_dir: Path
-    limits: JobLimits = field(default_factory=JobLimits)
 
 
 SPLIT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -165,24 +142,10 @@ def probe_folder(probe: ProbeSet, checkpoint_path: Path, cache_dir: Path, seq_le
         return folder, "test"
     args = dict(probe.builder_args)
     size, seed = int(args.pop("size", 64)), int(args.pop("seed", 1234))
-    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix="probe-"))
-    if probe.builder == "sudoku":
-        from models.tasks.sudoku import build_sudoku
-
-        build_sudoku(tmp, givens=int(args.get("givens", 30)), train_puzzles=0, num_aug=0, test_puzzles=size, seed=seed)
-    elif probe.builder == "maze":
-        import math
-
-        from models.tasks.maze import build_maze
-
-        build_maze(tmp, size=int(args.get("size_side", math.isqrt(seq_len))), train_mazes=0, test_mazes=size,
-                   loops=float(args.get("loops", 0.1)), seed=seed)
-    elif probe.builder == "arc":
-        from models.tasks.arc import build_arc
-
-        build_arc(tmp, version=args.get("version", "arc1"), num_aug=0, seed=seed, limit_tasks=size)
-    else:
+    if probe.builder not in BUILDERS:
         raise JobFailed(f"probe: unknown builder {probe.builder!r}")
+    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix="probe-"))
+    build_probe(tmp, probe.builder, seq_len=seq_len, size=size, seed=seed, args=args)
     folder.parent.mkdir(parents=True, exist_ok=True)
     try:
         tmp.rename(folder)
@@ -197,36 +160,6 @@ def probe_hash(builder: str | None, args: dict[str, Any], dataset_path: str | No
 
 
 # -- the run ---------------------------------------------------------------------------------------
-class _Heartbeat(threading.Thread):
-    """Renews the lease, writes progress, and watches for cancellation, off the model thread."""
-
-    def __init__(self, ctx: WorkerContext, job_id: str) -> None:
-        super().__init__(daemon=True, name=f"heartbeat-{job_id[:8]}")
-        self.ctx, self.job_id = ctx, job_id
-        self.progress: tuple[int, int] | None = None
-        self.cancelled = threading.Event()
-        self.lost = threading.Event()
-        self._stop_event = threading.Event()
-
-    def beat(self) -> None:
-        with self.ctx.session_factory() as session:
-            beat = heartbeat(session, self.job_id, self.ctx.worker_id, self.ctx.lease_seconds, self.progress)
-        if beat.cancel_requested:
-            self.cancelled.set()
-        if not beat.still_owner:
-            self.lost.set()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.ctx.heartbeat_seconds):
-            try:
-                self.beat()
-            except Exception:  # a transient DB error must not kill the job; the lease is long
-                log.exception("heartbeat failed for job %s", self.job_id)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-
-
 @dataclass
 class JobInputs:
     """What a job's rows say to run, detached from their session."""
@@ -296,21 +229,7 @@ def attach_artifacts(ctx: WorkerContext, result: EvaluationResult, reference: An
                                AiHubOptions.model_validate(options["aihub"]))
 
 
-class Deadline:
-    """CARRYGATE_MAX_JOB_SECONDS for one run, from the moment the worker took the job."""
-
-    def __init__(self, seconds: float | None) -> None:
-        self.seconds = seconds
-        self._end = None if seconds is None else time.monotonic() + seconds
-
-    def passed(self) -> bool:
-        return self._end is not None and time.monotonic() >= self._end
-
-    def reason(self) -> str:
-        return f"timed out: the job ran longer than CARRYGATE_MAX_JOB_SECONDS ({self.seconds:g} s) and was stopped"
-
-
-def run_job(job_id: str, ctx: WorkerContext, *, on_progress: Callable[[int, int], None] | None = None) -> str:
+def run_job(job_id: str, ctx: WorkerContext, *, on_progress: Callable[[int, int], None] | None = None) -> JobOutcome:
     """Run a claimed job to its end; returns the final status.
 
     Cancellation, lease loss and the deadline (CARRYGATE_MAX_JOB_SECONDS) are polled before every ACT step
@@ -318,7 +237,7 @@ def run_job(job_id: str, ctx: WorkerContext, *, on_progress: Callable[[int, int]
     and nothing after the engine (artifacts, AI Hub profiles, the verdict) runs for it."""
     deadline = Deadline(ctx.limits.max_seconds)
     inputs = load_job(ctx, job_id)
-    beat = _Heartbeat(ctx, job_id)
+    beat = Heartbeat(ctx, job_id)
     beat.start()
 
     def stopped() -> bool:
@@ -349,17 +268,17 @@ def run_job(job_id: str, ctx: WorkerContext, *, on_progress: Callable[[int, int]
         if beat.lost.is_set():
             return "lost"
         if beat.cancelled.is_set():
-            return _finish(ctx, job_id, "cancelled", "cancelled by request")
+            return finish_job(ctx, job_id, "cancelled", "cancelled by request")
         if deadline.passed():  # the engine may have stopped early, and artifacts were skipped: no verdict on part of a job
             raise JobFailed(deadline.reason())
         return judge_and_store(ctx, job_id, result, inputs)
     except JobFailed as err:
-        return _finish(ctx, job_id, "failed", str(err))
+        return finish_job(ctx, job_id, "failed", str(err))
     finally:
         beat.stop()
 
 
-def judge_and_store(ctx: WorkerContext, job_id: str, result: EvaluationResult, inputs: JobInputs) -> str:
+def judge_and_store(ctx: WorkerContext, job_id: str, result: EvaluationResult, inputs: JobInputs) -> JobOutcome:
     return _store(ctx, job_id, result.model_dump(mode="json"), judge(result, inputs.policy), inputs.candidates)
 
 
@@ -371,12 +290,13 @@ def store_artifacts(store: ArtifactStore, result: EvaluationResult, folder: Path
             candidate.artifact.store_key = store.put_file(folder / candidate.artifact.filename).path
 
 
-def fail_crashed(ctx: WorkerContext, job_id: str, err: BaseException) -> str:
+def fail_crashed(ctx: WorkerContext, job_id: str, err: BaseException) -> FinishedStatus:
     """An unexpected exception: the job fails with its type and message (the traceback is logged)."""
-    return _finish(ctx, job_id, "failed", f"internal error: {type(err).__name__}: {str(err)[:500]}")
+    return finish_job(ctx, job_id, "failed", f"internal error: {type(err).__name__}: {str(err)[:500]}")
 
 
-def _finish(ctx: WorkerContext, job_id: str, status: str, error: str | None) -> str:
+def finish_job(ctx: WorkerContext, job_id: str, status: FinishedStatus, error: str | None) -> FinishedStatus:
+    """End the job as `status` if this worker still owns it; a failure's webhook events share the commit."""
     with ctx.session_factory() as session:
         if finish(session, job_id, ctx.worker_id, status, error) and status == "failed":
             enqueue_events(session, job_id, status, error=error)
@@ -394,7 +314,7 @@ def enqueue_events(session: Session, job_id: str, status: str, **details: Any) -
     return enqueue_job_events(session, job_id=job_id, checkpoint_id=checkpoint_id, tags=tags or [], status=status, **details)
 
 
-def _store(ctx: WorkerContext, job_id: str, body: dict[str, Any], verdict: Any, candidates: list[tuple[str, str, Any]]) -> str:
+def _store(ctx: WorkerContext, job_id: str, body: dict[str, Any], verdict: Any, candidates: list[tuple[str, str, Any]]) -> JobOutcome:
     """Result, verdicts and status in one transaction, only while this worker owns the job."""
     by_name = {name: cid for cid, name, _ in candidates}
     policy = verdict.policy.model_dump(mode="json")

@@ -27,33 +27,22 @@ import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from models.evaluate import Probe, build_candidates, measure
 from models.trajectory import Candidate, Partial, finish, merge, run_partial
+from store.leases import JOBS, MAX_ATTEMPTS, SHARDS, now
+from store.tables import Job, JobShard
+from store.vocabulary import ShardStatus
 from workers.calibrations import active_calibration
-from workers.orm import Job, JobShard
-from workers.pipeline import (
-    Deadline,
-    JobFailed,
-    JobInputs,
-    WorkerContext,
-    _finish,
-    _Heartbeat,
-    attach_artifacts,
-    fail_crashed,
-    judge_and_store,
-    load_job,
-    load_model_and_probe,
-    run_job,
-)
-from workers.queue import MAX_ATTEMPTS, now
+from workers.context import Deadline, Heartbeat, JobFailed, WorkerContext
+from workers.pipeline import JobInputs, attach_artifacts, fail_crashed, finish_job, judge_and_store, load_job, load_model_and_probe, run_job
+from workers.queue import JobOutcome
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +50,9 @@ SHARDS_OWNER = "shards"
 """The job's lease owner while its shards run: whichever shard worker settles the job acts under this name."""
 
 SendShard = Callable[[str], None]
+ShardOutcome = Literal[JobOutcome, "done"]
+"""What running a shard returns: `done` (stored its partial), `skipped` / `lost` as for a job, or the job's
+outcome when this shard's worker settled the job (reduced it, failed it, saw it cancelled)."""
 
 
 def shard_ranges(total: int, batch_size: int, shards: int) -> list[tuple[int, int]]:
@@ -78,46 +70,38 @@ def is_sharded(session: Session, job_id: str) -> bool:
     return int(options.get("shards", 1)) > 1
 
 
-def _claimable(at: Any):  # noqa: ANN202  (a SQL expression)
-    return or_(JobShard.status == "queued", and_(JobShard.status == "running", JobShard.lease_expires_at < at))
-
-
-def _lease_expired(shard: JobShard, at: Any) -> bool:
-    """`_claimable`'s running-with-expired-lease half, for a shard row already loaded."""
-    return shard.status == "running" and shard.lease_expires_at is not None and shard.lease_expires_at < at
-
-
 def claim_shard(session: Session, shard_id: str, worker_id: str, lease_seconds: float) -> bool:
     """Claim a shard of a running, not cancelled job, if it is queued or its worker's lease expired."""
     at = now()
     live_jobs = select(Job.id).where(Job.status == "running", Job.cancel_requested.is_(False))
-    claimed = session.execute(
-        update(JobShard)
-        .where(JobShard.id == shard_id, _claimable(at), JobShard.attempts < MAX_ATTEMPTS, JobShard.job_id.in_(live_jobs))
-        .values(status="running", lease_owner=worker_id, lease_expires_at=at + timedelta(seconds=lease_seconds), heartbeat_at=at,
-                attempts=JobShard.attempts + 1, puzzles_done=0, error=None)
-        .execution_options(synchronize_session=False)
-    )
+    claimed = SHARDS.claim(session, shard_id, worker_id, lease_seconds, at=at, values={"puzzles_done": 0},
+                           where=(JobShard.attempts < MAX_ATTEMPTS, JobShard.job_id.in_(live_jobs)))
     session.commit()
-    return claimed.rowcount == 1
+    return claimed
 
 
 def next_shard(session: Session) -> str | None:
     """A claimable shard of a running job, if any: the embedded executor polls for shards (Celery sends them)."""
     live_jobs = select(Job.id).where(Job.status == "running", Job.cancel_requested.is_(False))
-    query = (select(JobShard.id).where(_claimable(now()), JobShard.attempts < MAX_ATTEMPTS, JobShard.job_id.in_(live_jobs))
+    query = (select(JobShard.id).where(SHARDS.claimable(now()), JobShard.attempts < MAX_ATTEMPTS, JobShard.job_id.in_(live_jobs))
              .order_by(JobShard.index).limit(1))
     return session.execute(query).scalar_one_or_none()
 
 
-def _settle_shard(ctx: WorkerContext, shard_id: str, status: str, **values: Any) -> bool:
-    """Set a shard's end state (or give it back: "queued") if this worker still holds it."""
+def _settle_shard(ctx: WorkerContext, shard_id: str, status: ShardStatus, **values: Any) -> bool:
+    """Set a shard's end state if this worker still holds it."""
     with ctx.session_factory() as session:
-        done = session.execute(
-            update(JobShard).where(JobShard.id == shard_id, JobShard.lease_owner == ctx.worker_id, JobShard.status == "running")
-            .values(status=status, **values).execution_options(synchronize_session=False))
+        done = SHARDS.settle(session, shard_id, ctx.worker_id, status, **values)
         session.commit()
-    return done.rowcount == 1
+    return done
+
+
+def _release_shard(ctx: WorkerContext, shard_id: str) -> bool:
+    """Give the shard back to the queue (an infrastructure error: the task retries)."""
+    with ctx.session_factory() as session:
+        released = SHARDS.release(session, shard_id, ctx.worker_id)
+        session.commit()
+    return released
 
 
 def _shards_of(ctx: WorkerContext, job_id: str) -> list[JobShard]:
@@ -127,7 +111,7 @@ def _shards_of(ctx: WorkerContext, job_id: str) -> list[JobShard]:
     return rows
 
 
-class _ShardHeartbeat(_Heartbeat):
+class _ShardHeartbeat(Heartbeat):
     """Renews the shard's lease and the job's, adds the shard's progress to the job's, reads cancellation."""
 
     def __init__(self, ctx: WorkerContext, shard_id: str, job_id: str) -> None:
@@ -136,30 +120,23 @@ class _ShardHeartbeat(_Heartbeat):
         self.done: int | None = None
 
     def beat(self) -> None:
-        at, lease = now(), timedelta(seconds=self.ctx.lease_seconds)
         with self.ctx.session_factory() as session:
-            values: dict[str, Any] = {"lease_expires_at": at + lease, "heartbeat_at": at}
-            if self.done is not None:
-                values["puzzles_done"] = self.done
-            mine = session.execute(update(JobShard).where(JobShard.id == self.shard_id, JobShard.lease_owner == self.ctx.worker_id,
-                                                          JobShard.status == "running").values(**values)
-                                   .execution_options(synchronize_session=False))
+            mine = SHARDS.renew(session, self.shard_id, self.ctx.worker_id, self.ctx.lease_seconds,
+                                {} if self.done is None else {"puzzles_done": self.done})
             all_done = select(func.coalesce(func.sum(JobShard.puzzles_done), 0)).where(JobShard.job_id == self.job_id)
             done = session.execute(all_done).scalar_one()
             status, cancel, total = session.execute(select(Job.status, Job.cancel_requested, Job.puzzles_total)
                                                     .where(Job.id == self.job_id)).one()
-            session.execute(update(Job).where(Job.id == self.job_id, Job.status == "running", Job.lease_owner == SHARDS_OWNER)
-                            .values(lease_expires_at=at + lease, heartbeat_at=at, puzzles_done=done,
-                                    progress=min(1.0, done / total) if total else 0.0)
-                            .execution_options(synchronize_session=False))
+            JOBS.renew(session, self.job_id, SHARDS_OWNER, self.ctx.lease_seconds,
+                       {"puzzles_done": done, "progress": min(1.0, done / total) if total else 0.0})
             session.commit()
         if cancel:
             self.cancelled.set()
-        if mine.rowcount != 1 or status != "running":
+        if not mine or status != "running":
             self.lost.set()
 
 
-def fan_out(job_id: str, ctx: WorkerContext, send: SendShard) -> str:
+def fan_out(job_id: str, ctx: WorkerContext, send: SendShard) -> JobOutcome:
     """Called by the worker that claimed a sharded job: create its shards (once), hand the job's lease to
     them and send every unfinished one. Returns "sharded", or the job's status when it ended here."""
     inputs = load_job(ctx, job_id)
@@ -168,7 +145,7 @@ def fan_out(job_id: str, ctx: WorkerContext, send: SendShard) -> str:
             with tempfile.TemporaryDirectory(dir=ctx.cache_dir) as workdir:
                 probe = load_model_and_probe(inputs, ctx, Path(workdir))[1]
         except JobFailed as err:
-            return _finish(ctx, job_id, "failed", str(err))
+            return finish_job(ctx, job_id, "failed", str(err))
         ranges = shard_ranges(len(probe), inputs.batch_size, int(inputs.options.get("shards", 1)))
         if len(ranges) < 2:
             return run_job(job_id, ctx)
@@ -181,23 +158,21 @@ def fan_out(job_id: str, ctx: WorkerContext, send: SendShard) -> str:
             except IntegrityError:  # a duplicate message's fan-out created them first
                 session.rollback()
     with ctx.session_factory() as session:
-        handed = session.execute(update(Job).where(Job.id == job_id, Job.lease_owner == ctx.worker_id, Job.status == "running")
-                                 .values(lease_owner=SHARDS_OWNER, lease_expires_at=now() + timedelta(seconds=ctx.lease_seconds))
-                                 .execution_options(synchronize_session=False))
+        handed = JOBS.renew(session, job_id, ctx.worker_id, ctx.lease_seconds, {"lease_owner": SHARDS_OWNER})
         session.commit()
-    if handed.rowcount != 1:
+    if not handed:
         return "lost"
     shards = _shards_of(ctx, job_id)
     if all(s.status == "done" for s in shards):  # the last shard's worker died before it reduced
         return _reduce_fresh(job_id, ctx, inputs)
     at = now()
     for shard in shards:
-        if shard.status == "queued" or _lease_expired(shard, at):
+        if shard.status == "queued" or SHARDS.expired(shard, at):
             send(shard.id)
     return "sharded"
 
 
-def run_shard(shard_id: str, ctx: WorkerContext, send: SendShard) -> str:
+def run_shard(shard_id: str, ctx: WorkerContext, send: SendShard) -> ShardOutcome:
     """Claim and run one shard; the worker that stores the last partial reduces. Returns the shard's outcome."""
     with ctx.session_factory() as session:
         if not claim_shard(session, shard_id, ctx.worker_id, ctx.lease_seconds):
@@ -227,7 +202,7 @@ def run_shard(shard_id: str, ctx: WorkerContext, send: SendShard) -> str:
                 return "lost"
             if beat.cancelled.is_set():
                 _settle_shard(ctx, shard_id, "cancelled")
-                return _finish(owner, job_id, "cancelled", "cancelled by request")
+                return finish_job(owner, job_id, "cancelled", "cancelled by request")
             if not _settle_shard(ctx, shard_id, "done", partial=partial.to_json(), puzzles_done=partial.puzzles):
                 return "lost"
             shards = _shards_of(ctx, job_id)
@@ -235,15 +210,15 @@ def run_shard(shard_id: str, ctx: WorkerContext, send: SendShard) -> str:
                 return _reduce(owner, job_id, inputs, shards, ckpt.model, candidates, probe, Path(workdir))
         at = now()
         for sibling in shards:  # a sibling whose worker died need not wait for the job's lease to run out
-            if _lease_expired(sibling, at):
+            if SHARDS.expired(sibling, at):
                 send(sibling.id)
         return "done"
     except JobFailed as err:
         _settle_shard(ctx, shard_id, "failed", error=str(err))
-        return _finish(owner, job_id, "failed", f"shard {index}: {err}")
+        return finish_job(owner, job_id, "failed", f"shard {index}: {err}")
     except DBAPIError:  # infrastructure: give the shard back, the task retries
         try:
-            _settle_shard(ctx, shard_id, "queued", lease_owner=None, lease_expires_at=None, attempts=JobShard.attempts - 1)
+            _release_shard(ctx, shard_id)
         except DBAPIError:
             pass  # its lease runs out instead
         raise
@@ -263,7 +238,7 @@ def _build(inputs: JobInputs, reference: Any, probe: Probe, workdir: Path) -> li
 
 
 def _reduce(owner: WorkerContext, job_id: str, inputs: JobInputs, shards: list[JobShard], reference: Any, candidates: list[Candidate],
-            probe: Probe, workdir: Path) -> str:
+            probe: Probe, workdir: Path) -> JobOutcome:
     """Merge the shards' partials in puzzle order, finish, measure, judge and store the job's one result."""
     partials = [Partial.from_json(s.partial or {}) for s in shards]
     result = finish(merge(partials), candidates)
@@ -272,7 +247,7 @@ def _reduce(owner: WorkerContext, job_id: str, inputs: JobInputs, shards: list[J
     return judge_and_store(owner, job_id, result, inputs)
 
 
-def _reduce_fresh(job_id: str, ctx: WorkerContext, inputs: JobInputs) -> str:
+def _reduce_fresh(job_id: str, ctx: WorkerContext, inputs: JobInputs) -> JobOutcome:
     owner = replace(ctx, worker_id=SHARDS_OWNER)
     try:
         with tempfile.TemporaryDirectory(dir=ctx.cache_dir) as workdir:
@@ -280,4 +255,4 @@ def _reduce_fresh(job_id: str, ctx: WorkerContext, inputs: JobInputs) -> str:
             candidates = _build(inputs, ckpt.model, probe, Path(workdir))
             return _reduce(owner, job_id, inputs, _shards_of(ctx, job_id), ckpt.model, candidates, probe, Path(workdir))
     except JobFailed as err:
-        return _finish(owner, job_id, "failed", str(err))
+        return finish_job(owner, job_id, "failed", str(err))

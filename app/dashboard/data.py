@@ -12,7 +12,6 @@ Conventions:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,7 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from gate import GatePolicy
-from workers.orm import JOB_SCOPE, Checkpoint, Job, ProbeSet, Verdict
+from models.numbers import finite, fixed
+from store.tables import JOB_SCOPE, Checkpoint, Job, ProbeSet, Verdict
 
 Trace = dict[str, Any]
 
@@ -36,16 +36,8 @@ MB = 1024 * 1024
 SRAM_BUDGETS_MB = (8, 4)
 
 
-def number(value: object) -> float | None:
-    """A finite float, or None (missing, not a number, NaN or Inf)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def _drop(reference: object, candidate: object) -> float | None:
-    ref, cand = number(reference), number(candidate)
+    ref, cand = finite(reference), finite(candidate)
     return None if ref is None or cand is None else ref - cand
 
 
@@ -173,11 +165,11 @@ def points_of(job: Job) -> list[CandidatePoint]:
             job_id=job.id, job_created_at=job.created_at, checkpoint_id=job.checkpoint_id,
             checkpoint_name=job.checkpoint.original_name or job.checkpoint.sha256[:12], task=task, candidate=cand["name"],
             spec=cand.get("spec") or {}, spec_hash=cand.get("spec_hash") or hashes.get(cand["name"]), method=method_of(cand.get("spec")),
-            decision=decisions.get(cand["name"]), fidelity=number(fidelity.get("mean")), fidelity_p05=number(fidelity.get("p05")),
-            answer_agreement=number(cand.get("answer_agreement")), puzzle_exact=number(cand.get("puzzle_exact")),
+            decision=decisions.get(cand["name"]), fidelity=finite(fidelity.get("mean")), fidelity_p05=finite(fidelity.get("p05")),
+            answer_agreement=finite(cand.get("answer_agreement")), puzzle_exact=finite(cand.get("puzzle_exact")),
             puzzle_exact_drop=_drop(reference.get("puzzle_exact"), cand.get("puzzle_exact")),
             cell_accuracy_drop=_drop(reference.get("cell_accuracy"), cand.get("cell_accuracy")),
-            gflops_per_puzzle=number(footprint.get("gflops_per_puzzle")),
+            gflops_per_puzzle=finite(footprint.get("gflops_per_puzzle")),
             total_bytes=int(footprint["total_bytes"]) if isinstance(footprint.get("total_bytes"), int) else None,
         ))
     return points
@@ -202,15 +194,11 @@ def job_decision(job: Job) -> str | None:
 
 
 # -- overview --------------------------------------------------------------------------------------
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
 def _hover(p: CandidatePoint) -> str:
     spec = ", ".join(f"{k}: {v}" for k, v in p.spec.items() if k != "name") or "reference precision"
-    return (f"<b>{p.candidate}</b> ({p.checkpoint_name})<br>{spec}<br>fidelity {_fmt(p.fidelity)} (p05 {_fmt(p.fidelity_p05)})"
-            f"<br>puzzle-exact drop {_fmt(p.puzzle_exact_drop, 3)}, cell-accuracy drop {_fmt(p.cell_accuracy_drop, 3)}"
-            f"<br>answer agreement {_fmt(p.answer_agreement, 3)}<br>verdict {DECISION_LABELS.get(p.decision, p.decision)}")
+    return (f"<b>{p.candidate}</b> ({p.checkpoint_name})<br>{spec}<br>fidelity {fixed(p.fidelity)} (p05 {fixed(p.fidelity_p05)})"
+            f"<br>puzzle-exact drop {fixed(p.puzzle_exact_drop, 3)}, cell-accuracy drop {fixed(p.cell_accuracy_drop, 3)}"
+            f"<br>answer agreement {fixed(p.answer_agreement, 3)}<br>verdict {DECISION_LABELS.get(p.decision, p.decision)}")
 
 
 def scatter_traces(points: list[CandidatePoint], y: str) -> list[Trace]:
@@ -272,8 +260,8 @@ class RuleRow:
 def verdict_rows(job: Job) -> list[RuleRow]:
     """Every rule of every candidate verdict, in candidate order."""
     verdicts = sorted((v for v in job.verdicts if v.scope != JOB_SCOPE and v.candidate is not None), key=lambda v: v.candidate.position)
-    return [RuleRow(candidate=v.candidate.name, decision=v.decision, rule=str(r.get("rule")), observed=number(r.get("observed")),
-                    threshold=number(r.get("threshold")), passed=r.get("passed"), reason=str(r.get("reason", "")))
+    return [RuleRow(candidate=v.candidate.name, decision=v.decision, rule=str(r.get("rule")), observed=finite(r.get("observed")),
+                    threshold=finite(r.get("threshold")), passed=r.get("passed"), reason=str(r.get("reason", "")))
             for v in verdicts for r in v.rules]
 
 
@@ -285,7 +273,7 @@ def job_reasons(job: Job) -> str | None:
 
 
 def _clean(values: list[Any]) -> list[float | None]:
-    return [number(v) for v in values]
+    return [finite(v) for v in values]
 
 
 def step_traces(body: dict[str, Any]) -> list[Trace]:
@@ -425,22 +413,22 @@ def _op_traces(candidates: list[dict[str, Any]], top: int) -> tuple[list[Trace],
     peak: dict[str, float] = {}
     for _, ops in profiled:
         for op in ops:
-            us = number(op.get("us_per_step"))
+            us = finite(op.get("us_per_step"))
             if us is not None:
                 peak[str(op.get("op_type"))] = max(peak.get(str(op.get("op_type")), 0.0), us)
     shown = sorted(peak, key=lambda op_type: -peak[op_type])[:top]
     traces, has_rest = [], False
     for name, ops in profiled:
-        by_type = {str(op.get("op_type")): op for op in ops if number(op.get("us_per_step")) is not None}
+        by_type = {str(op.get("op_type")): op for op in ops if finite(op.get("us_per_step")) is not None}
         if not by_type:
             continue
-        bars = [(op_type, number(by_type[op_type]["us_per_step"]), number(by_type[op_type].get("calls_per_step")),
-                 number(by_type[op_type].get("share"))) for op_type in shown if op_type in by_type]
+        bars = [(op_type, finite(by_type[op_type]["us_per_step"]), finite(by_type[op_type].get("calls_per_step")),
+                 finite(by_type[op_type].get("share"))) for op_type in shown if op_type in by_type]
         rest = [op for op_type, op in by_type.items() if op_type not in shown]
         if rest:
             has_rest = True
-            bars.append((OTHER_OPS, sum(number(op["us_per_step"]) or 0.0 for op in rest),
-                         sum(number(op.get("calls_per_step")) or 0.0 for op in rest), sum(number(op.get("share")) or 0.0 for op in rest)))
+            bars.append((OTHER_OPS, sum(finite(op["us_per_step"]) or 0.0 for op in rest),
+                         sum(finite(op.get("calls_per_step")) or 0.0 for op in rest), sum(finite(op.get("share")) or 0.0 for op in rest)))
         traces.append({"type": "bar", "orientation": "h", "name": name, "y": [b[0] for b in bars], "x": [b[1] for b in bars],
                        "customdata": [[b[2], b[3]] for b in bars],
                        "hovertemplate": f"{name}<br>%{{y}}: %{{x:.1f}} µs per step, %{{customdata[0]:.1f}} calls per step,"
@@ -452,7 +440,7 @@ def _device_row(candidate: str, device: dict[str, Any]) -> DeviceRow:
     summary = device.get("execution_summary") or {}
     fidelity = [v for v in _clean(device.get("step_fidelity") or []) if v is not None]
     diffs = [v for v in _clean(device.get("step_max_abs_diff") or []) if v is not None]
-    inference_us = number(summary.get("estimated_inference_time"))
+    inference_us = finite(summary.get("estimated_inference_time"))
     return DeviceRow(candidate=candidate, device=str(device.get("device_name") or device.get("device_requested") or "?"),
                      device_os=device.get("device_os"), status=str(device.get("status")), reason=device.get("reason"),
                      compute_units={str(k): int(v) for k, v in (device.get("compute_units") or {}).items() if _int(v) is not None},
@@ -477,9 +465,9 @@ def artifact_section(body: dict[str, Any], rules: list[RuleRow], top_ops: int = 
             file_bytes=_int(artifact.get("bytes")) or _int(profile.get("model_file_bytes")), stored=bool(artifact.get("store_key")),
             runtime=profile.get("runtime"), threads=_int(profile.get("threads")), batch_size=_int(profile.get("batch_size")),
             steps=_int(profile.get("steps")), puzzles=_int(profile.get("puzzles")),
-            step_ms_p50=number(profile.get("step_latency_ms_p50")), step_ms_p95=number(profile.get("step_latency_ms_p95")),
-            puzzle_ms_p50=number(profile.get("puzzle_latency_ms_p50")), puzzle_ms_p95=number(profile.get("puzzle_latency_ms_p95")),
-            host_overhead_ms=number(profile.get("host_overhead_ms_per_puzzle")), session_load_ms=number(profile.get("session_load_ms")),
+            step_ms_p50=finite(profile.get("step_latency_ms_p50")), step_ms_p95=finite(profile.get("step_latency_ms_p95")),
+            puzzle_ms_p50=finite(profile.get("puzzle_latency_ms_p50")), puzzle_ms_p95=finite(profile.get("puzzle_latency_ms_p95")),
+            host_overhead_ms=finite(profile.get("host_overhead_ms_per_puzzle")), session_load_ms=finite(profile.get("session_load_ms")),
             peak_memory_bytes=_int(profile.get("peak_memory_bytes"))))
     traces, order = _op_traces(candidates, top_ops)
     devices = [_device_row(str(c["name"]), d) for c in candidates for d in c.get("device_profiles") or []]

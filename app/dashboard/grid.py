@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.dashboard.data import Trace, config_value, load_jobs, points_of
 from models.compress.grids import PRECISIONS
 from models.compress.spec import CompressionSpec
-from workers.orm import Checkpoint
+from store.tables import Checkpoint
 
 
 def _precision_hashes() -> dict[str, str]:

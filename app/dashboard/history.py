@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.dashboard.data import Trace, job_decision, load_jobs, points_of
-from workers.orm import JOB_SCOPE, Checkpoint, Job
+from store.tables import JOB_SCOPE, Checkpoint, Job
 
 
 @dataclass(frozen=True)

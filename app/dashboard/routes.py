@@ -8,7 +8,6 @@ running job's progress.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,11 @@ from markupsafe import Markup
 from sqlalchemy.orm import selectinload
 
 from app.dashboard import data, grid, history, validity
+from app.dashboard.figures import figure_json, job_figures
 from app.dashboard.verdicts import verdict_pivot
 from app.deps import SessionDep, SettingsDep, require_scope
-from workers.orm import FINISHED_STATUSES, Checkpoint, Job, Verdict
+from models.numbers import fixed
+from store.tables import FINISHED_STATUSES, Checkpoint, Job, Verdict
 from workers.queue import now
 
 APP_DIR = Path(__file__).resolve().parent.parent
@@ -34,17 +35,6 @@ read_access = require_scope("read")
 """The one dependency that guards every dashboard page (a no-op in open mode); browsers sign in through `access.py`."""
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"], dependencies=[read_access], include_in_schema=False)
-
-
-def figure_json(traces: list[data.Trace], layout: dict[str, Any]) -> Markup:
-    """A Plotly figure as JSON that is safe inside a <script type="application/json"> element."""
-    text = json.dumps({"data": traces, "layout": layout}, allow_nan=False)
-    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
-
-
-STEPS_USED_LAYOUT = {"barmode": "group", "xaxis": {"title": {"text": "ACT steps used (halted after)"}, "dtick": 1},
-                     "yaxis": {"title": {"text": "puzzles"}}, "margin": {"t": 30, "r": 10}, "legend": {"orientation": "h", "y": -0.25}}
-"""The steps-used histograms (adaptive halting), shared by the job page and the HTML report."""
 
 
 def _age(moment: datetime | None) -> str:
@@ -61,7 +51,7 @@ def _age(moment: datetime | None) -> str:
 TEMPLATES.env.filters["age"] = _age
 TEMPLATES.env.filters["mb"] = lambda b: "—" if b is None else f"{b / data.MB:.3f}"
 TEMPLATES.env.filters["size"] = lambda b: "—" if b is None else (f"{b / 1024:.1f} KB" if b < data.MB else f"{b / data.MB:.2f} MB")
-TEMPLATES.env.filters["num"] = lambda v, digits=4: "—" if v is None else f"{v:.{digits}f}"
+TEMPLATES.env.filters["num"] = fixed
 TEMPLATES.env.globals["decision_label"] = lambda d: data.DECISION_LABELS.get(d, d)
 
 
@@ -131,25 +121,7 @@ def job_page(job_id: str, request: Request, session: SessionDep) -> HTMLResponse
     figures: dict[str, Markup] = {}
     body = job.result.body if job.result is not None else None
     if body is not None:
-        steps = data.step_traces(body)
-        figures["steps"] = figure_json(steps, {
-            "xaxis": {"title": {"text": "ACT step"}, "dtick": 1}, "yaxis": {"title": {"text": "cosine similarity"}},
-            "margin": {"t": 30, "r": 10}, "legend": {"orientation": "h", "y": -0.25}})
-        histogram = data.histogram_traces(body)
-        if histogram:
-            figures["histogram"] = figure_json(histogram, {
-                "barmode": "overlay", "xaxis": {"title": {"text": "per-puzzle fidelity"}}, "yaxis": {"title": {"text": "puzzles"}},
-                "margin": {"t": 30, "r": 10}, "legend": {"orientation": "h", "y": -0.25}})
-        steps_used = data.steps_used_traces(body)
-        if steps_used:
-            figures["steps_used"] = figure_json(steps_used, STEPS_USED_LAYOUT)
-        footprint = data.footprint_traces(body)
-        if footprint:
-            figures["footprint"] = figure_json(footprint, {
-                "barmode": "group", "yaxis": {"title": {"text": "MB"}}, "shapes": data.budget_shapes(), "margin": {"t": 30, "r": 10},
-                "annotations": [{"xref": "paper", "x": 1, "y": mb, "yref": "y", "text": f"{mb} MB", "showarrow": False,
-                                 "xanchor": "right", "yanchor": "bottom"} for mb in data.SRAM_BUDGETS_MB],
-                "legend": {"orientation": "h", "y": -0.35}})
+        figures = job_figures(body)
     rules = data.verdict_rows(job)
     artifact = data.artifact_section(body, rules) if body is not None else None
     if artifact is not None and artifact.op_traces:

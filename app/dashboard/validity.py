@@ -20,7 +20,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from app.dashboard.data import DECISION_LABELS, Trace, number
+from app.dashboard.data import DECISION_LABELS, Trace
+from models.numbers import finite
 
 PREFIX = "validity-"
 REPO_RESULTS = Path(__file__).resolve().parent.parent.parent / "results"
@@ -99,7 +100,7 @@ def _path(obj: Any, keys: tuple[str, ...]) -> Any:
 def signal_value(candidate: dict[str, Any], signal: str) -> float | None:
     """A candidate's value of one validity signal (None when the document has none or it is not finite)."""
     keys = SIGNAL_FIELDS.get(signal, (signal,))
-    return number(_path(candidate, keys))
+    return finite(_path(candidate, keys))
 
 
 @dataclass
@@ -168,7 +169,7 @@ class ValidityView:
 
 def _interval(value: Any) -> tuple[float, float] | None:
     if isinstance(value, list | tuple) and len(value) == 2:
-        lo, hi = number(value[0]), number(value[1])
+        lo, hi = finite(value[0]), finite(value[1])
         if lo is not None and hi is not None:
             return (lo, hi)
     return None
@@ -200,7 +201,7 @@ def scatter_traces(candidates: list[dict[str, Any]], signal: str, overrides: dic
     for c in candidates:
         name = str(c.get("name", "?"))
         x = overrides.get(name, signal_value(c, signal))
-        y = number(c.get("delta_puzzle_exact"))
+        y = finite(c.get("delta_puzzle_exact"))
         if x is None or y is None:
             missing.append(name)
             continue
@@ -248,7 +249,7 @@ def _gate_rows(validity: dict[str, Any]) -> list[GateRow]:
         confusion = gate.get("confusion") if isinstance(gate.get("confusion"), dict) else {}
         policy = gate.get("policy") if isinstance(gate.get("policy"), dict) else {}
         rows.append(GateRow(
-            name=str(name), agreement=number(gate.get("agreement")),
+            name=str(name), agreement=finite(gate.get("agreement")),
             confusion=sorted((str(k), int(v)) for k, v in confusion.items() if _int(v) is not None),
             false_go=[str(n) for n in gate.get("false_go") or []], inconclusive=[str(n) for n in gate.get("inconclusive") or []],
             policy=[(str(k), v) for k, v in policy.items() if v not in (None, False)],
@@ -261,8 +262,8 @@ def validity_view(model: str, body: dict[str, Any]) -> ValidityView:
     validity = body.get("validity") if isinstance(body.get("validity"), dict) else {}
     candidates = [c for c in body.get("candidates") or [] if isinstance(c, dict)]
     prediction = validity.get("prediction") if isinstance(validity.get("prediction"), dict) else {}
-    rows = [PredictionRow(candidate=str(r.get("candidate", "?")), measured_drop=number(r.get("measured_drop")),
-                          predicted=number(r.get("predicted")), lo=number(r.get("lo")), hi=number(r.get("hi")),
+    rows = [PredictionRow(candidate=str(r.get("candidate", "?")), measured_drop=finite(r.get("measured_drop")),
+                          predicted=finite(r.get("predicted")), lo=finite(r.get("lo")), hi=finite(r.get("hi")),
                           covered=r.get("covered") if isinstance(r.get("covered"), bool) else None)
             for r in prediction.get("per_candidate") or [] if isinstance(r, dict)]
     predicted = {r.candidate: r.predicted for r in rows if r.predicted is not None}
@@ -275,10 +276,10 @@ def validity_view(model: str, body: dict[str, Any]) -> ValidityView:
         panels.append(SignalPanel(
             signal=name, title=SIGNAL_TITLES.get(name, name.replace("_", " ")), higher_is_better=bool(s.get("higher_is_better")),
             traces=traces, points=points, missing=missing,
-            spearman=number(s.get("spearman")), spearman_ci95=_interval(s.get("spearman_ci95")),
-            kendall=number(s.get("kendall")), kendall_ci95=_interval(s.get("kendall_ci95")),
-            near_spearman=number(s.get("near_spearman")), near_spearman_ci95=_interval(s.get("near_spearman_ci95")),
-            near_n=_int(s.get("near_n")), auroc=number(s.get("auroc")), n=_int(s.get("n")),
+            spearman=finite(s.get("spearman")), spearman_ci95=_interval(s.get("spearman_ci95")),
+            kendall=finite(s.get("kendall")), kendall_ci95=_interval(s.get("kendall_ci95")),
+            near_spearman=finite(s.get("near_spearman")), near_spearman_ci95=_interval(s.get("near_spearman_ci95")),
+            near_n=_int(s.get("near_n")), auroc=finite(s.get("auroc")), n=_int(s.get("n")),
         ))
     decisions: dict[str, int] = {}
     for c in candidates:
@@ -286,8 +287,8 @@ def validity_view(model: str, body: dict[str, Any]) -> ValidityView:
         decisions[label] = decisions.get(label, 0) + 1
     return ValidityView(
         model=model, puzzles=_int(validity.get("puzzles")), candidates=_int(validity.get("candidates")),
-        reference_puzzle_exact=number(validity.get("reference_puzzle_exact")), resamples=_int(validity.get("resamples")),
-        panels=panels, gates=_gate_rows(validity), coverage=number(prediction.get("coverage")), mae=number(prediction.get("mae")),
+        reference_puzzle_exact=finite(validity.get("reference_puzzle_exact")), resamples=_int(validity.get("resamples")),
+        panels=panels, gates=_gate_rows(validity), coverage=finite(prediction.get("coverage")), mae=finite(prediction.get("mae")),
         prediction_n=_int(prediction.get("n")), held_out_by=prediction.get("held_out_by") if isinstance(prediction.get("held_out_by"), str)
         else None, prediction_rows=sorted(rows, key=lambda r: -(r.measured_drop if r.measured_drop is not None else -9)),
         decisions=decisions,

@@ -25,8 +25,8 @@ from app.schemas import CheckpointList, CheckpointRead, CheckpointRegister
 from app.services.paths import confined_checkpoint
 from models.checkpoint import OWN_CONFIG, CheckpointError, read_config_json, read_config_text
 from models.files import SMALL_FILE_LIMIT, UnsafeFile, sha256_regular
+from store.tables import Checkpoint
 from workers.artifacts import CHUNK, StoredArtifact, TooLarge
-from workers.orm import Checkpoint
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
 

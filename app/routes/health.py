@@ -7,7 +7,7 @@ from sqlalchemy import func, select, text
 
 from app.db import current_revision_is_head
 from app.deps import SessionDep
-from workers.orm import JOB_STATUSES, Job
+from store.tables import JOB_STATUSES, Job
 
 router = APIRouter(tags=["health"])
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)

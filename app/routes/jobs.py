@@ -11,9 +11,10 @@ from sqlalchemy.orm import Session, selectinload
 
 from app.deps import SessionDep, SettingsDep, StoreDep
 from app.errors import NotFound, get_or_404
-from app.schemas import JobCreate, JobList, JobRead, JobStatus, VerdictList, VerdictRead
+from app.schemas import JobCreate, JobList, JobRead, VerdictList, VerdictRead
 from app.services import jobs
-from workers.orm import JOB_SCOPE, Job, Verdict
+from store.tables import JOB_SCOPE, Job, Verdict
+from store.vocabulary import JobStatus
 
 router = APIRouter(tags=["jobs"])
 

@@ -10,7 +10,7 @@ from app.deps import SessionDep
 from app.errors import NotFound, get_or_404
 from app.reports import Report, render_html, render_markdown
 from app.routes.jobs import job_read
-from workers.orm import Job
+from store.tables import Job
 
 router = APIRouter(tags=["reports"])
 

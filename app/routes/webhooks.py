@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import func, select
@@ -13,7 +13,8 @@ from app.deps import SessionDep, SettingsDep, require_scope
 from app.errors import NotFound, Unprocessable, get_or_404
 from app.schemas import WebhookCreate, WebhookCreated, WebhookDeliveryList, WebhookDeliveryRead, WebhookList, WebhookRead
 from app.settings import Settings
-from workers.orm import Webhook, WebhookDelivery
+from store.api_tables import Webhook, WebhookDelivery
+from store.vocabulary import DeliveryStatus
 from workers.webhooks import DeliveryConfig, UnsafeURL, check_url, redeliver
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"], dependencies=[require_scope("admin")],
@@ -67,7 +68,7 @@ def delete_webhook(webhook_id: str, session: SessionDep) -> Response:
 
 
 @router.get("/{webhook_id}/deliveries", response_model=WebhookDeliveryList, responses={404: {"description": "no such webhook"}})
-def list_deliveries(webhook_id: str, session: SessionDep, status: Literal["pending", "delivered", "failed"] | None = None,
+def list_deliveries(webhook_id: str, session: SessionDep, status: DeliveryStatus | None = None,
                     limit: Annotated[int, Query(ge=1, le=500)] = 50,
                     offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> WebhookDeliveryList:
     """Deliveries newest first, each with every attempt (time, HTTP status or error, duration)."""

@@ -18,7 +18,7 @@ from models.budget import job_cost
 from models.compress.fit import spec_problems
 from models.config import HRMConfig, ModelConfig, TRMConfig
 from models.files import SMALL_FILE_LIMIT, check_regular
-from workers.orm import FINISHED_STATUSES, Checkpoint, Job, ProbeSet
+from store.tables import FINISHED_STATUSES, Checkpoint, Job, ProbeSet
 from workers.pipeline import candidate_rows, probe_hash
 from workers.queue import now
 

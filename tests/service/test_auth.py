@@ -16,8 +16,8 @@ from app.cli import app as cli_app
 from app.cli_service import is_loopback
 from app.main import create_app
 from app.settings import Settings, get_settings
-from workers.db import make_engine, session_factory
-from workers.orm import ApiKey
+from store.api_tables import ApiKey
+from store.sessions import make_engine, session_factory
 
 JOB = {"checkpoint_id": "none", "candidates": [{"name": "int8", "weights": {"method": "int8-channel"}}]}
 

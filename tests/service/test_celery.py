@@ -23,12 +23,12 @@ from fastapi.testclient import TestClient
 from app.db import upgrade_to_head
 from app.main import celery_config, create_app
 from app.settings import Settings
+from store.sessions import make_engine, session_factory
+from store.tables import Checkpoint, Job, ProbeSet
 from tests.conftest import REPO, make_tiny_zoo_model
 from tests.service.waiting import wait_for
 from workers.celery_app import create_celery, sender
-from workers.db import make_engine, session_factory
 from workers.distributed import claim_job, dispatch_due, release_job
-from workers.orm import Checkpoint, Job, ProbeSet
 from workers.queue import now
 
 BROKER = "redis://127.0.0.1:6379/0"

@@ -1,4 +1,4 @@
-"""Migrations on both backends: up from empty, no drift from `workers.orm`, constraints hold, down to base.
+"""Migrations on both backends: up from empty, no drift from the `store` tables, constraints hold, down to base.
 
 Also checks that `Settings` reads its `CARRYGATE_*` variables.
 """
@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from app.db import current_revision_is_head, downgrade_to, head_revision, make_engine, session_factory, upgrade_to_head
 from app.settings import Settings, get_settings
 from models.compress.spec import CompressionSpec
-from workers.orm import JOB_SCOPE, Base, Candidate, Checkpoint, Job, ProbeSet, Result, Verdict
+from store.tables import JOB_SCOPE, Base, Candidate, Checkpoint, Job, ProbeSet, Result, Verdict
 
 TABLES = {"checkpoints", "probe_sets", "jobs", "candidates", "results", "verdicts", "api_keys", "webhooks", "webhook_deliveries",
           "webhook_attempts", "job_shards", "drop_calibrations"}

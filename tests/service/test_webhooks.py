@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from store.api_tables import Webhook
+from store.sessions import make_engine, session_factory
 from tests.conftest import make_tiny_zoo_model
-from workers.db import make_engine, session_factory
-from workers.orm import Webhook
 from workers.webhooks import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
@@ -199,7 +199,7 @@ def test_delivery_gives_up_after_the_window_and_logs_every_attempt(database_url:
         with factory() as session:
             from sqlalchemy import update
 
-            from workers.orm import WebhookDelivery
+            from store.api_tables import WebhookDelivery
 
             session.execute(update(WebhookDelivery).values(next_attempt_at=WebhookDelivery.created_at))
             session.commit()
@@ -279,7 +279,8 @@ def test_a_job_that_kills_its_workers_sends_job_failed(database_url: str) -> Non
     from datetime import timedelta
 
     from app.db import upgrade_to_head
-    from workers.orm import Checkpoint, Job, ProbeSet, WebhookDelivery
+    from store.api_tables import WebhookDelivery
+    from store.tables import Checkpoint, Job, ProbeSet
     from workers.queue import MAX_ATTEMPTS, claim_next_job, now
 
     upgrade_to_head(database_url)

@@ -21,7 +21,7 @@ from markupsafe import escape
 from sqlalchemy.orm import Session
 
 from app.dashboard import data, grid, history
-from app.dashboard.routes import figure_json
+from app.dashboard.figures import figure_json
 from app.dashboard.verdicts import verdict_pivot
 from app.db import make_engine, session_factory, upgrade_to_head
 from gate import GatePolicy, judge
@@ -31,10 +31,10 @@ from models.compress.spec import CompressionSpec
 from models.evaluate import Probe, evaluate
 from models.results import Curve, EvaluationResult, Footprint, ModelResult, Summary
 from models.tasks.dataset import read_split
+from store.tables import JOB_SCOPE, Checkpoint, Job, ProbeSet, Result, Verdict
 from tests import fake_qai_hub
 from tests.conftest import REPO, make_tiny_zoo_model, tiny_trm
 from tests.service.conftest import pg_url  # noqa: F401  (fixture used through database_url)
-from workers.orm import JOB_SCOPE, Checkpoint, Job, ProbeSet, Result, Verdict
 from workers.pipeline import candidate_rows
 from workers.profile.aihub import AiHubOptions, attach_device_profiles
 
