@@ -48,7 +48,7 @@ from models.results import EvaluationResult, ModelResult
 from models.trajectory import Candidate, run_lockstep
 
 WIDTHS = (2, 3, 4, 5, 6, 8)  # bit widths a group can take; None (float) above 8
-PROTECT_BITS = 8
+PROTECT_BITS = 8  # the first protection rung; float is the second
 Bits = dict[str, int | None]
 Progress = Callable[[str, int], None]  # (stage, candidate evaluations so far)
 
@@ -270,9 +270,11 @@ class Searcher:
         return SensitivityMap(puzzles=len(self.search_probe), cells=cells, order=order)
 
     # -- 2. search ---------------------------------------------------------------------------------
-    def _ladder(self, base: int, k: int, order: list[str]) -> Bits:
+    def _ladder(self, rung: tuple[int, int | None], k: int, order: list[str]) -> Bits:
+        """Base width for every group, the k most sensitive kept at the protection width (None: float)."""
+        base, protect = rung
         protected = set(order[:k])
-        return {g.name: (PROTECT_BITS if g.name in protected and base < PROTECT_BITS else base) for g in self.groups}
+        return {g.name: (protect if g.name in protected else base) for g in self.groups}
 
     def search(self, order: list[str]) -> None:
         ref = self.ref_steps
@@ -280,36 +282,34 @@ class Searcher:
         token_mixer = [g.name for g in self.groups if g.kind in ("token_mixer", "attention")]
         recipe = {g.name: (None if g.name in token_mixer else 4) for g in self.groups}
         self.evaluate_points([({g.name: 8 for g in self.groups}, ref, None, "baseline"), (recipe, ref, None, "baseline")])
-        # ladder + bisection, every base width in the same runs
-        bases = [b for b in WIDTHS if b < PROTECT_BITS]
-        k_max = {}
-        for b in bases:
+        # ladders + bisection, every (base width, protection) in the same runs; protection at 8 bits
+        # first, and in float for modules that no integer width keeps (revert-to-float)
+        rungs = [(b, protect) for protect in (PROTECT_BITS, None) for b in WIDTHS if b < PROTECT_BITS]
+        k_max: dict[tuple[int, int | None], int] = {}
+        for rung in rungs:
             ks = [k for k in range(len(order) + 1)
-                  if within(self.cost(spec_for(self.groups, self._ladder(b, k, order))), self.budget)]
-            if ks:
-                k_max[b] = max(ks)
+                  if within(self.cost(spec_for(self.groups, self._ladder(rung, k, order))), self.budget)]
+            if ks and (rung[1] is not None or max(ks) > 0):  # a float ladder that can protect nothing is the 8-bit one at k=0
+                k_max[rung] = max(ks)
         self.stage = "bisect"
         lo = dict.fromkeys(k_max, 0)
         hi = dict(k_max)
-        ends = [(b, k) for b in k_max for k in sorted({0, k_max[b]})]
-        first = self.evaluate_points([(self._ladder(b, k, order), ref, None, "ladder") for b, k in ends])
+        ends = [(r, k) for r in k_max for k in sorted({0, k_max[r]})]
+        first = self.evaluate_points([(self._ladder(r, k, order), ref, None, "ladder") for r, k in ends])
         passed = {end: point.within_tolerance for end, point in zip(ends, first, strict=True)}
-        # invariant: hi passes (or the base is hopeless), lo - 1 ... lo fails unless lo == 0 passes
-        live = {b for b in k_max if passed[(b, hi[b])] and not passed[(b, 0)]}
-        for b in k_max:
-            if passed[(b, 0)]:
-                hi[b] = 0
+        # invariant: hi passes, lo fails; a ladder whose most protected rung fails is dropped
+        live = {r for r in k_max if passed[(r, hi[r])] and not passed[(r, 0)]}
         while live:
-            mids = {b: (lo[b] + hi[b]) // 2 for b in live if hi[b] - lo[b] > 1}
+            mids = {r: (lo[r] + hi[r]) // 2 for r in live if hi[r] - lo[r] > 1}
             if not mids:
                 break
-            self.evaluate_points([(self._ladder(b, m, order), ref, None, "bisect") for b, m in mids.items()])
-            for b, m in mids.items():
-                if self.points[spec_for(self.groups, self._ladder(b, m, order)).content_hash].within_tolerance:
-                    hi[b] = m
+            points = self.evaluate_points([(self._ladder(r, m, order), ref, None, "bisect") for r, m in mids.items()])
+            for (r, m), point in zip(mids.items(), points, strict=True):
+                if point.within_tolerance:
+                    hi[r] = m
                 else:
-                    lo[b] = m
-            live = {b for b in live if hi[b] - lo[b] > 1}
+                    lo[r] = m
+            live = {r for r in live if hi[r] - lo[r] > 1}
         # greedy: lower one group at a time from the cheapest passing point
         self.stage = "greedy"
         for _ in range(3):
