@@ -20,6 +20,7 @@ from markupsafe import Markup
 from sqlalchemy.orm import selectinload
 
 from app.dashboard import data, grid, history, validity
+from app.dashboard.artifact import artifact_section
 from app.dashboard.figures import figure_json, job_figures
 from app.dashboard.verdicts import verdict_pivot
 from app.deps import SessionDep, SettingsDep, require_scope
@@ -123,7 +124,7 @@ def job_page(job_id: str, request: Request, session: SessionDep) -> HTMLResponse
     if body is not None:
         figures = job_figures(body)
     rules = data.verdict_rows(job)
-    artifact = data.artifact_section(body, rules) if body is not None else None
+    artifact = artifact_section(body, rules) if body is not None else None
     if artifact is not None and artifact.op_traces:
         figures["ops"] = figure_json(artifact.op_traces, {
             "barmode": "group", "xaxis": {"title": {"text": "kernel µs per ACT step"}},

@@ -21,6 +21,7 @@ from markupsafe import escape
 from sqlalchemy.orm import Session
 
 from app.dashboard import data, grid, history
+from app.dashboard.artifact import OTHER_OPS, TOP_OPS, artifact_section
 from app.dashboard.figures import figure_json
 from app.dashboard.verdicts import verdict_pivot
 from app.db import make_engine, session_factory, upgrade_to_head
@@ -335,7 +336,7 @@ BUDGETS = GatePolicy(min_fidelity_mean=None, min_fidelity_p05=None, min_answer_a
 def test_artifact_section_from_a_real_ort_evaluation(session: Session, ort_measured: OrtMeasured) -> None:
     ckpt = add_checkpoint(session, "m", "a", datetime(2026, 1, 1, tzinfo=UTC))
     job = store_job(session, ckpt, ort_measured.specs, ort_measured.result, policy=BUDGETS)
-    section = data.artifact_section(job.result.body, data.verdict_rows(job))
+    section = artifact_section(job.result.body, data.verdict_rows(job))
     assert section is not None
     ort = ort_measured.result.candidates[0]
     artifact, profile = ort.artifact, ort.profile
@@ -352,9 +353,9 @@ def test_artifact_section_from_a_real_ort_evaluation(session: Session, ort_measu
     [trace] = section.op_traces
     assert trace["name"] == ort.name and trace["orientation"] == "h"
     kernel_us = {op.op_type: op.us_per_step for op in profile.ops}
-    top = [op.op_type for op in profile.ops[:data.TOP_OPS]]  # the profile lists ops by time, most first
+    top = [op.op_type for op in profile.ops[:TOP_OPS]]  # the profile lists ops by time, most first
     assert trace["y"][:len(top)] == top and trace["x"][:len(top)] == [kernel_us[op] for op in top]
-    assert (trace["y"][-1] == data.OTHER_OPS) == (len(kernel_us) > data.TOP_OPS)
+    assert (trace["y"][-1] == OTHER_OPS) == (len(kernel_us) > TOP_OPS)
     assert sum(trace["x"]) == pytest.approx(sum(kernel_us.values()))  # the rest is summed, nothing dropped
     assert section.op_order == trace["y"]
     assert any("Quantize" in op or "Integer" in op for op in kernel_us), kernel_us  # quantize_dynamic's kernels ran
@@ -368,7 +369,7 @@ def test_artifact_section_from_a_real_ort_evaluation(session: Session, ort_measu
     assert data.method_of(job.result.body["candidates"][0]["spec"]) == "ort-dynamic"
 
     plain = add_job(session, ckpt, [(INT8, {"fidelity": 0.999, "exact": 0.8, "cell": 0.95})])
-    assert data.artifact_section(plain.result.body, data.verdict_rows(plain)) is None
+    assert artifact_section(plain.result.body, data.verdict_rows(plain)) is None
 
 
 def hub_client(**knobs: object) -> Any:
@@ -397,7 +398,7 @@ def test_artifact_section_shows_ai_hub_devices_and_an_inconclusive_reason(sessio
     ckpt = add_checkpoint(session, "m", "a", datetime(2026, 1, 1, tzinfo=UTC))
     job = store_job(session, ckpt, ort_measured.specs, result, policy=BUDGETS)
     stored = job.result.body["candidates"][0]["device_profiles"]
-    section = data.artifact_section(job.result.body, data.verdict_rows(job))
+    section = artifact_section(job.result.body, data.verdict_rows(job))
     assert section is not None
 
     ok, limited = section.devices
