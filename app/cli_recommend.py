@@ -98,6 +98,7 @@ def recommend_command(
     """Find the cheapest spec within the budget whose label-free damage stays within the tolerance."""
     from pydantic import ValidationError
 
+    from gate import GatePolicy, judge
     from models.checkpoint import CheckpointError, load_checkpoint
     from models.compress import CompressionSpec
     from models.evaluate import Probe
@@ -124,7 +125,8 @@ def recommend_command(
         _fail(str(err))
     with console.status("searching") as status:
         rec = recommend(ckpt.model, probe, budget, tolerance, search_puzzles=search_puzzles, checkpoint=str(checkpoint),
-                        on_progress=lambda stage, n: status.update(f"{stage}: {n} evaluations"))
+                        on_progress=lambda stage, n: status.update(f"{stage}: {n} evaluations"),
+                        verdict_of=lambda result: judge(result, GatePolicy()).decision)
     print_sensitivity(rec)
     print_front(rec)
     if json_out is not None:

@@ -78,6 +78,7 @@ def main() -> None:
     start = time.perf_counter()
     rec = recommend(ckpt.model, probe, Budget(max_weight_fraction=args.fraction), Tolerance(max_predicted_drop=args.max_predicted_drop),
                     search_puzzles=args.search_puzzles, checkpoint=str(folder.relative_to(ROOT)),
+                    verdict_of=lambda result: judge(result, policy).decision,
                     on_progress=lambda stage, n: print(f"  {time.perf_counter() - start:7.1f} s {stage}: {n} evaluations", flush=True))
     rec_seconds = time.perf_counter() - start
     chosen = rec.chosen

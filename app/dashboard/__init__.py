@@ -15,8 +15,10 @@ __all__ = ["install"]
 
 def install(app: FastAPI) -> None:
     from app.dashboard.access import DashboardSession
+    from app.dashboard.recommend import router as recommend_router
     from app.dashboard.routes import router
 
     app.include_router(router)
+    app.include_router(recommend_router)
     app.add_middleware(DashboardSession)  # browsers sign in with a key kept in a cookie (reads only)
     app.mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")

@@ -411,10 +411,10 @@ class Searcher:
 
 def recommend(reference: RecursiveReasoner, probe: Probe, budget: Budget, tolerance: Tolerance, *, search_puzzles: int = 64,
               batch_size: int = 64, calibration: DropCalibration | None = None, on_progress: Progress | None = None,
-              checkpoint: str | None = None) -> Recommendation:
-    """Sensitivity map, label-free search under `budget` within `tolerance`, confirmation on the full `probe`."""
-    from gate import GatePolicy, judge
+              checkpoint: str | None = None, verdict_of: Callable[[EvaluationResult], str] | None = None) -> Recommendation:
+    """Sensitivity map, label-free search under `budget` within `tolerance`, confirmation on the full `probe`.
 
+    `verdict_of` judges the chosen spec's full-probe result (the caller passes the gate: models sits below it)."""
     start = time.perf_counter()
     searcher = Searcher(reference, probe, budget, tolerance, search_puzzles=search_puzzles, batch_size=batch_size,
                         calibration=calibration, on_progress=on_progress)
@@ -422,10 +422,10 @@ def recommend(reference: RecursiveReasoner, probe: Probe, budget: Budget, tolera
     searcher.search(sensitivity.order)
     finalists, chosen, confirm_result = searcher.confirm()
     verdict = None
-    if chosen is not None and confirm_result is not None:
+    if chosen is not None and confirm_result is not None and verdict_of is not None:
         # The chosen spec alone, as `gate --local` runs it: same probe, same reference, same noise floor.
         alone = confirm_result.model_copy(update={"candidates": [c for c in confirm_result.candidates if c.name == chosen.name]})
-        verdict = judge(alone, GatePolicy()).decision
+        verdict = verdict_of(alone)
     points = list(searcher.points.values())
     on_front = {p.name for p in pareto_front(points, tolerance)}
     points = [p.model_copy(update={"on_front": p.name in on_front}) for p in points]

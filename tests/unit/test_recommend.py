@@ -138,3 +138,22 @@ def test_yaml_round_trips_through_gate_local_with_the_same_verdict(tmp_path: Pat
     gated = runner.invoke(app, ["gate", "--local", "--checkpoint", str(folder), "--spec", str(out), "--limit", "12"])
     assert gated.exit_code == {"go": 0, "no_go": 1, "inconclusive": 2}[verdict], gated.output
     assert (tmp_path / "front.svg").read_text().startswith("<svg")
+
+
+def test_dashboard_page_shows_front_heatmap_and_chosen(fragile_recommendation: tuple[object, object], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    import app.dashboard.recommend as page
+    from app.main import create_app
+    from app.settings import Settings
+
+    _, rec = fragile_recommendation
+    (tmp_path / "recommend-tiny.json").write_text(rec.model_dump_json())  # type: ignore[attr-defined]
+    monkeypatch.setattr(page, "REPO_RESULTS", tmp_path)
+    with TestClient(create_app(Settings(data_dir=tmp_path / "data"), start_workers=False)) as client:
+        html = client.get("/dashboard/recommendations/tiny")
+        assert html.status_code == 200
+        for marker in ('id="front"', "<svg", 'id="heatmap"', FRAGILE, 'id="chosen"', rec.chosen.name):  # type: ignore[attr-defined]
+            assert marker in html.text, marker
+        assert client.get("/dashboard/recommendations/nope").status_code == 404

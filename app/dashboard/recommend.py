@@ -1,0 +1,79 @@
+"""Recommendation page: `results/recommend-*.json` (bench/recommend_zoo.py) or `carrygate recommend --json` files,
+shown as the front (SVG from models/recommend/plot.py), the sensitivity heatmap and the chosen point.
+
+Only files found in the folder listing are read, so a name from a URL never becomes a path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from markupsafe import Markup
+
+from app.dashboard.routes import _error, _page, read_access
+from app.dashboard.validity import REPO_RESULTS
+from models.recommend.plot import front_svg
+from models.recommend.results import Recommendation
+
+PREFIX = "recommend-"
+router = APIRouter(prefix="/dashboard", tags=["dashboard"], dependencies=[read_access], include_in_schema=False)
+
+
+def recommend_files(folder: Path) -> dict[str, Path]:
+    return {p.stem.removeprefix(PREFIX): p for p in sorted(folder.glob(f"{PREFIX}*.json"))} if folder.is_dir() else {}
+
+
+def load(path: Path) -> tuple[Recommendation, dict[str, Any]]:
+    """The recommendation and the bench's side-by-side context (empty for a plain `--json` file)."""
+    body = json.loads(path.read_text())
+    inner = body.get("recommendation", body)
+    return Recommendation.model_validate(inner), {k: v for k, v in body.items() if k != "recommendation"}
+
+
+def heat(fidelity: float | None) -> str:
+    """Cell colour: white at fidelity 1, red by 1 - fidelity (saturating at 0.2)."""
+    if fidelity is None:
+        return "#ddd"
+    damage = min(1.0, max(0.0, (1.0 - fidelity) / 0.2))
+    g = int(255 * (1 - damage))
+    return f"rgb(255,{g},{g})"
+
+
+def heatmap(rec: Recommendation) -> dict[str, Any]:
+    widths = sorted({c.bits for c in rec.sensitivity.cells if c.axis != "step" and c.bits is not None})
+    rows: dict[str, dict[int, Any]] = {}
+    for c in rec.sensitivity.cells:
+        if c.axis != "step" and c.bits is not None:
+            rows.setdefault(c.row, {})[c.bits] = c.damage
+    steps = [c for c in rec.sensitivity.cells if c.axis == "step"]
+    return {"widths": widths, "rows": rows, "steps": steps}
+
+
+@router.get("/recommendations", response_class=HTMLResponse)
+def recommendations_page(request: Request) -> HTMLResponse:
+    """The first recommendation file found under results/."""
+    return _recommend(request, None)
+
+
+@router.get("/recommendations/{model}", response_class=HTMLResponse)
+def recommendation_page(model: str, request: Request) -> HTMLResponse:
+    """Front, sensitivity heatmap (group x width, and from-step s) and the chosen spec of one model."""
+    return _recommend(request, model)
+
+
+def _recommend(request: Request, model: str | None) -> HTMLResponse:
+    files = recommend_files(REPO_RESULTS)
+    if model is not None and model not in files:
+        return _error(request, 404, f"There is no recommendation file for {model}.")
+    selected = model or next(iter(files), None)
+    rec, context, problem = None, {}, None
+    if selected is not None:
+        try:
+            rec, context = load(files[selected])
+        except (OSError, ValueError) as exc:
+            problem = f"{files[selected].name}: {exc}"
+    return _page(request, "recommend.html", title="Recommendations", files=files, selected=selected, rec=rec, context=context,
+                 problem=problem, svg=Markup(front_svg(rec)) if rec else None, heat=heatmap(rec) if rec else None, colour=heat)

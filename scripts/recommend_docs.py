@@ -1,0 +1,129 @@
+"""Generate docs/recommend.md from results/recommend-*.json (written by bench/recommend_zoo.py).
+
+    python scripts/recommend_docs.py
+
+Every number on the page is read from those files; rerun the bench command a file names to refresh it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pp(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:+.1f} pp"
+
+
+def _f(x: float | None, digits: int = 4) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _mark(ok: bool | None) -> str:
+    return {True: "met", False: "**missed**", None: "n/a"}[ok]
+
+
+def model_section(body: dict[str, Any]) -> list[str]:
+    rec = body["recommendation"]
+    chosen = rec["chosen"]
+    lines = [f"## {body['model']}", "", f"Measured {body['date']} on {body['machine']}; {body['probe_puzzles']} held-out puzzles "
+             f"(the zoo folder's `data/test`), reference puzzle-exact {_f(body['reference_puzzle_exact'], 3)}, "
+             f"fp32 weights {body['reference_bytes']:,} bytes. Command:", "", "```", body["command"], "```", ""]
+    checks = body["checks"]
+    lines += ["| must show | value | |", "|---|---|---|"]
+    drop = chosen["damage"]["puzzle_exact_drop"] if chosen else None
+    lines.append(f"| recommended spec's measured puzzle-exact drop ≤ 2 pp | {_pp(drop)} | {_mark(checks['delta_within_2pp'])} |")
+    passing = [c for c in body["grid"]["cells"] if c["verdict"] == "go"]
+    cheapest = min((c["weight_bytes"] for c in passing), default=None)
+    lines.append(f"| bytes ≤ every passing grid cell (cheapest passing: {cheapest if cheapest is None else f'{cheapest:,}'}) | "
+                 f"{chosen['cost']['weight_bytes']:,} | {_mark(checks['bytes_le_every_passing_grid_cell'])} |" if chosen else
+                 "| bytes ≤ every passing grid cell | no recommendation | **missed** |")
+    int8 = next(c for c in body["grid"]["cells"] if c["name"].startswith("int8/"))
+    lines.append(f"| bytes ≤ uniform int8 ({int8['weight_bytes']:,}) | {chosen['cost']['weight_bytes']:,} | "
+                 f"{_mark(checks['bytes_le_uniform_int8'])} |" if chosen else "| bytes ≤ uniform int8 | no recommendation | **missed** |")
+    lines.append(f"| search cost ≤ 10 × one 10-candidate job | {body['recommend_seconds']:.0f} s / {body['grid']['seconds']:.0f} s = "
+                 f"**{body['cost_ratio']:.2f}×** | {_mark(checks['cost_ratio_le_10'])} |")
+    lines.append(f"| ≥ 500 held-out puzzles | {body['probe_puzzles']} | {_mark(checks['probe_ge_500'])} |")
+    lines += [""]
+    if chosen:
+        lines += [f"**Recommended** (`{chosen['name']}`, widths in group order "
+                  f"{', '.join(g['name'] for g in rec['groups'])}; `f` = float): {chosen['cost']['weight_fraction']:.3f} of fp32 "
+                  f"({chosen['cost']['weight_bytes']:,} bytes), fidelity {_f(chosen['damage']['fidelity'])}, predicted drop 90% upper "
+                  f"end {_f(chosen['damage']['predicted_drop_hi'], 3)}, measured drop {_pp(drop)}; default gate policy: "
+                  f"**{rec['verdict']}**.", "", "```yaml"]
+        import yaml
+
+        lines += [yaml.safe_dump(chosen["spec"], sort_keys=False).rstrip(), "```", ""]
+    else:
+        lines += ["**No recommendation**: " + "; ".join(rec["notes"]), ""]
+    recipe = body["recipe"]
+    lines += ["Compared with the grid and the paper's recipe (same probe, same run):", "",
+              "| candidate | bytes / fp32 | fidelity | predicted drop hi | Δ puzzle-exact | gate |", "|---|---|---|---|---|---|"]
+    for c in [*body["grid"]["cells"], recipe]:
+        lines.append(f"| {c['name']} | {c['weight_fraction']:.3f} | {_f(c['fidelity'])} | {_f(c['predicted_drop_hi'], 3)} | "
+                     f"{_pp(c['delta_puzzle_exact'])} | {c['verdict']} |")
+    if chosen:
+        lines.append(f"| **recommend: {chosen['name']}** | {chosen['cost']['weight_fraction']:.3f} | {_f(chosen['damage']['fidelity'])} | "
+                     f"{_f(chosen['damage']['predicted_drop_hi'], 3)} | {_pp(-drop if drop is not None else None)} | {rec['verdict']} |")
+    beats = chosen is not None and chosen["cost"]["weight_bytes"] < recipe["weight_bytes"]
+    lines += ["", f"Paper recipe (calibrated INT4, token mixer `{recipe['spec'].get('exclude')}` in float): "
+              f"{recipe['weight_fraction']:.3f} of fp32, Δ {_pp(recipe['delta_puzzle_exact'])}; the search "
+              + ("found a smaller spec" if beats else "did not find a smaller passing spec") + ".", ""]
+    lines += [f"Search: {rec['evaluations']} candidate evaluations on {rec['search_puzzles']} puzzles (finalists on all "
+              f"{rec['probe_puzzles']}); reference steps computed {rec['reference_steps_computed']}, replayed "
+              f"{rec['reference_steps_replayed']}.", ""]
+    lines += ["Sensitivity (search probe; fidelity / predicted drop hi with only that part compressed):", "",
+              "| part | " + " | ".join(f"int{b}" for b in sorted({c['bits'] for c in rec['sensitivity']['cells']
+                                                                    if c['axis'] != 'step' and c['bits'] is not None})) + " |"]
+    widths = sorted({c["bits"] for c in rec["sensitivity"]["cells"] if c["axis"] != "step" and c["bits"] is not None})
+    lines.append("|---|" + "---|" * len(widths))
+    rows: dict[str, dict[int, dict[str, Any]]] = {}
+    for c in rec["sensitivity"]["cells"]:
+        if c["axis"] != "step" and c["bits"] is not None:
+            rows.setdefault(c["row"], {})[c["bits"]] = c["damage"]
+    for row, cells in rows.items():
+        lines.append(f"| {row} | " + " | ".join(f"{_f(cells[b]['fidelity'])} / {_f(cells[b]['predicted_drop_hi'], 3)}"
+                                                 if b in cells else "—" for b in widths) + " |")
+    steps = [c for c in rec["sensitivity"]["cells"] if c["axis"] == "step"]
+    if steps:
+        lines += ["", f"Compress everything at int{steps[0]['bits']} only from ACT step s on:", "",
+                  "| s | " + " | ".join(c["row"].removeprefix("step>=") for c in steps) + " |", "|---|" + "---|" * len(steps),
+                  "| fidelity | " + " | ".join(_f(c["damage"]["fidelity"]) for c in steps) + " |",
+                  "| predicted drop hi | " + " | ".join(_f(c["damage"]["predicted_drop_hi"], 3) for c in steps) + " |"]
+    front = sorted((p for p in rec["points"] if p["on_front"]), key=lambda p: p["cost"]["weight_bytes"])
+    lines += ["", "Front (search probe):", "", "| point | stage | bytes / fp32 | GFLOP / puzzle | fidelity | predicted drop hi |",
+              "|---|---|---|---|---|---|"]
+    for p in front:
+        lines.append(f"| {p['name']} | {p['stage']} | {p['cost']['weight_fraction']:.3f} | {p['cost']['gflop_per_puzzle']:.3f} | "
+                     f"{_f(p['damage']['fidelity'])} | {_f(p['damage']['predicted_drop_hi'], 3)} |")
+    lines += ["", "Finalists (full probe):", "", "| finalist | bytes / fp32 | fidelity | predicted drop hi | measured drop | confirmed |",
+              "|---|---|---|---|---|---|"]
+    for f in rec["finalists"]:
+        lines.append(f"| {f['name']} | {f['cost']['weight_fraction']:.3f} | {_f(f['damage']['fidelity'])} | "
+                     f"{_f(f['damage']['predicted_drop_hi'], 3)} | {_pp(f['damage']['puzzle_exact_drop'])} | "
+                     f"{'yes' if f['confirmed'] else 'no: ' + f['reason']} |")
+    return [*lines, ""]
+
+
+def main() -> None:
+    files = sorted((ROOT / "results").glob("recommend-*.json"))
+    head = ["# `carrygate recommend`: measured on the zoo", "",
+            f"Generated {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} by `python scripts/recommend_docs.py` from "
+            + ", ".join(f"`results/{f.name}`" for f in files) + ". Each section names the command that wrote its file.", "",
+            "What it does: a sensitivity map (each module group, kind and layer alone at 2 and 4 bits; everything from ACT step s "
+            "on), then a label-free search on a probe subset — per base width a ladder that keeps the k most sensitive groups at "
+            "8 bits or in float, bisected over k; greedy one-level lowering of the cheapest passing point; the cheapest failures "
+            "re-run with more ACT steps than the reference; structured pruning of the best point — and the finalists confirmed "
+            "on the full probe with labels. The reference's and the noise floor's trajectories are computed once and replayed. "
+            "Budget here: weight bytes ≤ 25 % of fp32; tolerance: predicted puzzle-exact drop, 90% upper end, ≤ 0.02.", ""]
+    body = [line for f in files for line in model_section(json.loads(f.read_text()))]
+    (ROOT / "docs" / "recommend.md").write_text("\n".join(head + body))
+    print(f"wrote docs/recommend.md from {len(files)} file(s)")
+
+
+if __name__ == "__main__":
+    main()
