@@ -207,12 +207,14 @@ class Searcher:
         """Evaluate (bits, steps, extra spec parts, stage) on the search probe; already-seen specs are not re-run."""
         todo: list[tuple[_Eval, Bits, int, str, Cost]] = []
         out: list[Point | None] = []
+        queued: set[str] = set()
         for bits, steps, extra, stage in configs:
             spec = spec_for(self.groups, bits, steps=steps, reference_steps=self.ref_steps, extra=extra)
             key = spec.content_hash
-            if key in self.points:
-                out.append(self.points[key])
+            if key in self.points or key in queued:  # seen before, or twice in this round (k = 0 of two rungs)
+                out.append(self.points.get(key))
                 continue
+            queued.add(key)
             name = label(bits, self.groups) + (f"@{steps}" if steps != self.ref_steps else "")
             name += "+prune" if extra and "prune" in extra else ""
             spec = spec.model_copy(update={"name": name})
