@@ -66,13 +66,14 @@ def print_front(rec: object) -> None:
                       "✓" if p.within_budget else "✗", "✓" if p.within_tolerance else "✗")
     stdout_console().print(table)
     finals = Table(title="finalists on the full probe")
-    for column in ("name", "bytes/fp32", "fidelity", "pred. drop hi", "measured drop", "confirmed", "why"):
+    for column in ("name", "bytes/fp32", "fidelity", "pred. drop hi", "measured drop", "gate", "confirmed", "why"):
         finals.add_column(column)
     for f in rec.finalists:  # type: ignore[attr-defined]
         d = f.damage
         finals.add_row(f.name, f"{f.cost.weight_fraction:.3f}", f"{d.fidelity:.4f}" if d.fidelity is not None else "—",
                        f"{d.predicted_drop_hi:.3f}" if d.predicted_drop_hi is not None else "—",
-                       f"{d.puzzle_exact_drop:.3f}" if d.puzzle_exact_drop is not None else "—", "✓" if f.confirmed else "✗", f.reason)
+                       f"{d.puzzle_exact_drop:.3f}" if d.puzzle_exact_drop is not None else "—", f.verdict or "—",
+                       "✓" if f.confirmed else "✗", f.reason)
     stdout_console().print(finals)
 
 
@@ -94,6 +95,8 @@ def recommend_command(
     search_puzzles: Annotated[int, typer.Option(help="Probe puzzles each search evaluation runs on.")] = 128,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the whole search (map, points, front, finalists) here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the front as SVG here.")] = None,
+    policy: Annotated[Path | None, typer.Option(help="Gate policy YAML the finalists are judged by (default: the default policy).")] = None,
+    require_go: Annotated[bool, typer.Option("--require-go", help="Confirm a finalist only when the gate policy says go.")] = False,
 ) -> None:
     """Find the cheapest spec within the budget whose label-free damage stays within the tolerance."""
     from pydantic import ValidationError
@@ -114,6 +117,10 @@ def recommend_command(
         tolerance = Tolerance(max_predicted_drop=max_predicted_drop, min_fidelity=min_fidelity)
     except ValidationError as err:
         _fail("; ".join(e["msg"] for e in err.errors()))
+    try:
+        gate_policy = GatePolicy.from_yaml(policy.read_text()) if policy else GatePolicy()
+    except (OSError, ValueError) as err:
+        _fail(str(err))
     if data is not None and builder is not None:
         _fail("give at most one of --data, --builder")
     try:
@@ -126,7 +133,7 @@ def recommend_command(
     with console.status("searching") as status:
         rec = recommend(ckpt.model, probe, budget, tolerance, search_puzzles=search_puzzles, checkpoint=str(checkpoint),
                         on_progress=lambda stage, n: status.update(f"{stage}: {n} evaluations"),
-                        verdict_of=lambda result: judge(result, GatePolicy()).decision)
+                        verdict_of=lambda result: judge(result, gate_policy).decision, require_go=require_go)
     print_sensitivity(rec)
     print_front(rec)
     if json_out is not None:

@@ -100,6 +100,7 @@ class Finalist(_Data):
     damage: Damage = Field(description="on the full probe")
     confirmed: bool
     reason: str
+    verdict: str | None = Field(None, description="the gate's decision on this finalist alone, full probe")
 
 
 class Recommendation(_Data):

@@ -169,12 +169,14 @@ class Searcher:
     def __init__(self, reference: RecursiveReasoner, probe: Probe, budget: Budget, tolerance: Tolerance, *,
                  search_puzzles: int = 64, batch_size: int = 64, calibration: DropCalibration | None = None,
                  on_progress: Progress | None = None, sensitivity_bits: tuple[int, ...] = (2, 4), step_bits: int = 3,
-                 extra_steps: tuple[int, ...] = (2, 4), finalists: int = 3) -> None:
+                 extra_steps: tuple[int, ...] = (2, 4), finalists: int = 3,
+                 verdict_of: Callable[[EvaluationResult], str] | None = None, require_go: bool = False) -> None:
         self.reference, self.probe, self.budget, self.tolerance = reference, probe, budget, tolerance
         self.search_probe = Probe(probe.inputs[:search_puzzles], probe.puzzle_identifiers[:search_puzzles],
                                   None if probe.labels is None else probe.labels[:search_puzzles])
         self.batch_size, self.calibration, self.on_progress = batch_size, calibration, on_progress
         self.sensitivity_bits, self.step_bits, self.extra_steps, self.n_finalists = sensitivity_bits, step_bits, extra_steps, finalists
+        self.verdict_of, self.require_go = verdict_of, require_go
         self.groups = module_groups(reference)
         self.replay = Replay(reference)
         floor = noise_floor(reference)
@@ -406,28 +408,32 @@ class Searcher:
                 reasons.append(f"measured puzzle-exact drop {damage.puzzle_exact_drop:.4f} > {label_bound:g}")
             if not within(cost, self.budget):
                 reasons.append("over budget")
+            verdict = None
+            if self.verdict_of is not None:
+                # this finalist alone, as `gate --local` runs it: same probe, reference and noise floor
+                verdict = self.verdict_of(result.model_copy(update={"candidates": [res]}))
+                if self.require_go and verdict != "go":
+                    reasons.append(f"gate verdict {verdict}")
             finalists.append(Finalist(name=point.name, spec=spec.to_dict() | {"name": point.name}, cost=cost, damage=damage,
-                                      confirmed=not reasons, reason="; ".join(reasons) or "confirmed on the full probe"))
+                                      confirmed=not reasons, reason="; ".join(reasons) or "confirmed on the full probe", verdict=verdict))
         return finalists, result
 
 
 def recommend(reference: RecursiveReasoner, probe: Probe, budget: Budget, tolerance: Tolerance, *, search_puzzles: int = 64,
               batch_size: int = 64, calibration: DropCalibration | None = None, on_progress: Progress | None = None,
-              checkpoint: str | None = None, verdict_of: Callable[[EvaluationResult], str] | None = None) -> Recommendation:
+              checkpoint: str | None = None, verdict_of: Callable[[EvaluationResult], str] | None = None,
+              require_go: bool = False) -> Recommendation:
     """Sensitivity map, label-free search under `budget` within `tolerance`, confirmation on the full `probe`.
 
-    `verdict_of` judges the chosen spec's full-probe result (the caller passes the gate: models sits below it)."""
+    `verdict_of` judges each finalist's full-probe result alone (the caller passes the gate: models sits below
+    it); with `require_go` a finalist is confirmed only when that verdict is go."""
     start = time.perf_counter()
     searcher = Searcher(reference, probe, budget, tolerance, search_puzzles=search_puzzles, batch_size=batch_size,
-                        calibration=calibration, on_progress=on_progress)
+                        calibration=calibration, on_progress=on_progress, verdict_of=verdict_of, require_go=require_go)
     sensitivity = searcher.sensitivity()
     searcher.search(sensitivity.order)
-    finalists, chosen, confirm_result = searcher.confirm()
-    verdict = None
-    if chosen is not None and confirm_result is not None and verdict_of is not None:
-        # The chosen spec alone, as `gate --local` runs it: same probe, same reference, same noise floor.
-        alone = confirm_result.model_copy(update={"candidates": [c for c in confirm_result.candidates if c.name == chosen.name]})
-        verdict = verdict_of(alone)
+    finalists, chosen, _ = searcher.confirm()
+    verdict = chosen.verdict if chosen is not None else None
     points = list(searcher.points.values())
     on_front = {p.name for p in pareto_front(points, tolerance)}
     points = [p.model_copy(update={"on_front": p.name in on_front}) for p in points]

@@ -157,3 +157,12 @@ def test_dashboard_page_shows_front_heatmap_and_chosen(fragile_recommendation: t
         for marker in ('id="front"', "<svg", 'id="heatmap"', FRAGILE, 'id="chosen"', rec.chosen.name):  # type: ignore[attr-defined]
             assert marker in html.text, marker
         assert client.get("/dashboard/recommendations/nope").status_code == 404
+
+
+def test_require_go_confirms_only_what_the_gate_passes() -> None:
+    torch.manual_seed(0)
+    model = _fragile_model()
+    rec = recommend(model, _probe(12, model.config), Budget(max_weight_fraction=0.75), Tolerance(min_fidelity=0.99), search_puzzles=12,
+                    batch_size=12, verdict_of=lambda result: "no_go", require_go=True)
+    assert rec.chosen is None and rec.finalists
+    assert all(f.verdict == "no_go" and "gate verdict no_go" in f.reason for f in rec.finalists)
