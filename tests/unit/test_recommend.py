@@ -166,3 +166,21 @@ def test_require_go_confirms_only_what_the_gate_passes() -> None:
                     batch_size=12, verdict_of=lambda result: "no_go", require_go=True)
     assert rec.chosen is None and rec.finalists
     assert all(f.verdict == "no_go" and "gate verdict no_go" in f.reason for f in rec.finalists)
+
+
+def test_budget_and_tolerance_validate_and_bound_every_axis() -> None:
+    from pydantic import ValidationError
+
+    from models.recommend.results import Cost
+    from models.recommend.search import within
+
+    with pytest.raises(ValidationError):
+        Budget()
+    with pytest.raises(ValidationError):
+        Tolerance(max_predicted_drop=0.02, min_fidelity=0.9)
+    cost = Cost(weight_bytes=100, weight_fraction=0.2, sram_bytes=1000, gflop_per_puzzle=1.0, step_ms=2.0)
+    assert within(cost, Budget(max_weight_fraction=0.25, max_weight_bytes=100, max_sram_bytes=1000, max_gflop_per_puzzle=1.0,
+                               max_step_ms=2.0))
+    for bound in ({"max_weight_fraction": 0.19}, {"max_weight_bytes": 99}, {"max_sram_bytes": 999}, {"max_gflop_per_puzzle": 0.9},
+                  {"max_step_ms": 1.9}):
+        assert not within(cost, Budget(**bound)), bound
