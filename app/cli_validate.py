@@ -43,7 +43,9 @@ def validate_command(
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples of the puzzles.")] = 1000,
     batch_size: int = 250,
     seed: int = 0,
-    from_result: Annotated[Path | None, typer.Option("--from-result", help="Skip the evaluation: report on this result JSON.")] = None,
+    from_result: Annotated[list[Path] | None, typer.Option(
+        "--from-result", help="Skip the evaluation: report on this result JSON. Repeat to pool the candidates of runs on "
+                              "the same checkpoint and probe puzzles (refused if their references differ).")] = None,
 ) -> None:
     """Run a population of candidates with labels and measure every label-free signal's validity."""
     import yaml
@@ -54,11 +56,13 @@ def validate_command(
     from workers.gate import GatePolicy
 
     gate_policy = GatePolicy.from_yaml(policy.read_text()) if policy is not None else GatePolicy()
-    if from_result is not None:
+    if from_result:
+        from models.validity import pool_results
+
         try:
-            result = read_result(from_result)
+            result = pool_results([read_result(path) for path in from_result])
         except (OSError, ValueError) as err:
-            _fail(f"{from_result}: {err}")
+            _fail(f"--from-result {', '.join(map(str, from_result))}: {err}")
             return
     else:
         if family == "standard":

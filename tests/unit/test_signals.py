@@ -204,3 +204,20 @@ def test_predict_drops_fills_every_finite_candidate() -> None:
     drop_model.predict_drops(result, calibration)
     p = result.candidates[0].predicted_puzzle_exact_drop
     assert p is not None and p.lo <= p.mean <= p.hi and p.calibration == calibration.version
+
+
+def test_runs_of_one_reference_pool_and_runs_of_another_are_refused() -> None:
+    ref = build_model(tiny_trm(halt_max_steps=3))
+    batches = _batches(12, 6)
+
+    def run(reference: torch.nn.Module, *names: str) -> EvaluationResult:
+        cands = [Candidate(n, _perturbed(reference, 0.01 * (k + 1))) for k, n in enumerate(names)]
+        return run_lockstep(reference, cands, batches)
+
+    first, later = run(ref, "a", "b"), run(ref, "b", "c")
+    pooled = validity.pool_results([first, later])
+    assert [c.name for c in pooled.candidates] == ["a", "b", "c"]
+    assert pooled.candidates[1] == first.candidates[1]  # a name seen twice keeps its first run's values
+    assert [c.name for c in first.candidates] == ["a", "b"]  # the inputs are not modified
+    with pytest.raises(ValueError, match="cannot be pooled"):
+        validity.pool_results([first, run(_perturbed(ref, 0.5), "d")])
