@@ -108,6 +108,50 @@ def model_section(name: str, body: dict) -> list[str]:
     return lines
 
 
+def summary_section(bodies: dict[str, dict], lomo: dict | None) -> list[str]:
+    """One row per model: the issue's targets side by side, then where each signal is weak."""
+    lines = ["## Summary", "",
+             "| model | candidates × puzzles | best signal: Spearman / near-baseline (n) | fidelity_mean: Spearman / near | "
+             "gate `policy`: agreement, false go, inconclusive | gate `predicted_drop_only`: agreement (decided), false go, "
+             "inconclusive | predicted drop, leave one family out: coverage / MAE | leave this model out: coverage / MAE |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, body in bodies.items():
+        v = body["validity"]
+        sig = {s["signal"]: s for s in v["signals"]}
+        best = max((s for s in v["signals"] if s["spearman"] is not None), key=lambda s: s["spearman"])
+        fid = sig.get("fidelity_mean", {})
+        gates = v.get("gates") or {}
+
+        def gate(g: dict | None) -> str:
+            if not g:
+                return "—"
+            decided = f" ({g['agreement_decided']:.2f})" if g.get("agreement_decided") is not None else ""
+            return f"{g['agreement']:.2f}{decided}, {len(g['false_go'])}, {len(g['inconclusive'])}"
+
+        p = v.get("prediction")
+        held = (lomo or {}).get("models", {}).get(name)
+        lines.append(f"| {name} | {v['candidates']} × {v['puzzles']} | {best['signal']} {_f(best['spearman'])} / "
+                     f"{_f(best['near_spearman'])} ({best['near_n']}) | {_f(fid.get('spearman'))} / {_f(fid.get('near_spearman'))} | "
+                     f"{gate(gates.get('policy'))} | {gate(gates.get('predicted_drop_only'))} | "
+                     + (f"{p['coverage']:.2f} / {p['mae'] * 100:.2f} pp" if p else "—") + " | "
+                     + (f"{held['coverage']:.2f} / {held['mae'] * 100:.2f} pp" if held else "—") + " |")
+    lines += ["", "**Where each signal is weak** (its near-baseline 95 % interval includes 0, or its Spearman over all "
+              "candidates is below 0.6):", ""]
+    for name, body in bodies.items():
+        weak = []
+        for s in body["validity"]["signals"]:
+            ci = s["near_spearman_ci95"]
+            reasons = []
+            if ci is None or ci[0] <= 0 <= ci[1]:
+                reasons.append("near the baseline")
+            if s["spearman"] is None or s["spearman"] < 0.6:
+                reasons.append(f"overall ({_f(s['spearman'])})")
+            if reasons:
+                weak.append(f"{s['signal']} ({', '.join(reasons)})")
+        lines.append(f"- {name}: {', '.join(weak) or 'none'}.")
+    return [*lines, ""]
+
+
 def lomo_section(body: dict) -> list[str]:
     """The predicted drop on each model from a calibration fitted on the other models only."""
     lines = ["## Predicted drop on a model it was not fitted on", "",
@@ -129,11 +173,14 @@ def main() -> None:
     files = sorted(args.results.glob("validity-*.json"))
     dates = sorted({json.loads(f.read_text()).get("validity", {}).get("measured_on") or "undated" for f in files})
     lines = [HEAD, f"Measured {', '.join(dates)}; generated from {', '.join(f.name for f in files) or 'no files'}.", ""]
-    for path in files:
-        lines += model_section(path.stem.removeprefix("validity-"), json.loads(path.read_text()))
-    lomo = args.results / "lomo-predicted-drop.json"
-    if lomo.is_file():
-        lines += lomo_section(json.loads(lomo.read_text()))
+    bodies = {path.stem.removeprefix("validity-"): json.loads(path.read_text()) for path in files}
+    lomo_path = args.results / "lomo-predicted-drop.json"
+    lomo = json.loads(lomo_path.read_text()) if lomo_path.is_file() else None
+    lines += summary_section(bodies, lomo)
+    for name, body in bodies.items():
+        lines += model_section(name, body)
+    if lomo is not None:
+        lines += lomo_section(lomo)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
