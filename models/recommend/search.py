@@ -439,7 +439,8 @@ def recommend(reference: RecursiveReasoner, probe: Probe, budget: Budget, tolera
     points = [p.model_copy(update={"on_front": p.name in on_front}) for p in points]
     notes = []
     if chosen is None:
-        notes.append("no configuration within the budget met the tolerance on the full probe")
+        where = "the full probe" if finalists else f"the {len(searcher.search_probe)}-puzzle search probe"
+        notes.append(f"no configuration within the budget met the tolerance on {where}")
     return Recommendation(
         checkpoint=checkpoint, budget=budget, tolerance=tolerance, groups=searcher.groups,
         reference_bytes=searcher.ref_footprint.total_bytes, reference_steps=searcher.ref_steps, reference_step_ms=searcher.ref_step_ms,
