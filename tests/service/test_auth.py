@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from app.auth import RateLimiter, grants
 from app.cli import app as cli_app
-from app.cli_service import is_loopback
+from app.cli.service import is_loopback
 from app.main import create_app
 from app.settings import Settings, get_settings
 from store.api_tables import ApiKey

@@ -28,8 +28,8 @@ from store.tables import Job, JobShard
 from tests.conftest import make_tiny_zoo_model
 from tests.service.test_celery import INT8, NAIVE, queue, settings_for, wait_for, workers  # noqa: F401  (fixtures)
 from workers.artifacts import ArtifactStore
-from workers.distributed import claim_job
 from workers.context import WorkerContext
+from workers.distributed import claim_job
 from workers.pipeline import run_job
 from workers.queue import now
 from workers.shards import claim_shard, fan_out, run_shard, shard_ranges

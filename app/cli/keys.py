@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from app.cli_evaluate import stdout_console
+from app.cli.console import console, stdout_console
 
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (scopes: read, submit, admin).")
-console = Console(stderr=True)
 
 
 def _session():  # noqa: ANN202  (a sqlalchemy Session)

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-console = Console(stderr=True)
+from app.cli.console import console
+
 ZOO = Path(__file__).resolve().parents[1] / "models" / "zoo"
 GRID_MODEL = "sudoku-mlp"  # the zoo model that reasons well: its depth x precision grid is worth a look
 DEMO_SPECS = ["bf16", "fp16", "int8-channel", "int8-dynamic", "int4-naive", "int4-calibrated", "prune-50", "depth-h1", "carry-int8"]
@@ -53,7 +53,7 @@ def demo_command(
     import httpx
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from app.cli_service import print_verdicts
+    from app.cli.service import print_verdicts
     from app.settings import get_settings
     from models.compress.grids import PAPER, precision_depth_grid
     from models.config import ModelConfig
@@ -113,3 +113,7 @@ def demo_command(
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+commands = typer.Typer()
+commands.command("demo")(demo_command)

@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from app.cli_evaluate import stdout_console
+from app.cli.console import console, stdout_console
 
-console = Console(stderr=True)
 EXIT = {"go": 0, "no_go": 1, "inconclusive": 2}
 
 
@@ -125,16 +123,23 @@ def _celery_worker(queues: str | None, concurrency: int | None, device: str | No
 
 
 def migrate_command() -> None:
-    """Migrate the configured database to the newest schema."""
-    from app.cli_migrate import migrate_command as run
+    """Apply all pending database migrations (SQLite file in the data dir unless CARRYGATE_DATABASE_URL is set).
 
-    run()
+    The server also migrates on start; this is for release steps and containers that migrate separately."""
+    from sqlalchemy.engine import make_url
+
+    from app.db import upgrade_to_head
+    from app.settings import get_settings
+
+    url = get_settings().database_url
+    revision = upgrade_to_head(url)
+    typer.echo(f"database {make_url(url).render_as_string(hide_password=True)} at revision {revision}")
 
 
 # -- gate: the release-pipeline client -------------------------------------------------------------
 def print_verdicts(job: dict[str, Any], dashboard_url: str | None = None) -> str:
-    """One row per candidate with the rules as columns (`app/cli_verdicts.py`); -> the job's decision."""
-    from app.cli_verdicts import print_job_verdicts
+    """One row per candidate with the rules as columns (`app/cli/verdicts.py`); -> the job's decision."""
+    from app.cli.verdicts import print_job_verdicts
 
     decision = print_job_verdicts(stdout_console(), job, dashboard_url)
     if job.get("error"):
@@ -202,7 +207,7 @@ def gate_command(
     max_steps: Annotated[int | None, typer.Option(help="ACT steps per puzzle at most (fixed: exactly).")] = None,
 ) -> None:
     """Gate a release: exit 0 on go, 1 on no_go, 2 on inconclusive or error."""
-    from app.cli_evaluate import load_specs
+    from app.cli.evaluate import load_specs
     from gate import GatePolicy
     from models.halting import Halting
 
@@ -230,8 +235,8 @@ def gate_command(
 
 def _gate_local(checkpoint: Path, specs: list[Any], policy: Any, builder: str | None, probe_size: int, limit: int | None,
                 files: ReportFiles, halting: Any = None) -> str:
-    from app.cli_evaluate import build_probe_folder
-    from app.cli_verdicts import print_verdict_table
+    from app.cli.evaluate import build_probe_folder
+    from app.cli.verdicts import print_verdict_table
     from app.reports import DECISION_WORDS, Report
     from gate import judge
     from models.checkpoint import CheckpointError, load_checkpoint
@@ -309,3 +314,10 @@ def _gate_remote(server: str, checkpoint: Path, specs: list[Any], policy: Any, p
     except ValueError as err:  # succeeded without a verdict should not happen; say so instead of failing the gate
         files.failure(str(err), job["id"], dashboard)
     return decision
+
+
+commands = typer.Typer()
+commands.command("serve")(serve_command)
+commands.command("worker")(worker_command)
+commands.command("migrate")(migrate_command)
+commands.command("gate")(gate_command)
