@@ -28,6 +28,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.files import yaml_mapping
+
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -261,15 +263,7 @@ class CompressionSpec(_Part):
     # -- files ----------------------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, text: str) -> CompressionSpec:
-        try:
-            data: Any = yaml.safe_load(text)
-        except yaml.YAMLError as err:  # malformed YAML is a ValueError like any other bad input
-            raise ValueError(f"a spec file must be valid YAML: {err}") from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ValueError("a spec file must hold a mapping")
-        return cls.model_validate(data)
+        return cls.model_validate(yaml_mapping(text, "a spec file"))
 
     def to_dict(self) -> dict[str, Any]:
         """Compact JSON-able form: unset parts and top-level defaults left out; every part keeps
