@@ -180,8 +180,8 @@ def calibrate_command(
                   f"answers, conformal q {calibration.conformal_q:.2f} -> {out}")
     if store:
         from app.settings import Settings
+        from store.sessions import make_engine, session_factory
         from workers.calibrations import store_calibration
-        from workers.db import make_engine, session_factory
 
         with session_factory(make_engine(Settings().database_url))() as session:
             number = store_calibration(session, calibration)
