@@ -17,7 +17,7 @@ import typer
 
 from app.cli.console import console
 
-ZOO = Path(__file__).resolve().parents[1] / "models" / "zoo"
+ZOO = Path(__file__).resolve().parents[2] / "models" / "zoo"  # app/cli/demo.py -> the repository root
 GRID_MODEL = "sudoku-mlp"  # the zoo model that reasons well: its depth x precision grid is worth a look
 DEMO_SPECS = ["bf16", "fp16", "int8-channel", "int8-dynamic", "int4-naive", "int4-calibrated", "prune-50", "depth-h1", "carry-int8"]
 
