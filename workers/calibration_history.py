@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from models.results import EvaluationResult
+from store.sessions import make_engine, session_factory
 from store.tables import Result
-from workers.db import make_engine, session_factory
 
 
 def labelled_results(settings: Any) -> Iterator[tuple[str, EvaluationResult]]:

@@ -1,7 +1,7 @@
 """Signal-validity page data: `results/validity-<model>.json` files (`carrygate validate --json`) shaped for the dashboard.
 
 A validity file is an `EvaluationResult` dump whose candidates carry their `verdict`, plus a top-level
-`validity` section (models/validity.py, app/cli_validate.py). `validity_view` is pure: it turns one
+`validity` section (models/validity.py, app/cli/validate.py). `validity_view` is pure: it turns one
 such document into one scatter per signal (x = the candidate's signal value, y = its Δ puzzle-exact,
 colour = its verdict) with the signal's correlations beside it, and the gate-agreement and
 predicted-drop numbers of the whole file. Only files found in the folder listing are ever read, so a
