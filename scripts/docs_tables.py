@@ -171,7 +171,7 @@ def expected() -> dict[Path, tuple[str, str]]:
             pages[page] = (text, render_markers(text))
     if HALTING_PAGE.is_file():
         text = HALTING_PAGE.read_text()
-        pages[HALTING_PAGE] = (text, render_halting_page(text))
+        pages[HALTING_PAGE] = (text, render_halting_page(render_markers(text)))  # its first table, then any regions
     if VALIDITY_PAGE.is_file():
         pages[VALIDITY_PAGE] = (VALIDITY_PAGE.read_text(), render_validity_page())
     return pages
