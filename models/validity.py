@@ -267,7 +267,8 @@ def leave_one_out_drops(result: EvaluationResult, held_out_by: str = "family") -
 
 
 def report(result: EvaluationResult, *, resamples: int = 1000, seed: int = 0,
-           gate: Callable[[EvaluationResult], Any] | None = None, labelled_threshold: float = DAMAGE) -> ValidityReport:
+           gate: Callable[[EvaluationResult], Any] | None = None, labelled_threshold: float = DAMAGE,
+           drops: dict[int, tuple[np.ndarray, float, float, float]] | None = None) -> ValidityReport:
     """Validity of every signal on one labelled evaluation (see the module docstring).
 
     Args:
@@ -275,13 +276,14 @@ def report(result: EvaluationResult, *, resamples: int = 1000, seed: int = 0,
         resamples: bootstrap resamples of the puzzles.
         gate: judges the result label-free (a `workers.gate`-style judge over a policy with no label
             rules), returning per-candidate verdicts with `.candidate` and `.decision`.
+        drops: `leave_one_out_drops(result)` when the caller has it already (it refits per family).
     """
     if not result.labels:
         raise ValueError("signal validity needs labels")
     keep = [i for i, c in enumerate(result.candidates) if c.non_finite is None and "fidelity" in c.per_puzzle]
     arrays, ref, exact, ref_exact = _stack(result, keep)
     tau = tail_tau_of(result)
-    drops = leave_one_out_drops(result)
+    drops = leave_one_out_drops(result) if drops is None else drops
     predicted = np.full((len(keep), exact.shape[1]), np.nan)
     for row, i in enumerate(keep):
         if i in drops:
@@ -328,7 +330,7 @@ def report(result: EvaluationResult, *, resamples: int = 1000, seed: int = 0,
     rows_by_index = {i: row for row, i in enumerate(keep)}
     out.prediction = _prediction_validity(result, drops, rows_by_index, delta)
     if gate is not None:
-        out.gate = _gate_agreement(result, gate, labelled_threshold)
+        out.gate = gate_agreement(result, gate, labelled_threshold)
     return out
 
 
@@ -345,7 +347,7 @@ def _prediction_validity(result: EvaluationResult, drops: dict[int, tuple[np.nda
                               mae=float(np.mean([abs(p["measured_drop"] - p["predicted"]) for p in per])), n=len(per), per_candidate=per)
 
 
-def _gate_agreement(result: EvaluationResult, gate: Callable[[EvaluationResult], Any], threshold: float) -> GateAgreement:
+def gate_agreement(result: EvaluationResult, gate: Callable[[EvaluationResult], Any], threshold: float) -> GateAgreement:
     verdict = gate(result)
     by_name = {v.candidate: v.decision for v in verdict.candidates}
     confusion: dict[str, int] = {}

@@ -94,21 +94,19 @@ def validity_body(result: Any, gate_policy: Any, resamples: int, seed: int) -> d
     the gate scores a calibration on candidates it was fitted on."""
     from gate import judge
     from models.results import DropPrediction
-    from models.validity import leave_one_out_drops, report
+    from models.validity import DAMAGE, gate_agreement, leave_one_out_drops, report
 
     if not result.labels:
         fail("validate needs labelled probe puzzles")
-    for i, (_, mean, lo, hi) in leave_one_out_drops(result).items():
+    drops = leave_one_out_drops(result)
+    for i, (_, mean, lo, hi) in drops.items():
         result.candidates[i].predicted_puzzle_exact_drop = DropPrediction(mean=mean, lo=lo, hi=hi, calibration="leave-one-family-out")
     free = label_free(gate_policy)
     predicted_only = free.model_copy(update={"min_fidelity_mean": None, "min_fidelity_p05": None, "max_predicted_exact_drop": 0.02})
-    validity = report(result, resamples=resamples, seed=seed, gate=lambda r: judge(r, free))
-    gates = {"policy": validity.gate.model_dump(mode="json") if validity.gate else None}
-    predicted_gate = report(result, resamples=0, seed=seed, gate=lambda r: judge(r, predicted_only)).gate
-    gates["predicted_drop_only"] = predicted_gate.model_dump(mode="json") if predicted_gate else None
     both = free.model_copy(update={"max_predicted_exact_drop": 0.02})
-    both_gate = report(result, resamples=0, seed=seed, gate=lambda r: judge(r, both)).gate
-    gates["policy_and_predicted_drop"] = both_gate.model_dump(mode="json") if both_gate else None
+    validity = report(result, resamples=resamples, seed=seed, gate=lambda r: judge(r, free), drops=drops)
+    gates = {name: gate_agreement(result, lambda r, p=policy: judge(r, p), DAMAGE).model_dump(mode="json")
+             for name, policy in (("policy", free), ("predicted_drop_only", predicted_only), ("policy_and_predicted_drop", both))}
     verdicts = {v.candidate: v for v in judge(result, free).candidates}
     body = result.model_dump(mode="json")
     for candidate in body["candidates"]:
