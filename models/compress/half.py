@@ -2,7 +2,7 @@
 
 fp16 matmuls run at 0.3-2.5 GFLOP/s on x86 CPUs, ~100x slower than fp32; bf16 runs fast only where
 the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX). On an AVX2-only CPU a bf16 matmul
-measured 0.6 GFLOP/s against 46 for fp32 on one thread (2026-12-02), so a bf16 candidate or the bf16
+runs at about 0.01x fp32 (`python bench/half_matmul.py`), so a bf16 candidate or the bf16
 noise floor would dominate every job. Such a precision is emulated: it rounds to the half dtype
 wherever a native half model stores a tensor, and computes in fp32 in between, which is the semantics
 of half GEMMs with fp32 accumulation (tensor cores, most NPUs, oneDNN's bf16 kernels):
