@@ -33,7 +33,7 @@ def train(
     forward_dtype: Annotated[str, typer.Option(help="Forward dtype the checkpoint ships with (its reference).")] = "float32",
     train_dtype: Annotated[str, typer.Option(
         help="Forward dtype during training; auto = bfloat16 where the CPU has native bf16 (AVX512-BF16/AMX: it "
-             "speeds up MLP mixing; pair attention with --fp32-attention), else float32 (bf16 there is ~100x slower: bench/half_matmul.py).")] = "auto",
+             "speeds up MLP mixing; pair attention with --fp32-attention), else float32 (bf16 there is ~100x slower).")] = "auto",
     iterations: int = 2000,
     batch_size: int = 128,
     lr: float = 1e-3,
