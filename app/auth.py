@@ -29,8 +29,8 @@ from fastapi import HTTPException, Request
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from store.api_tables import API_SCOPES, ApiKey
-from store.tables import utcnow
+from carrygate.store.api_tables import API_SCOPES, ApiKey
+from carrygate.store.tables import utcnow
 
 KEY_PREFIX = "cg_"
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})

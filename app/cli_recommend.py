@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from app.cli_evaluate import build_probe_folder, console, stdout_console
+from carrygate.app.cli_evaluate import build_probe_folder, console, stdout_console
 
 
 def _fail(message: str) -> None:
@@ -101,13 +101,13 @@ def recommend_command(
     """Find the cheapest spec within the budget whose label-free damage stays within the tolerance."""
     from pydantic import ValidationError
 
-    from gate import GatePolicy, judge
-    from models.checkpoint import CheckpointError, load_checkpoint
-    from models.compress import CompressionSpec
-    from models.evaluate import Probe
-    from models.recommend import Budget, Tolerance, recommend
-    from models.recommend.plot import front_svg
-    from models.tasks.dataset import read_split
+    from carrygate.gate import GatePolicy, judge
+    from carrygate.models.checkpoint import CheckpointError, load_checkpoint
+    from carrygate.models.compress import CompressionSpec
+    from carrygate.models.evaluate import Probe
+    from carrygate.models.recommend import Budget, Tolerance, recommend
+    from carrygate.models.recommend.plot import front_svg
+    from carrygate.models.tasks.dataset import read_split
 
     if max_predicted_drop is None and min_fidelity is None:
         max_predicted_drop = 0.02

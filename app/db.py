@@ -19,7 +19,7 @@ from fastapi import Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.sessions import make_engine, normalize_url, session_factory
+from carrygate.store.sessions import make_engine, normalize_url, session_factory
 
 __all__ = ["make_engine", "normalize_url", "session_factory", "get_session", "upgrade_to_head", "current_revision_is_head"]
 

@@ -7,10 +7,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from app.auth import Principal, guard_request, scope_checker
-from app.db import get_session
-from app.settings import Settings
-from workers.artifacts import ArtifactStore
+from carrygate.app.auth import Principal, guard_request, scope_checker
+from carrygate.app.db import get_session
+from carrygate.app.settings import Settings
+from carrygate.workers.artifacts import ArtifactStore
 
 
 def get_app_settings(request: Request) -> Settings:

@@ -12,18 +12,18 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from app import dashboard, errors, guard
-from app.auth import SUBMISSION_ROUTES, RateLimiter
-from app.db import make_engine, session_factory, upgrade_to_head
-from app.deps import check_api_key
-from app.routes import checkpoints, health, jobs, keys, reports, webhooks
-from app.settings import Settings, get_settings
-from workers.artifacts import ArtifactStore
-from workers.local import LocalExecutor, WorkerConfig
-from workers.webhooks import WebhookDispatcher
+from carrygate.app import dashboard, errors, guard
+from carrygate.app.auth import SUBMISSION_ROUTES, RateLimiter
+from carrygate.app.db import make_engine, session_factory, upgrade_to_head
+from carrygate.app.deps import check_api_key
+from carrygate.app.routes import checkpoints, health, jobs, keys, reports, webhooks
+from carrygate.app.settings import Settings, get_settings
+from carrygate.workers.artifacts import ArtifactStore
+from carrygate.workers.local import LocalExecutor, WorkerConfig
+from carrygate.workers.webhooks import WebhookDispatcher
 
 if TYPE_CHECKING:
-    from workers.celery_app import CeleryConfig
+    from carrygate.workers.celery_app import CeleryConfig
 
 
 def worker_config(settings: Settings) -> WorkerConfig:
@@ -56,7 +56,7 @@ def _docs(app: FastAPI) -> None:
 
 
 def celery_config(settings: Settings) -> CeleryConfig:
-    from workers.celery_app import CeleryConfig
+    from carrygate.workers.celery_app import CeleryConfig
 
     return CeleryConfig(broker_url=settings.broker_url, queue=settings.celery_queue,
                         visibility_timeout_seconds=settings.celery_visibility_timeout_seconds)
@@ -64,8 +64,8 @@ def celery_config(settings: Settings) -> CeleryConfig:
 
 def _celery_dispatcher(settings: Settings, factory: Any) -> Any:
     """CARRYGATE_EXECUTOR=celery: a thread that sends due jobs to the broker (workers/distributed.py)."""
-    from workers.celery_app import create_celery, sender
-    from workers.distributed import CeleryDispatcher
+    from carrygate.workers.celery_app import create_celery, sender
+    from carrygate.workers.distributed import CeleryDispatcher
 
     app = create_celery(celery_config(settings))
     return CeleryDispatcher(factory, sender(app, settings.celery_queue), settings.dispatch_poll_seconds,

@@ -23,9 +23,9 @@ from typing import Any
 
 from markupsafe import Markup
 
-from gate import CandidateVerdict, Decision, JobVerdict, RuleOutcome
-from models.numbers import finite, fixed
-from models.results import EvaluationResult, ModelResult
+from carrygate.gate import CandidateVerdict, Decision, JobVerdict, RuleOutcome
+from carrygate.models.numbers import finite, fixed
+from carrygate.models.results import EvaluationResult, ModelResult
 
 MB = 1024 * 1024
 SRAM_BUDGETS_MB = (8, 4)
@@ -320,7 +320,7 @@ def render_failure_markdown(subject: str, message: str, *, job_id: str | None = 
 
 # -- HTML -------------------------------------------------------------------------------------------
 def _plotly_js() -> str:
-    from app.dashboard.routes import PLOTLY_JS
+    from carrygate.app.dashboard.routes import PLOTLY_JS
 
     # Inside an inline <script>, only "</script" could end the element early; the bundle holds none
     # today, and escaping it keeps that true for any future bundle (\/ is "/" in JS strings and regexes).
@@ -329,14 +329,14 @@ def _plotly_js() -> str:
 
 def report_figures(report: Report) -> dict[str, Markup]:
     """The dashboard's job-page plots of this result, as script-safe figure JSON (app/dashboard/figures.py)."""
-    from app.dashboard.figures import job_figures
+    from carrygate.app.dashboard.figures import job_figures
 
     return job_figures(report.result.model_dump(mode="json"), budget_labels=False)
 
 
 def render_html(report: Report) -> str:
     """One self-contained HTML file: styles, data and plotly.js inline, no external reference."""
-    from app.dashboard.routes import TEMPLATES
+    from carrygate.app.dashboard.routes import TEMPLATES
 
     css = (Path(__file__).resolve().parent / "static" / "dashboard.css").read_text(encoding="utf-8")
     template = TEMPLATES.env.get_template("report.html")

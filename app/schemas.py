@@ -11,11 +11,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gate import Decision, GatePolicy
-from models.compress.spec import CompressionSpec
-from models.halting import Halting
-from store.vocabulary import ApiScope, DeliveryStatus, JobStatus, WebhookEvent
-from workers.profile.aihub import AiHubOptions
+from carrygate.gate import Decision, GatePolicy
+from carrygate.models.compress.spec import CompressionSpec
+from carrygate.models.halting import Halting
+from carrygate.store.vocabulary import ApiScope, DeliveryStatus, JobStatus, WebhookEvent
+from carrygate.workers.profile.aihub import AiHubOptions
 
 
 class _Schema(BaseModel):

@@ -92,7 +92,7 @@ class Settings(BaseSettings):
 
     def readable_path(self, path: str | Path) -> Path:
         """`path` resolved (symlinks followed) if it lies under a register root; ValueError otherwise."""
-        from models.files import confine
+        from carrygate.models.files import confine
 
         return confine(path, self.register_roots)
 

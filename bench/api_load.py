@@ -42,9 +42,9 @@ def vm_hwm_mb(pid: int) -> float:
 
 
 def make_checkpoint(folder: Path) -> Path:
-    from models import TRMConfig, build_model
-    from models.checkpoint import save_checkpoint
-    from models.tasks.sudoku import build_sudoku
+    from carrygate.models import TRMConfig, build_model
+    from carrygate.models.checkpoint import save_checkpoint
+    from carrygate.models.tasks.sudoku import build_sudoku
 
     config = TRMConfig(seq_len=81, vocab_size=11, num_puzzle_identifiers=1, puzzle_emb_ndim=64, puzzle_emb_len=1, H_cycles=2,
                        L_cycles=2, L_layers=2, hidden_size=64, expansion=2, num_heads=2, halt_max_steps=8, forward_dtype="float32")

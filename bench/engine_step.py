@@ -19,8 +19,8 @@ from functools import partial
 
 import torch
 
-from models import TRMConfig, build_model
-from models.footprint import flops_per_step
+from carrygate.models import TRMConfig, build_model
+from carrygate.models.footprint import flops_per_step
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from models.compress.half import native_bf16
+from carrygate.models.compress.half import native_bf16
 
 
 def main() -> None:

@@ -37,13 +37,13 @@ def main() -> None:
 
     import torch
 
-    from gate import GatePolicy, judge
-    from models.checkpoint import load_checkpoint
-    from models.compress import CompressionSpec
-    from models.compress.grids import precision_depth_grid
-    from models.evaluate import Probe, evaluate
-    from models.recommend import Budget, Tolerance, recommend
-    from models.tasks.dataset import read_split
+    from carrygate.gate import GatePolicy, judge
+    from carrygate.models.checkpoint import load_checkpoint
+    from carrygate.models.compress import CompressionSpec
+    from carrygate.models.compress.grids import precision_depth_grid
+    from carrygate.models.evaluate import Probe, evaluate
+    from carrygate.models.recommend import Budget, Tolerance, recommend
+    from carrygate.models.tasks.dataset import read_split
 
     folder = ROOT / "models" / "zoo" / args.model
     ckpt = load_checkpoint(folder)

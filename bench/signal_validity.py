@@ -33,8 +33,8 @@ def reference_exact(card: Path) -> float | None:
 def write_lomo(files: list[Path], out: Path) -> None:
     """Leave one model out: each model's candidates predicted by a calibration fitted on the others."""
     sys.path.insert(0, str(ROOT))
-    from app.cli.validate import read_result
-    from models.validity import leave_one_model_out
+    from carrygate.app.cli.validate import read_result
+    from carrygate.models.validity import leave_one_model_out
 
     report = leave_one_model_out({f.stem.removeprefix("validity-"): read_result(f) for f in files})
     body = {"models": {name: p.model_dump(mode="json") for name, p in report.items()}, "sources": [f.name for f in files]}

@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from models import HRMConfig, TRMConfig, build_model
-from models.reasoner import RecursiveReasoner
-from models.train import act_loss, compile_levels, set_fp32_attention
+from carrygate.models import HRMConfig, TRMConfig, build_model
+from carrygate.models.reasoner import RecursiveReasoner
+from carrygate.models.train import act_loss, compile_levels, set_fp32_attention
 
 CONFIGS: dict[str, dict[str, Any]] = {
     # The zoo cards' model configs (hidden 128, expansion 2, 8 ACT steps).

@@ -23,11 +23,11 @@ from functools import partial
 
 import torch
 
-from models import TRMConfig, build_model
-from models.compress import CompressionSpec, apply
-from models.footprint import flops_per_step
-from models.metrics import token_cosine
-from models.trajectory import Candidate, run_lockstep
+from carrygate.models import TRMConfig, build_model
+from carrygate.models.compress import CompressionSpec, apply
+from carrygate.models.footprint import flops_per_step
+from carrygate.models.metrics import token_cosine
+from carrygate.models.trajectory import Candidate, run_lockstep
 
 SPECS = [
     CompressionSpec(name="bf16", precision="bf16"),

@@ -64,9 +64,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.files import yaml_mapping
-from models.numbers import finite
-from models.results import EvaluationResult, ModelResult
+from carrygate.models.files import yaml_mapping
+from carrygate.models.numbers import finite
+from carrygate.models.results import EvaluationResult, ModelResult
 
 Decision = Literal["go", "no_go", "inconclusive"]
 

@@ -14,10 +14,10 @@ from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import JSON, pool
 
-from app.settings import get_settings
-from store import metadata
-from store.sessions import make_engine, normalize_url
-from store.tables import UTCDateTime
+from carrygate.app.settings import get_settings
+from carrygate.store import metadata
+from carrygate.store.sessions import make_engine, normalize_url
+from carrygate.store.tables import UTCDateTime
 
 config = context.config
 if config.config_file_name is not None and config.file_config.has_section("loggers"):

@@ -5,10 +5,10 @@ A pure library: it imports no web, database or worker code.
 
 from __future__ import annotations
 
-from models.config import HRMConfig, ModelConfig, TRMConfig
-from models.hrm import HRM
-from models.reasoner import Carry, RecursiveReasoner, StepOutput
-from models.trm import TRM
+from carrygate.models.config import HRMConfig, ModelConfig, TRMConfig
+from carrygate.models.hrm import HRM
+from carrygate.models.reasoner import Carry, RecursiveReasoner, StepOutput
+from carrygate.models.trm import TRM
 
 
 def build_model(config: TRMConfig | HRMConfig) -> RecursiveReasoner:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.compress.spec import CompressionSpec
-from models.config import HRMConfig, TRMConfig
-from models.footprint import flops_per_puzzle
+from carrygate.models.compress.spec import CompressionSpec
+from carrygate.models.config import HRMConfig, TRMConfig
+from carrygate.models.footprint import flops_per_puzzle
 
 
 @dataclass(frozen=True)

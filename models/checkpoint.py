@@ -31,10 +31,10 @@ from pydantic import TypeAdapter, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from models import build_model
-from models.config import HRMConfig, ModelConfig, TRMConfig
-from models.files import GIB, UnsafeFile, check_regular, read_text
-from models.reasoner import RecursiveReasoner
+from carrygate.models import build_model
+from carrygate.models.config import HRMConfig, ModelConfig, TRMConfig
+from carrygate.models.files import GIB, UnsafeFile, check_regular, read_text
+from carrygate.models.reasoner import RecursiveReasoner
 
 OWN_WEIGHTS = "model.safetensors"
 OWN_CONFIG = "config.json"

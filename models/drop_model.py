@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.results import DropPrediction, EvaluationResult, ModelResult
-from models.signals import settled
+from carrygate.models.results import DropPrediction, EvaluationResult, ModelResult
+from carrygate.models.signals import settled
 
 DEFAULT_PATH = Path(__file__).with_name("drop_calibration.json")
 COVERAGE = 0.90
@@ -239,7 +239,7 @@ def predict_drops(result: EvaluationResult, calibration: DropCalibration | None)
 
 def cases_from_result(result: EvaluationResult, model: str) -> list[Case]:
     """The labelled, finite candidates of one result as fitting cases."""
-    from models.compress.spec import CompressionSpec, family
+    from carrygate.models.compress.spec import CompressionSpec, family
 
     reference = _arrays(result.reference, (*_REF_KEYS, "exact"))
     if not result.labels or reference is None:

@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.compress import CompressionSpec, apply
-from models.drop_model import DropCalibration, default_calibration, predict_drops
-from models.footprint import artifact_size, footprint
-from models.halting import Halting, attach_executed_gflops
-from models.reasoner import RecursiveReasoner
-from models.results import EvaluationResult
-from models.tasks.dataset import PuzzleSplit
-from models.trajectory import Batch, Candidate, run_lockstep
+from carrygate.models.compress import CompressionSpec, apply
+from carrygate.models.drop_model import DropCalibration, default_calibration, predict_drops
+from carrygate.models.footprint import artifact_size, footprint
+from carrygate.models.halting import Halting, attach_executed_gflops
+from carrygate.models.reasoner import RecursiveReasoner
+from carrygate.models.results import EvaluationResult
+from carrygate.models.tasks.dataset import PuzzleSplit
+from carrygate.models.trajectory import Batch, Candidate, run_lockstep
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def build_candidates(reference: RecursiveReasoner, specs: list[CompressionSpec],
         try:
             model = apply(spec, reference, calibration=calibration)
             if spec.onnxruntime is not None:
-                from models.compress.ort import build_ort_candidate
+                from carrygate.models.compress.ort import build_ort_candidate
 
                 artifact_dir = artifact_dir or Path(tempfile.mkdtemp(prefix="carrygate-artifacts-"))
                 probe_batches = ((x, ids) for x, ids, _ in probe.batches(batch_size))
@@ -143,7 +143,7 @@ def measure(result: EvaluationResult, reference: RecursiveReasoner, candidates: 
         model_result.artifact = artifact
         repeats = candidate.spec.onnxruntime.profile_repeats if candidate.spec and candidate.spec.onnxruntime else 0
         if repeats and len(probe) and model_result.non_finite is None:
-            from models.compress.ort_profile import profile_runner
+            from carrygate.models.compress.ort_profile import profile_runner
 
             model_result.profile = profile_runner(candidate.model, probe.inputs[:repeats], probe.puzzle_identifiers[:repeats],  # type: ignore[arg-type]
                                                   repeats=repeats, threads=profile_threads)

@@ -41,8 +41,8 @@ import onnx
 import torch
 from torch import nn
 
-from models.config import ModelConfig
-from models.reasoner import Carry, RecursiveReasoner, StepOutput, host_loop
+from carrygate.models.config import ModelConfig
+from carrygate.models.reasoner import Carry, RecursiveReasoner, StepOutput, host_loop
 
 OPSET = 17
 DYNAMO_OPSET = 18
@@ -90,7 +90,7 @@ def float32_model(model: RecursiveReasoner) -> RecursiveReasoner:
     """The model computing in float32 (bf16 references are exported at fp32)."""
     if model.dtype == torch.float32:
         return model
-    from models.compress.structure import rebuild
+    from carrygate.models.compress.structure import rebuild
 
     return rebuild(model, forward_dtype="float32").eval()
 

@@ -18,10 +18,10 @@ import math
 import torch
 from torch import nn
 
-from models.config import HRMConfig, TRMConfig, swiglu_intermediate
-from models.layers import CastedEmbedding
-from models.reasoner import RecursiveReasoner
-from models.results import Footprint
+from carrygate.models.config import HRMConfig, TRMConfig, swiglu_intermediate
+from carrygate.models.layers import CastedEmbedding
+from carrygate.models.reasoner import RecursiveReasoner
+from carrygate.models.results import Footprint
 
 
 def block_flops(config: TRMConfig | HRMConfig, mlp_t: bool, include_attention_scores: bool = True) -> int:

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.metrics import per_puzzle_accuracy, token_cosine
-from models.reasoner import StepOutput
+from carrygate.models.metrics import per_puzzle_accuracy, token_cosine
+from carrygate.models.reasoner import StepOutput
 
 HaltingMode = Literal["fixed", "adaptive"]
 
@@ -198,7 +198,7 @@ def _mean(chunks: list[np.ndarray]) -> float | None:
 
 def adaptive_result(acc: AdaptiveAccumulator, reference: Any | None, has_labels: bool) -> Any:
     """The `AdaptiveHalting` block of one model (`reference`: the reference's block, None for the reference itself)."""
-    from models.results import AdaptiveHalting, StepsUsed
+    from carrygate.models.results import AdaptiveHalting, StepsUsed
 
     used = _concat(acc.steps_used, np.int64)
     histogram = np.bincount(used, minlength=acc.steps + 1)[1:].tolist() if used.size else [0] * acc.steps

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from models.config import HRMConfig
-from models.layers import CosSin, ReasoningBlock, ReasoningModule
-from models.reasoner import Carry, RecursiveReasoner
+from carrygate.models.config import HRMConfig
+from carrygate.models.layers import CosSin, ReasoningBlock, ReasoningModule
+from carrygate.models.reasoner import Carry, RecursiveReasoner
 
 
 class HRM(RecursiveReasoner):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.config import _ReasonerConfig, swiglu_intermediate
+from carrygate.models.config import _ReasonerConfig, swiglu_intermediate
 
 CosSin = tuple[torch.Tensor, torch.Tensor]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from models.tasks.dataset import IGNORE_LABEL_ID
+from carrygate.models.tasks.dataset import IGNORE_LABEL_ID
 
 
 def per_puzzle_accuracy(preds: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from models.reasoner import RecursiveReasoner
+from carrygate.models.reasoner import RecursiveReasoner
 
 
 @torch.inference_mode()

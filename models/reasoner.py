@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.config import _ReasonerConfig
-from models.layers import CastedEmbedding, CastedLinear, CosSin, PuzzleEmbedding, RotaryEmbedding, trunc_normal_init_
+from carrygate.models.config import _ReasonerConfig
+from carrygate.models.layers import CastedEmbedding, CastedLinear, CosSin, PuzzleEmbedding, RotaryEmbedding, trunc_normal_init_
 
 
 class Carry(NamedTuple):

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.layers import Attention
-from models.metrics import task_accuracy
-from models.reasoner import Carry, RecursiveReasoner
-from models.tasks.dataset import IGNORE_LABEL_ID, PuzzleSplit
+from carrygate.models.layers import Attention
+from carrygate.models.metrics import task_accuracy
+from carrygate.models.reasoner import Carry, RecursiveReasoner
+from carrygate.models.tasks.dataset import IGNORE_LABEL_ID, PuzzleSplit
 
 # (inputs, labels, rng) -> a fresh random symmetry of one example, same shapes.
 Augment = Callable[[np.ndarray, np.ndarray, np.random.RandomState], tuple[np.ndarray, np.ndarray]]
@@ -147,11 +147,11 @@ def make_augment(name: str, seq_len: int) -> Augment | None:
     if name == "none":
         return None
     if name == "sudoku":
-        from models.tasks.sudoku import augment_example
+        from carrygate.models.tasks.sudoku import augment_example
 
         return augment_example
     if name == "maze":
-        from models.tasks.maze import augment_example as maze_augment
+        from carrygate.models.tasks.maze import augment_example as maze_augment
 
         return maze_augment
     raise ValueError(f"augment must be none, sudoku or maze, got {name!r}")

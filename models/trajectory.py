@@ -27,12 +27,21 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from models import signals
-from models.compress.spec import CompressionSpec
-from models.halting import FIXED, AdaptiveAccumulator, Halting, HaltTracker, adaptive_result, as_halting, new_accumulator, per_puzzle_steps
-from models.metrics import logit_kl, per_puzzle_accuracy, token_cosine
-from models.reasoner import Carry, RecursiveReasoner, StepOutput
-from models.results import Curve, EvaluationResult, ModelResult, NonFinite, Summary
+from carrygate.models import signals
+from carrygate.models.compress.spec import CompressionSpec
+from carrygate.models.halting import (
+    FIXED,
+    AdaptiveAccumulator,
+    Halting,
+    HaltTracker,
+    adaptive_result,
+    as_halting,
+    new_accumulator,
+    per_puzzle_steps,
+)
+from carrygate.models.metrics import logit_kl, per_puzzle_accuracy, token_cosine
+from carrygate.models.reasoner import Carry, RecursiveReasoner, StepOutput
+from carrygate.models.results import Curve, EvaluationResult, ModelResult, NonFinite, Summary
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # inputs, puzzle ids, labels (or None)
 

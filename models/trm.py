@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from models.config import TRMConfig
-from models.layers import CosSin, ReasoningBlock, ReasoningModule
-from models.reasoner import Carry, RecursiveReasoner
+from carrygate.models.config import TRMConfig
+from carrygate.models.layers import CosSin, ReasoningBlock, ReasoningModule
+from carrygate.models.reasoner import Carry, RecursiveReasoner
 
 
 class TRM(RecursiveReasoner):

@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from models import drop_model, signals
-from models.compress.spec import CompressionSpec, family
-from models.config import HRMConfig, TRMConfig
-from models.results import EvaluationResult
+from carrygate.models import drop_model, signals
+from carrygate.models.compress.spec import CompressionSpec, family
+from carrygate.models.config import HRMConfig, TRMConfig
+from carrygate.models.results import EvaluationResult
 
 NEAR_BASELINE = 0.05
 DAMAGE = 0.02

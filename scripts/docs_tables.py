@@ -73,7 +73,7 @@ def sweep(paths: list[Path]) -> str:
 def halting(paths: list[Path]) -> str:
     """The fixed/adaptive table of each result (`python scripts/halting_table.py RESULT.json`), table rows only."""
     module = _script("halting_table")
-    EvaluationResult = _import("models.results").EvaluationResult  # noqa: N806
+    EvaluationResult = _import("carrygate.models.results").EvaluationResult  # noqa: N806
 
     return "\n\n".join(module.table(EvaluationResult.model_validate_json(p.read_text())) for p in paths)
 
@@ -111,7 +111,7 @@ def ort(paths: list[Path]) -> str:
 
 def settings(paths: list[Path]) -> str:
     """Every service setting: its environment variable, default and description."""
-    fields = _import("app.settings").Settings.model_fields
+    fields = _import("carrygate.app.settings").Settings.model_fields
     lines = ["| variable | default | |", "|---|---|---|"]
     for name, field in fields.items():
         default = field.get_default(call_default_factory=True)

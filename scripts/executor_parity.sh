@@ -7,14 +7,14 @@ PROBE=${1:-8}
 OUT=$(mktemp -d)
 PY=.venv/bin/python
 export OMP_NUM_THREADS=1
-CARRYGATE_DATA_DIR=$OUT/embedded $PY -m app demo --probe "$PROBE" --no-grid --no-serve --port 18001 > "$OUT/embedded.out" 2>&1
+CARRYGATE_DATA_DIR=$OUT/embedded $PY -m carrygate.app demo --probe "$PROBE" --no-grid --no-serve --port 18001 > "$OUT/embedded.out" 2>&1
 export CARRYGATE_DATA_DIR=$OUT/celery CARRYGATE_EXECUTOR=celery CARRYGATE_CELERY_QUEUE=parity-$$
-$PY -m app migrate > /dev/null 2>&1
-$PY -m app worker --pool solo > "$OUT/worker1.log" 2>&1 & W1=$!
-$PY -m app worker --pool solo > "$OUT/worker2.log" 2>&1 & W2=$!
+$PY -m carrygate.app migrate > /dev/null 2>&1
+$PY -m carrygate.app worker --pool solo > "$OUT/worker1.log" 2>&1 & W1=$!
+$PY -m carrygate.app worker --pool solo > "$OUT/worker2.log" 2>&1 & W2=$!
 trap 'kill $W1 $W2 2>/dev/null || true' EXIT
 until grep -q " ready." "$OUT/worker1.log" && grep -q " ready." "$OUT/worker2.log"; do sleep 0.5; done
-$PY -m app demo --probe "$PROBE" --no-grid --no-serve --port 18002 > "$OUT/celery.out" 2>&1
+$PY -m carrygate.app demo --probe "$PROBE" --no-grid --no-serve --port 18002 > "$OUT/celery.out" 2>&1
 $PY - "$OUT" <<'PYEOF'
 import json, sqlite3, sys
 def outcome(db):

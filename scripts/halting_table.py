@@ -15,7 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.results import EvaluationResult, ModelResult  # noqa: E402
+from carrygate.models.results import EvaluationResult, ModelResult  # noqa: E402
 
 COLUMNS = ["candidate", "fixed: fidelity", "fixed: exact", "fixed: Δ exact", "fixed: GFLOP", "adaptive: steps (p95)",
            "same halting step", "earlier / later", "adaptive: answer agr.", "adaptive: exact", "adaptive: Δ exact",

@@ -36,7 +36,7 @@ def _why(chosen: dict[str, Any]) -> str:
     import sys
 
     sys.path.insert(0, str(ROOT))
-    from gate import GatePolicy
+    from carrygate.gate import GatePolicy
 
     policy, fid = GatePolicy(), chosen["damage"]["fidelity_p05"]
     mean = chosen["damage"]["fidelity"]

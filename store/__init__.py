@@ -10,7 +10,7 @@
 drift test read it.
 """
 
-from store import api_tables, tables  # noqa: F401  (each table module registers its tables on Base.metadata)
-from store.tables import Base
+from carrygate.store import api_tables, tables  # noqa: F401  (each table module registers its tables on Base.metadata)
+from carrygate.store.tables import Base
 
 metadata = Base.metadata

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import Boolean, CheckConstraint, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from store.tables import Base, JSONValue, UTCDateTime, in_values, new_id, utcnow
-from store.vocabulary import API_SCOPES, DELIVERY_STATUSES, WEBHOOK_EVENTS
+from carrygate.store.tables import Base, JSONValue, UTCDateTime, in_values, new_id, utcnow
+from carrygate.store.vocabulary import API_SCOPES, DELIVERY_STATUSES, WEBHOOK_EVENTS
 
 __all__ = ["ApiKey", "Webhook", "WebhookDelivery", "WebhookAttempt", "API_SCOPES", "WEBHOOK_EVENTS", "DELIVERY_STATUSES"]
 

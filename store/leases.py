@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import ColumnElement, and_, or_, update
 from sqlalchemy.orm import Session
 
-from store.tables import Job, JobShard
+from carrygate.store.tables import Job, JobShard
 
 __all__ = ["JOBS", "MAX_ATTEMPTS", "SHARDS", "LeaseTable", "now"]
 

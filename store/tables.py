@@ -38,7 +38,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from store.vocabulary import CHECKPOINT_SOURCES, FINISHED_STATUSES, JOB_STATUSES, SHARD_STATUSES
+from carrygate.store.vocabulary import CHECKPOINT_SOURCES, FINISHED_STATUSES, JOB_STATUSES, SHARD_STATUSES
 
 __all__ = ["Base", "Candidate", "DropCalibrationRow", "Checkpoint", "Job", "ProbeSet", "Result", "Verdict", "JOB_STATUSES",
            "FINISHED_STATUSES", "DECISIONS", "JOB_SCOPE", "utcnow", "new_id", "JobShard", "SHARD_STATUSES", "JSONValue",

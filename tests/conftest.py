@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import TRMConfig
+from carrygate.models import TRMConfig
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "models" / "zoo"
@@ -28,9 +28,9 @@ def tiny_trm(**overrides: object) -> TRMConfig:
 
 def make_tiny_zoo_model(folder: Path, *, steps: int, puzzles: int, seed: int) -> Path:
     """A small random TRM in the zoo layout (model.safetensors + config.json + data/ with Sudoku probes)."""
-    from models import build_model
-    from models.checkpoint import save_checkpoint
-    from models.tasks.sudoku import build_sudoku
+    from carrygate.models import build_model
+    from carrygate.models.checkpoint import save_checkpoint
+    from carrygate.models.tasks.sudoku import build_sudoku
 
     torch.manual_seed(seed)
     model = build_model(tiny_trm(seq_len=81, vocab_size=11, num_puzzle_identifiers=1, puzzle_emb_ndim=16, puzzle_emb_len=1,

@@ -9,9 +9,9 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from models.results import EvaluationResult
-from store.sessions import make_engine, session_factory
-from store.tables import Result
+from carrygate.models.results import EvaluationResult
+from carrygate.store.sessions import make_engine, session_factory
+from carrygate.store.tables import Result
 
 
 def labelled_results(settings: Any) -> Iterator[tuple[str, EvaluationResult]]:

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.drop_model import FEATURES, DropCalibration, default_calibration
-from store.tables import DropCalibrationRow
+from carrygate.models.drop_model import FEATURES, DropCalibration, default_calibration
+from carrygate.store.tables import DropCalibrationRow
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 from celery import Celery, Task
 
-from workers.local import WorkerConfig
+from carrygate.workers.local import WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,10 @@ def _ctx() -> Any:
     """The worker process's `WorkerContext` (engine, artifact store), built once per process (after the fork)."""
     global _context
     if _context is None:
-        from store.sessions import make_engine, session_factory
-        from workers.artifacts import ArtifactStore
-        from workers.context import WorkerContext
-        from workers.local import limits_of
+        from carrygate.store.sessions import make_engine, session_factory
+        from carrygate.workers.artifacts import ArtifactStore
+        from carrygate.workers.context import WorkerContext
+        from carrygate.workers.local import limits_of
 
         config = _worker_config
         if config is None:
@@ -113,9 +113,9 @@ def run_job_task(task: Task, job_id: str) -> str:
     """Claim and run one job. Returns the job's final status, or "skipped" when it was not claimable."""
     from sqlalchemy.exc import DBAPIError
 
-    from workers.distributed import claim_job, release_job
-    from workers.pipeline import fail_crashed, run_job
-    from workers.shards import fan_out, is_sharded
+    from carrygate.workers.distributed import claim_job, release_job
+    from carrygate.workers.pipeline import fail_crashed, run_job
+    from carrygate.workers.shards import fan_out, is_sharded
 
     try:
         ctx = _ctx()
@@ -148,7 +148,7 @@ def run_shard_task(task: Task, shard_id: str) -> str:
     """Claim and run one shard of a sharded job (`workers/shards.py`); infrastructure errors retry with backoff."""
     from sqlalchemy.exc import DBAPIError
 
-    from workers.shards import run_shard
+    from carrygate.workers.shards import run_shard
 
     try:
         status = run_shard(shard_id, _ctx(), _shard_sender(task))

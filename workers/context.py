@@ -14,8 +14,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from workers.artifacts import ArtifactStore
-from workers.queue import heartbeat
+from carrygate.workers.artifacts import ArtifactStore
+from carrygate.workers.queue import heartbeat
 
 __all__ = ["Deadline", "Heartbeat", "JobFailed", "JobLimits", "WorkerContext"]
 

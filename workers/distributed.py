@@ -22,9 +22,9 @@ from datetime import timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.leases import JOBS
-from store.tables import Job
-from workers.queue import claim, now, settle_abandoned
+from carrygate.store.leases import JOBS
+from carrygate.store.tables import Job
+from carrygate.workers.queue import claim, now, settle_abandoned
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from store.sessions import make_engine, session_factory
-from workers.artifacts import ArtifactStore
-from workers.context import JobLimits, WorkerContext
-from workers.pipeline import fail_crashed, run_job
-from workers.queue import claim_next_job, requeue_expired
-from workers.shards import fan_out, is_sharded, next_shard, run_shard
+from carrygate.store.sessions import make_engine, session_factory
+from carrygate.workers.artifacts import ArtifactStore
+from carrygate.workers.context import JobLimits, WorkerContext
+from carrygate.workers.pipeline import fail_crashed, run_job
+from carrygate.workers.queue import claim_next_job, requeue_expired
+from carrygate.workers.shards import fan_out, is_sharded, next_shard, run_shard
 
 log = logging.getLogger(__name__)
 

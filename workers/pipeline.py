@@ -26,21 +26,21 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gate import GatePolicy, judge
-from models.budget import job_cost
-from models.checkpoint import OWN_CONFIG, WEIGHTS_LIMIT, CheckpointError, load_checkpoint, resolve_weights
-from models.compress import CompressionSpec
-from models.evaluate import Probe, evaluate
-from models.files import SMALL_FILE_LIMIT, UnsafeFile, check_regular, confine, sha256_regular
-from models.results import EvaluationResult
-from models.tasks.dataset import read_split
-from models.tasks.probes import BUILDERS, build_probe
-from store.tables import Candidate, Checkpoint, Job, ProbeSet, Result, Verdict
-from store.vocabulary import FinishedStatus
-from workers.artifacts import ArtifactStore
-from workers.calibrations import active_calibration
-from workers.context import Deadline, Heartbeat, JobFailed, WorkerContext
-from workers.queue import JobOutcome, finish
+from carrygate.gate import GatePolicy, judge
+from carrygate.models.budget import job_cost
+from carrygate.models.checkpoint import OWN_CONFIG, WEIGHTS_LIMIT, CheckpointError, load_checkpoint, resolve_weights
+from carrygate.models.compress import CompressionSpec
+from carrygate.models.evaluate import Probe, evaluate
+from carrygate.models.files import SMALL_FILE_LIMIT, UnsafeFile, check_regular, confine, sha256_regular
+from carrygate.models.results import EvaluationResult
+from carrygate.models.tasks.dataset import read_split
+from carrygate.models.tasks.probes import BUILDERS, build_probe
+from carrygate.store.tables import Candidate, Checkpoint, Job, ProbeSet, Result, Verdict
+from carrygate.store.vocabulary import FinishedStatus
+from carrygate.workers.artifacts import ArtifactStore
+from carrygate.workers.calibrations import active_calibration
+from carrygate.workers.context import Deadline, Heartbeat, JobFailed, WorkerContext
+from carrygate.workers.queue import JobOutcome, finish
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def attach_artifacts(ctx: WorkerContext, result: EvaluationResult, reference: An
     """Keep the ORT files in the store and, when asked, profile them on AI Hub devices."""
     store_artifacts(ctx.store, result, workdir / "artifacts")
     if options.get("aihub"):
-        from workers.profile.aihub import AiHubOptions, attach_device_profiles
+        from carrygate.workers.profile.aihub import AiHubOptions, attach_device_profiles
 
         attach_device_profiles(result, reference, probe.inputs, probe.puzzle_identifiers, workdir / "artifacts",
                                AiHubOptions.model_validate(options["aihub"]))
@@ -308,7 +308,7 @@ def enqueue_events(session: Session, job_id: str, status: str, **details: Any) -
     """Webhook events of the finished job, in the caller's transaction (the outbox: no verdict without its events)."""
     from sqlalchemy import select
 
-    from workers.webhooks import enqueue_job_events
+    from carrygate.workers.webhooks import enqueue_job_events
 
     checkpoint_id, tags = session.execute(select(Job.checkpoint_id, Job.tags).where(Job.id == job_id)).one()
     return enqueue_job_events(session, job_id=job_id, checkpoint_id=checkpoint_id, tags=tags or [], status=status, **details)
@@ -343,7 +343,7 @@ def _store(ctx: WorkerContext, job_id: str, body: dict[str, Any], verdict: Any, 
 
 def candidate_rows(specs: list[CompressionSpec]) -> list[Candidate]:
     """ORM rows for a job's candidates, with unique display names in submission order."""
-    from models.evaluate import candidate_name
+    from carrygate.models.evaluate import candidate_name
 
     taken: set[str] = set()
     return [Candidate(position=i, name=candidate_name(spec, taken), spec=spec.to_dict(), spec_hash=spec.content_hash)

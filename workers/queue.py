@@ -19,9 +19,9 @@ from typing import Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from store.leases import JOBS, MAX_ATTEMPTS, now
-from store.tables import Job
-from store.vocabulary import FinishedStatus
+from carrygate.store.leases import JOBS, MAX_ATTEMPTS, now
+from carrygate.store.tables import Job
+from carrygate.store.vocabulary import FinishedStatus
 
 __all__ = ["MAX_ATTEMPTS", "Beat", "JobOutcome", "claim", "claim_next_job", "finish", "heartbeat", "now", "requeue_expired",
            "settle_abandoned"]
@@ -44,7 +44,7 @@ def settle_abandoned(session: Session, at: datetime) -> None:
                                  .values(status="failed", error=error, finished_at=at, lease_owner=None)
                                  .execution_options(synchronize_session=False))
         if failed.rowcount == 1:  # its job.failed webhooks go out with the same commit (outbox)
-            from workers.webhooks import enqueue_job_events
+            from carrygate.workers.webhooks import enqueue_job_events
 
             enqueue_job_events(session, job_id=job_id, checkpoint_id=checkpoint_id, tags=tags or [], status="failed", error=error)
 

@@ -34,15 +34,24 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from models.evaluate import Probe, build_candidates, measure
-from models.trajectory import Candidate, Partial, finish, merge, run_partial
-from store.leases import JOBS, MAX_ATTEMPTS, SHARDS, now
-from store.tables import Job, JobShard
-from store.vocabulary import ShardStatus
-from workers.calibrations import active_calibration
-from workers.context import Deadline, Heartbeat, JobFailed, WorkerContext
-from workers.pipeline import JobInputs, attach_artifacts, fail_crashed, finish_job, judge_and_store, load_job, load_model_and_probe, run_job
-from workers.queue import JobOutcome
+from carrygate.models.evaluate import Probe, build_candidates, measure
+from carrygate.models.trajectory import Candidate, Partial, finish, merge, run_partial
+from carrygate.store.leases import JOBS, MAX_ATTEMPTS, SHARDS, now
+from carrygate.store.tables import Job, JobShard
+from carrygate.store.vocabulary import ShardStatus
+from carrygate.workers.calibrations import active_calibration
+from carrygate.workers.context import Deadline, Heartbeat, JobFailed, WorkerContext
+from carrygate.workers.pipeline import (
+    JobInputs,
+    attach_artifacts,
+    fail_crashed,
+    finish_job,
+    judge_and_store,
+    load_job,
+    load_model_and_probe,
+    run_job,
+)
+from carrygate.workers.queue import JobOutcome
 
 log = logging.getLogger(__name__)
 

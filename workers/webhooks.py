@@ -43,8 +43,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.api_tables import Webhook, WebhookAttempt, WebhookDelivery
-from store.tables import utcnow
+from carrygate.store.api_tables import Webhook, WebhookAttempt, WebhookDelivery
+from carrygate.store.tables import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import typer
 
-from app.cli import data, demo, evaluate, keys, predict, service, train, validate
-from app.cli_recommend import recommend_command
+from carrygate.app.cli import data, demo, evaluate, keys, predict, service, train, validate
+from carrygate.app.cli_recommend import recommend_command
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Decide whether a compressed recursive reasoner (TRM / HRM) still reasons before it ships.")

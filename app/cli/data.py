@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli.console import console, fail
+from carrygate.app.cli.console import console, fail
 
 data_app = typer.Typer(no_args_is_help=True, help="Build datasets in the official TRM/HRM folder layout, offline.")
 
@@ -33,7 +33,7 @@ def data_sudoku(
     csv_test: Path | None = None,
 ) -> None:
     """Sudoku n x n (9x9: vocab 11, seq_len 81; 6x6: vocab 8, seq_len 36), unique-solution puzzles."""
-    from models.tasks.sudoku import BOXES, build_sudoku
+    from carrygate.models.tasks.sudoku import BOXES, build_sudoku
 
     if size not in BOXES:
         fail(f"--size must be one of {sorted(BOXES)}, got {size}")
@@ -54,7 +54,7 @@ def data_maze(
     seed: int = 0,
 ) -> None:
     """Maze with the unique shortest path marked (charset '# SGo', vocab 6)."""
-    from models.tasks.maze import build_maze
+    from carrygate.models.tasks.maze import build_maze
 
     _record_build(out)
     meta = build_maze(out, size=size, train_mazes=train_mazes, test_mazes=test_mazes, loops=loops, min_path=min_path, seed=seed)
@@ -73,7 +73,7 @@ def data_arc(
     limit_tasks: int | None = None,
 ) -> None:
     """ARC-AGI-1/2 (30x30, PAD 0, EOS 1, colour c -> c+2, vocab 12)."""
-    from models.tasks.arc import ARC_SOURCES, build_arc, default_source
+    from carrygate.models.tasks.arc import ARC_SOURCES, build_arc, default_source
 
     if version not in ("arc1", "arc2"):
         fail(f"--version must be arc1 or arc2, got {version!r}")

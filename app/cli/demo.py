@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from app.cli.console import console
+from carrygate.app.cli.console import console
 
 ZOO = Path(__file__).resolve().parents[2] / "models" / "zoo"  # app/cli/demo.py -> the repository root
 GRID_MODEL = "sudoku-mlp"  # the zoo model that reasons well: its depth x precision grid is worth a look
@@ -29,7 +29,7 @@ def zoo_models() -> list[Path]:
 def _start_server(host: str, port: int) -> tuple[Any, threading.Thread]:
     import uvicorn
 
-    from app.main import create_app
+    from carrygate.app.main import create_app
 
     server = uvicorn.Server(uvicorn.Config(create_app(), host=host, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True, name="carrygate-api")
@@ -53,10 +53,10 @@ def demo_command(
     import httpx
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from app.cli.service import print_verdicts
-    from app.settings import get_settings
-    from models.compress.grids import PAPER, precision_depth_grid
-    from models.config import ModelConfig
+    from carrygate.app.cli.service import print_verdicts
+    from carrygate.app.settings import get_settings
+    from carrygate.models.compress.grids import PAPER, precision_depth_grid
+    from carrygate.models.config import ModelConfig
 
     models = zoo_models()
     if not models:

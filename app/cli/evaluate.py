@@ -10,13 +10,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from app.cli.console import console, fail, stdout_console
-from models.numbers import fixed
+from carrygate.app.cli.console import console, fail, stdout_console
+from carrygate.models.numbers import fixed
 
 
 def build_probe_folder(builder: str, seq_len: int, size: int, seed: int) -> Path:
     """A fresh held-out probe set from one of our offline builders (`models/tasks/probes.py`, train split left empty)."""
-    from models.tasks.probes import BUILDERS, build_probe
+    from carrygate.models.tasks.probes import BUILDERS, build_probe
 
     if builder not in BUILDERS:
         fail(f"--builder must be sudoku, maze or arc, got {builder!r}")
@@ -40,9 +40,9 @@ def run_evaluation(
     artifacts: Path | None = None,
     halting: Any = None,  # models.halting.Halting; None = fixed
 ) -> Any:  # the EvaluationResult
-    from models.checkpoint import CheckpointError, load_checkpoint
-    from models.evaluate import Probe, evaluate
-    from models.tasks.dataset import read_split
+    from carrygate.models.checkpoint import CheckpointError, load_checkpoint
+    from carrygate.models.evaluate import Probe, evaluate
+    from carrygate.models.tasks.dataset import read_split
 
     if data is not None and builder is not None:
         fail("give at most one of --data and --builder")
@@ -175,7 +175,7 @@ def print_runtime_table(result, artifacts: Path | None) -> None:  # result: Eval
 def load_specs(paths: list[Path]) -> list:
     from pydantic import ValidationError
 
-    from models.compress import CompressionSpec
+    from carrygate.models.compress import CompressionSpec
 
     specs = []
     for path in paths:
@@ -194,7 +194,7 @@ MAX_STEPS_HELP = "ACT steps per puzzle at most (fixed: exactly); default: the mo
 def _halting(mode: str, max_steps: int | None) -> Any:
     from pydantic import ValidationError
 
-    from models.halting import Halting
+    from carrygate.models.halting import Halting
 
     try:
         return Halting(mode=mode, max_steps=max_steps)  # type: ignore[arg-type]
@@ -240,8 +240,8 @@ def sweep_command(
     max_steps: Annotated[int | None, typer.Option(help=MAX_STEPS_HELP)] = None,
 ) -> None:
     """Run a named grid of candidates (precision x depth) as one job."""
-    from models.checkpoint import CheckpointError, load_checkpoint
-    from models.compress.grids import GRIDS
+    from carrygate.models.checkpoint import CheckpointError, load_checkpoint
+    from carrygate.models.compress.grids import GRIDS
 
     if grid not in GRIDS:
         fail(f"--grid must be one of {sorted(GRIDS)}, got {grid!r}")

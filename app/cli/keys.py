@@ -7,14 +7,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from app.cli.console import console, stdout_console
+from carrygate.app.cli.console import console, stdout_console
 
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (scopes: read, submit, admin).")
 
 
 def _session():  # noqa: ANN202  (a sqlalchemy Session)
-    from app.db import make_engine, session_factory, upgrade_to_head
-    from app.settings import get_settings
+    from carrygate.app.db import make_engine, session_factory, upgrade_to_head
+    from carrygate.app.settings import get_settings
 
     url = get_settings().database_url
     upgrade_to_head(url)
@@ -28,7 +28,7 @@ def create(
     rate_limit: Annotated[int | None, typer.Option(help="Job submissions per minute (default: the server's).")] = None,
 ) -> None:
     """Create a key and print its secret (shown once; only its hash is stored)."""
-    from app.auth import create_key
+    from carrygate.app.auth import create_key
 
     with _session() as session:
         try:
@@ -43,7 +43,7 @@ def create(
 @keys_app.command("list")
 def list_command() -> None:
     """List keys (never their secrets)."""
-    from app.auth import list_keys
+    from carrygate.app.auth import list_keys
 
     with _session() as session:
         rows = list_keys(session)
@@ -60,7 +60,7 @@ def list_command() -> None:
 @keys_app.command("revoke")
 def revoke(key: Annotated[str, typer.Argument(help="The key's id or prefix (cg_xxxxxxxx).")]) -> None:
     """Revoke a key; requests with it get 401 from now on."""
-    from app.auth import revoke_key
+    from carrygate.app.auth import revoke_key
 
     with _session() as session:
         row = revoke_key(session, key)

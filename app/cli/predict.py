@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from app.cli.console import console, fail
+from carrygate.app.cli.console import console, fail
 
 commands = typer.Typer()
 
@@ -31,10 +31,10 @@ def predict(
     import numpy as np
     import torch
 
-    from models.checkpoint import CheckpointError, load_checkpoint
-    from models.metrics import task_accuracy
-    from models.predict import predict_arrays
-    from models.tasks.dataset import read_split
+    from carrygate.models.checkpoint import CheckpointError, load_checkpoint
+    from carrygate.models.metrics import task_accuracy
+    from carrygate.models.predict import predict_arrays
+    from carrygate.models.tasks.dataset import read_split
 
     if (data is None) == (inputs is None):
         fail("give exactly one of --data DIR or --inputs X.npy")
@@ -94,11 +94,11 @@ def export_command(
     """Export one ACT step as ONNX and report its max abs difference from PyTorch."""
     import torch
 
-    from models.checkpoint import CheckpointError, load_checkpoint
-    from models.compress import CompressionSpec, apply
-    from models.compress.spec import OnnxRuntimeSpec
-    from models.evaluate import Probe
-    from models.tasks.dataset import read_split
+    from carrygate.models.checkpoint import CheckpointError, load_checkpoint
+    from carrygate.models.compress import CompressionSpec, apply
+    from carrygate.models.compress.spec import OnnxRuntimeSpec
+    from carrygate.models.evaluate import Probe
+    from carrygate.models.tasks.dataset import read_split
 
     try:
         ckpt = load_checkpoint(checkpoint)
@@ -115,7 +115,7 @@ def export_command(
                                                                   "exporter": exporter}.items() if v is not None})
         ort_spec = OnnxRuntimeSpec.model_validate(ort_spec.model_dump())
         model = apply(compression, ckpt.model, calibration=((inputs, ids) for _ in range(1)))
-        from models.compress.ort import build_ort_candidate
+        from carrygate.models.compress.ort import build_ort_candidate
 
         built = build_ort_candidate(ort_spec, model, out.parent, out.stem, [(inputs, ids)])
     except (CheckpointError, ValueError, OSError) as err:

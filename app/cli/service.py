@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from app.cli.console import console, stdout_console
+from carrygate.app.cli.console import console, stdout_console
 
 EXIT = {"go": 0, "no_go": 1, "inconclusive": 2}
 
@@ -25,7 +25,7 @@ def serve_command(
     """Start the API (and the embedded workers) with uvicorn."""
     import uvicorn
 
-    from app.main import create_app
+    from carrygate.app.main import create_app
 
     if not insecure and not is_loopback(host) and not keys_configured():
         console.print(f"[red]error:[/] refusing to listen on {host} without API keys: anyone who can reach it could submit "
@@ -50,9 +50,9 @@ def is_loopback(host: str) -> bool:
 
 def keys_configured() -> bool:
     """Whether any API key exists (CARRYGATE_API_KEYS or a key created in the database)."""
-    from app.auth import key_exists
-    from app.db import make_engine, session_factory, upgrade_to_head
-    from app.settings import get_settings
+    from carrygate.app.auth import key_exists
+    from carrygate.app.db import make_engine, session_factory, upgrade_to_head
+    from carrygate.app.settings import get_settings
 
     settings = get_settings()
     if settings.api_keys:
@@ -75,7 +75,7 @@ def worker_command(
     pool: Annotated[str, typer.Option(help="Celery pool: prefork, solo or threads.")] = "prefork",
 ) -> None:
     """Run a worker: with CARRYGATE_EXECUTOR=celery a Celery worker on the broker, else one embedded worker process."""
-    from app.settings import get_settings
+    from carrygate.app.settings import get_settings
 
     if get_settings().executor == "celery":
         _celery_worker(queues, concurrency, device, pool)
@@ -84,10 +84,10 @@ def worker_command(
     import os
     import socket
 
-    from app.db import upgrade_to_head
-    from app.main import worker_config
-    from app.settings import get_settings
-    from workers.local import worker_loop
+    from carrygate.app.db import upgrade_to_head
+    from carrygate.app.main import worker_config
+    from carrygate.app.settings import get_settings
+    from carrygate.workers.local import worker_loop
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = get_settings()
@@ -99,10 +99,10 @@ def worker_command(
 def _celery_worker(queues: str | None, concurrency: int | None, device: str | None, pool: str) -> None:
     import logging
 
-    from app.db import upgrade_to_head
-    from app.main import celery_config, worker_config
-    from app.settings import get_settings
-    from workers.celery_app import run_worker
+    from carrygate.app.db import upgrade_to_head
+    from carrygate.app.main import celery_config, worker_config
+    from carrygate.app.settings import get_settings
+    from carrygate.workers.celery_app import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = get_settings()
@@ -128,8 +128,8 @@ def migrate_command() -> None:
     The server also migrates on start; this is for release steps and containers that migrate separately."""
     from sqlalchemy.engine import make_url
 
-    from app.db import upgrade_to_head
-    from app.settings import get_settings
+    from carrygate.app.db import upgrade_to_head
+    from carrygate.app.settings import get_settings
 
     url = get_settings().database_url
     revision = upgrade_to_head(url)
@@ -139,7 +139,7 @@ def migrate_command() -> None:
 # -- gate: the release-pipeline client -------------------------------------------------------------
 def print_verdicts(job: dict[str, Any], dashboard_url: str | None = None) -> str:
     """One row per candidate with the rules as columns (`app/cli/verdicts.py`); -> the job's decision."""
-    from app.cli.verdicts import print_job_verdicts
+    from carrygate.app.cli.verdicts import print_job_verdicts
 
     decision = print_job_verdicts(stdout_console(), job, dashboard_url)
     if job.get("error"):
@@ -155,14 +155,14 @@ class ReportFiles:
         self.markdown, self.html, self.subject = markdown, html, subject
 
     def verdict(self, report: Any) -> None:  # report: app.reports.Report
-        from app.reports import render_html, render_markdown
+        from carrygate.app.reports import render_html, render_markdown
 
         self._write(self.markdown, render_markdown(report), "summary")
         if self.html is not None:
             self._write(self.html, render_html(report), "HTML report")
 
     def failure(self, message: str, job_id: str | None = None, dashboard_url: str | None = None) -> None:
-        from app.reports import render_failure_markdown
+        from carrygate.app.reports import render_failure_markdown
 
         self._write(self.markdown, render_failure_markdown(self.subject, message, job_id=job_id, dashboard_url=dashboard_url), "summary")
 
@@ -207,9 +207,9 @@ def gate_command(
     max_steps: Annotated[int | None, typer.Option(help="ACT steps per puzzle at most (fixed: exactly).")] = None,
 ) -> None:
     """Gate a release: exit 0 on go, 1 on no_go, 2 on inconclusive or error."""
-    from app.cli.evaluate import load_specs
-    from gate import GatePolicy
-    from models.halting import Halting
+    from carrygate.app.cli.evaluate import load_specs
+    from carrygate.gate import GatePolicy
+    from carrygate.models.halting import Halting
 
     files = ReportFiles(summary_md, report_html, str(checkpoint))
     try:
@@ -235,13 +235,13 @@ def gate_command(
 
 def _gate_local(checkpoint: Path, specs: list[Any], policy: Any, builder: str | None, probe_size: int, limit: int | None,
                 files: ReportFiles, halting: Any = None) -> str:
-    from app.cli.evaluate import build_probe_folder
-    from app.cli.verdicts import print_verdict_table
-    from app.reports import DECISION_WORDS, Report
-    from gate import judge
-    from models.checkpoint import CheckpointError, load_checkpoint
-    from models.evaluate import Probe, evaluate
-    from models.tasks.dataset import read_split
+    from carrygate.app.cli.evaluate import build_probe_folder
+    from carrygate.app.cli.verdicts import print_verdict_table
+    from carrygate.app.reports import DECISION_WORDS, Report
+    from carrygate.gate import judge
+    from carrygate.models.checkpoint import CheckpointError, load_checkpoint
+    from carrygate.models.evaluate import Probe, evaluate
+    from carrygate.models.tasks.dataset import read_split
 
     try:
         ckpt = load_checkpoint(checkpoint)
@@ -263,8 +263,8 @@ def _gate_remote(server: str, checkpoint: Path, specs: list[Any], policy: Any, p
                  wait: bool, timeout: float, api_key: str | None, files: ReportFiles, halting: Any = None) -> str:
     import httpx
 
-    from app.reports import Report
-    from models.checkpoint import CheckpointError, resolve_weights
+    from carrygate.app.reports import Report
+    from carrygate.models.checkpoint import CheckpointError, resolve_weights
 
     headers = {"X-API-Key": api_key} if api_key else {}
     try:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from app.cli.console import console, fail
+from carrygate.app.cli.console import console, fail
 
 commands = typer.Typer()
 
@@ -60,15 +60,15 @@ def train(
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from models import HRMConfig, TRMConfig, build_model
-    from models.checkpoint import load_state_into, save_checkpoint
-    from models.tasks.dataset import read_split
-    from models.train import TrainConfig, evaluate
-    from models.train import train as run_training
+    from carrygate.models import HRMConfig, TRMConfig, build_model
+    from carrygate.models.checkpoint import load_state_into, save_checkpoint
+    from carrygate.models.tasks.dataset import read_split
+    from carrygate.models.train import TrainConfig, evaluate
+    from carrygate.models.train import train as run_training
 
     torch.manual_seed(seed)
     if train_dtype == "auto":
-        from models.compress.half import native_bf16
+        from carrygate.models.compress.half import native_bf16
 
         train_dtype = "bfloat16" if native_bf16() else "float32"
     train_split, test_split = read_split(data, "train"), read_split(data, "test")

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from app.cli.console import console, fail, stdout_console
-from app.cli.evaluate import load_specs, run_evaluation
+from carrygate.app.cli.console import console, fail, stdout_console
+from carrygate.app.cli.evaluate import load_specs, run_evaluation
 
 
 def label_free(policy: Any) -> Any:  # GatePolicy -> GatePolicy without the rules that need labels
@@ -22,7 +22,7 @@ def label_free(policy: Any) -> Any:  # GatePolicy -> GatePolicy without the rule
 def read_result(path: Path) -> Any:
     """An evaluation result JSON (`evaluate --json`, or `validate --json` with its verdicts and
     validity section, which are derived and dropped here) as an `EvaluationResult`."""
-    from models.results import EvaluationResult
+    from carrygate.models.results import EvaluationResult
 
     body = json.loads(path.read_text())
     body.pop("validity", None)
@@ -51,14 +51,14 @@ def validate_command(
     """Run a population of candidates with labels and measure every label-free signal's validity."""
     import yaml
 
-    from gate import GatePolicy
-    from models.checkpoint import CheckpointError, load_checkpoint
-    from models.compress import CompressionSpec
-    from models.validity import standard_family
+    from carrygate.gate import GatePolicy
+    from carrygate.models.checkpoint import CheckpointError, load_checkpoint
+    from carrygate.models.compress import CompressionSpec
+    from carrygate.models.validity import standard_family
 
     gate_policy = GatePolicy.from_yaml(policy.read_text()) if policy is not None else GatePolicy()
     if from_result:
-        from models.validity import pool_results
+        from carrygate.models.validity import pool_results
 
         try:
             result = pool_results([read_result(path) for path in from_result])
@@ -92,9 +92,9 @@ def validity_body(result: Any, gate_policy: Any, resamples: int, seed: int) -> d
     """The result JSON with each candidate's verdict and the `validity` section. The predicted drop
     on every candidate is replaced by its leave-one-family-out prediction, so neither the report nor
     the gate scores a calibration on candidates it was fitted on."""
-    from gate import judge
-    from models.results import DropPrediction
-    from models.validity import DAMAGE, gate_agreement, leave_one_out_drops, report
+    from carrygate.gate import judge
+    from carrygate.models.results import DropPrediction
+    from carrygate.models.validity import DAMAGE, gate_agreement, leave_one_out_drops, report
 
     if not result.labels:
         fail("validate needs labelled probe puzzles")
@@ -151,7 +151,7 @@ def calibrate_command(
                                                                      "calibration: workers predict with it from the next job on.")] = False,
 ) -> None:
     """Refit the predicted puzzle-exact drop model on labelled history; the version is its content hash."""
-    from models import drop_model
+    from carrygate.models import drop_model
 
     cases, sources = [], []
     for path in results:
@@ -163,8 +163,8 @@ def calibrate_command(
         cases += drop_model.cases_from_result(result, model=path.stem)
         sources.append(path.name)
     if database:
-        from app.settings import Settings
-        from workers.calibration_history import labelled_results
+        from carrygate.app.settings import Settings
+        from carrygate.workers.calibration_history import labelled_results
 
         for job_id, result in labelled_results(Settings()):
             cases += drop_model.cases_from_result(result, model=f"job-{job_id}")
@@ -177,9 +177,9 @@ def calibrate_command(
     console.print(f"calibration {calibration.version}: {calibration.candidates} candidates, {calibration.changed_puzzles} changed "
                   f"answers, conformal q {calibration.conformal_q:.2f} -> {out}")
     if store:
-        from app.settings import Settings
-        from store.sessions import make_engine, session_factory
-        from workers.calibrations import store_calibration
+        from carrygate.app.settings import Settings
+        from carrygate.store.sessions import make_engine, session_factory
+        from carrygate.workers.calibrations import store_calibration
 
         with session_factory(make_engine(Settings().database_url))() as session:
             number = store_calibration(session, calibration)

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from app.reports import DECISION_WORDS, Cell, Report, threshold_text
+from carrygate.app.reports import DECISION_WORDS, Cell, Report, threshold_text
 
 DECISION_STYLES = {"go": "green", "no_go": "bold red", "inconclusive": "yellow"}
 

@@ -14,9 +14,9 @@ __all__ = ["install"]
 
 
 def install(app: FastAPI) -> None:
-    from app.dashboard.access import DashboardSession
-    from app.dashboard.recommend import router as recommend_router
-    from app.dashboard.routes import router
+    from carrygate.app.dashboard.access import DashboardSession
+    from carrygate.app.dashboard.recommend import router as recommend_router
+    from carrygate.app.dashboard.routes import router
 
     app.include_router(router)
     app.include_router(recommend_router)

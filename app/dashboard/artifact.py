@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.dashboard.data import RuleRow, Trace
-from models.numbers import finite
+from carrygate.app.dashboard.data import RuleRow, Trace
+from carrygate.models.numbers import finite
 
 TOP_OPS = 8
 """The op chart names the op types that take the most kernel time in any candidate; each candidate's rest is one bar."""

@@ -19,9 +19,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from gate import GatePolicy
-from models.numbers import finite, fixed
-from store.tables import JOB_SCOPE, Checkpoint, Job, ProbeSet, Verdict
+from carrygate.gate import GatePolicy
+from carrygate.models.numbers import finite, fixed
+from carrygate.store.tables import JOB_SCOPE, Checkpoint, Job, ProbeSet, Verdict
 
 Trace = dict[str, Any]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from app.dashboard import data
+from carrygate.app.dashboard import data
 
 STEPS_USED_LAYOUT = {"barmode": "group", "xaxis": {"title": {"text": "ACT steps used (halted after)"}, "dtick": 1},
                      "yaxis": {"title": {"text": "puzzles"}}, "margin": {"t": 30, "r": 10}, "legend": {"orientation": "h", "y": -0.25}}

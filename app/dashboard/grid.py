@@ -14,10 +14,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.dashboard.data import Trace, config_value, load_jobs, points_of
-from models.compress.grids import PRECISIONS
-from models.compress.spec import CompressionSpec
-from store.tables import Checkpoint
+from carrygate.app.dashboard.data import Trace, config_value, load_jobs, points_of
+from carrygate.models.compress.grids import PRECISIONS
+from carrygate.models.compress.spec import CompressionSpec
+from carrygate.store.tables import Checkpoint
 
 
 def _precision_hashes() -> dict[str, str]:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.dashboard.data import Trace, job_decision, load_jobs, points_of
-from store.tables import JOB_SCOPE, Checkpoint, Job
+from carrygate.app.dashboard.data import Trace, job_decision, load_jobs, points_of
+from carrygate.store.tables import JOB_SCOPE, Checkpoint, Job
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
-from app.dashboard.routes import _error, _page, read_access
-from app.dashboard.validity import REPO_RESULTS
-from models.recommend.plot import front_svg
-from models.recommend.results import Recommendation
+from carrygate.app.dashboard.routes import _error, _page, read_access
+from carrygate.app.dashboard.validity import REPO_RESULTS
+from carrygate.models.recommend.plot import front_svg
+from carrygate.models.recommend.results import Recommendation
 
 PREFIX = "recommend-"
 router = APIRouter(prefix="/dashboard", tags=["dashboard"], dependencies=[read_access], include_in_schema=False)

@@ -19,14 +19,14 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from sqlalchemy.orm import selectinload
 
-from app.dashboard import data, grid, history, validity
-from app.dashboard.artifact import artifact_section
-from app.dashboard.figures import figure_json, job_figures
-from app.dashboard.verdicts import verdict_pivot
-from app.deps import SessionDep, SettingsDep, require_scope
-from models.numbers import fixed
-from store.tables import FINISHED_STATUSES, Checkpoint, Job, Verdict
-from workers.queue import now
+from carrygate.app.dashboard import data, grid, history, validity
+from carrygate.app.dashboard.artifact import artifact_section
+from carrygate.app.dashboard.figures import figure_json, job_figures
+from carrygate.app.dashboard.verdicts import verdict_pivot
+from carrygate.app.deps import SessionDep, SettingsDep, require_scope
+from carrygate.models.numbers import fixed
+from carrygate.store.tables import FINISHED_STATUSES, Checkpoint, Job, Verdict
+from carrygate.workers.queue import now
 
 APP_DIR = Path(__file__).resolve().parent.parent
 TEMPLATES = Jinja2Templates(directory=str(APP_DIR / "templates"))

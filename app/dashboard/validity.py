@@ -20,8 +20,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from app.dashboard.data import DECISION_LABELS, Trace
-from models.numbers import finite
+from carrygate.app.dashboard.data import DECISION_LABELS, Trace
+from carrygate.models.numbers import finite
 
 PREFIX = "validity-"
 REPO_RESULTS = Path(__file__).resolve().parent.parent.parent / "results"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.dashboard.data import RuleRow
-from app.reports import rule_columns, threshold_text
+from carrygate.app.dashboard.data import RuleRow
+from carrygate.app.reports import rule_columns, threshold_text
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,14 @@ from fastapi import Path as Path_
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.deps import SessionDep, SettingsDep, StoreDep
-from app.errors import Conflict, PayloadTooLarge, Unprocessable, get_or_404
-from app.schemas import CheckpointList, CheckpointRead, CheckpointRegister
-from app.services.paths import confined_checkpoint
-from models.checkpoint import OWN_CONFIG, CheckpointError, read_config_json, read_config_text
-from models.files import SMALL_FILE_LIMIT, UnsafeFile, sha256_regular
-from store.tables import Checkpoint
-from workers.artifacts import CHUNK, StoredArtifact, TooLarge
+from carrygate.app.deps import SessionDep, SettingsDep, StoreDep
+from carrygate.app.errors import Conflict, PayloadTooLarge, Unprocessable, get_or_404
+from carrygate.app.schemas import CheckpointList, CheckpointRead, CheckpointRegister
+from carrygate.app.services.paths import confined_checkpoint
+from carrygate.models.checkpoint import OWN_CONFIG, CheckpointError, read_config_json, read_config_text
+from carrygate.models.files import SMALL_FILE_LIMIT, UnsafeFile, sha256_regular
+from carrygate.store.tables import Checkpoint
+from carrygate.workers.artifacts import CHUNK, StoredArtifact, TooLarge
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import func, select, text
 
-from app.db import current_revision_is_head
-from app.deps import SessionDep
-from store.tables import JOB_STATUSES, Job
+from carrygate.app.db import current_revision_is_head
+from carrygate.app.deps import SessionDep
+from carrygate.store.tables import JOB_STATUSES, Job
 
 router = APIRouter(tags=["health"])
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)

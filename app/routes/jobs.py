@@ -9,12 +9,12 @@ from fastapi.responses import FileResponse
 from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from app.deps import SessionDep, SettingsDep, StoreDep
-from app.errors import NotFound, get_or_404
-from app.schemas import JobCreate, JobList, JobRead, VerdictList, VerdictRead
-from app.services import jobs
-from store.tables import JOB_SCOPE, Job, Verdict
-from store.vocabulary import JobStatus
+from carrygate.app.deps import SessionDep, SettingsDep, StoreDep
+from carrygate.app.errors import NotFound, get_or_404
+from carrygate.app.schemas import JobCreate, JobList, JobRead, VerdictList, VerdictRead
+from carrygate.app.services import jobs
+from carrygate.store.tables import JOB_SCOPE, Job, Verdict
+from carrygate.store.vocabulary import JobStatus
 
 router = APIRouter(tags=["jobs"])
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from app.auth import create_key, list_keys, revoke_key
-from app.deps import SessionDep, require_scope
-from app.errors import NotFound
-from app.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyRead
+from carrygate.app.auth import create_key, list_keys, revoke_key
+from carrygate.app.deps import SessionDep, require_scope
+from carrygate.app.errors import NotFound
+from carrygate.app.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyRead
 
 router = APIRouter(prefix="/keys", tags=["keys"], dependencies=[require_scope("admin")],
                    responses={401: {"description": "no or an invalid API key"}, 403: {"description": "the key lacks the admin scope"}})

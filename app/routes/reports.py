@@ -6,11 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
-from app.deps import SessionDep
-from app.errors import NotFound, get_or_404
-from app.reports import Report, render_html, render_markdown
-from app.routes.jobs import job_read
-from store.tables import Job
+from carrygate.app.deps import SessionDep
+from carrygate.app.errors import NotFound, get_or_404
+from carrygate.app.reports import Report, render_html, render_markdown
+from carrygate.app.routes.jobs import job_read
+from carrygate.store.tables import Job
 
 router = APIRouter(tags=["reports"])
 

@@ -9,13 +9,13 @@ from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from app.deps import SessionDep, SettingsDep, require_scope
-from app.errors import NotFound, Unprocessable, get_or_404
-from app.schemas import WebhookCreate, WebhookCreated, WebhookDeliveryList, WebhookDeliveryRead, WebhookList, WebhookRead
-from app.settings import Settings
-from store.api_tables import Webhook, WebhookDelivery
-from store.vocabulary import DeliveryStatus
-from workers.webhooks import DeliveryConfig, UnsafeURL, check_url, redeliver
+from carrygate.app.deps import SessionDep, SettingsDep, require_scope
+from carrygate.app.errors import NotFound, Unprocessable, get_or_404
+from carrygate.app.schemas import WebhookCreate, WebhookCreated, WebhookDeliveryList, WebhookDeliveryRead, WebhookList, WebhookRead
+from carrygate.app.settings import Settings
+from carrygate.store.api_tables import Webhook, WebhookDelivery
+from carrygate.store.vocabulary import DeliveryStatus
+from carrygate.workers.webhooks import DeliveryConfig, UnsafeURL, check_url, redeliver
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"], dependencies=[require_scope("admin")],
                    responses={401: {"description": "no or an invalid API key"}, 403: {"description": "the key lacks the admin scope"}})

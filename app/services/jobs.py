@@ -10,17 +10,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.errors import Conflict, Unprocessable, get_or_404
-from app.schemas import BuilderProbe, JobCreate
-from app.services.paths import confined_checkpoint
-from app.settings import Settings
-from models.budget import job_cost
-from models.compress.fit import spec_problems
-from models.config import HRMConfig, ModelConfig, TRMConfig
-from models.files import SMALL_FILE_LIMIT, check_regular
-from store.tables import FINISHED_STATUSES, Checkpoint, Job, ProbeSet
-from workers.pipeline import candidate_rows, probe_hash
-from workers.queue import now
+from carrygate.app.errors import Conflict, Unprocessable, get_or_404
+from carrygate.app.schemas import BuilderProbe, JobCreate
+from carrygate.app.services.paths import confined_checkpoint
+from carrygate.app.settings import Settings
+from carrygate.models.budget import job_cost
+from carrygate.models.compress.fit import spec_problems
+from carrygate.models.config import HRMConfig, ModelConfig, TRMConfig
+from carrygate.models.files import SMALL_FILE_LIMIT, check_regular
+from carrygate.store.tables import FINISHED_STATUSES, Checkpoint, Job, ProbeSet
+from carrygate.workers.pipeline import candidate_rows, probe_hash
+from carrygate.workers.queue import now
 
 # Built once: a TypeAdapter costs milliseconds to construct, which showed on POST /jobs under load.
 _model_config = TypeAdapter(ModelConfig)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.errors import Unprocessable
-from app.settings import Settings
-from models.checkpoint import OWN_CONFIG, CheckpointError, resolve_weights
-from models.files import UnsafeFile
+from carrygate.app.errors import Unprocessable
+from carrygate.app.settings import Settings
+from carrygate.models.checkpoint import OWN_CONFIG, CheckpointError, resolve_weights
+from carrygate.models.files import UnsafeFile
 
 CONFIG_FILES = (OWN_CONFIG, "all_config.yaml")
 

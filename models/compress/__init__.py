@@ -14,13 +14,13 @@ from collections.abc import Iterable
 
 import torch
 
-from models.compress.activations import quantize_activations_
-from models.compress.carry import carry_codec
-from models.compress.half import emulate_half_, emulated
-from models.compress.noise import add_weight_noise_
-from models.compress.spec import PRECISION_DTYPES, CompressionSpec, describe
-from models.compress.structure import compress_puzzle_embedding_, depth_updates, precision_updates, prune_, rebuild
-from models.reasoner import RecursiveReasoner
+from carrygate.models.compress.activations import quantize_activations_
+from carrygate.models.compress.carry import carry_codec
+from carrygate.models.compress.half import emulate_half_, emulated
+from carrygate.models.compress.noise import add_weight_noise_
+from carrygate.models.compress.spec import PRECISION_DTYPES, CompressionSpec, describe
+from carrygate.models.compress.structure import compress_puzzle_embedding_, depth_updates, precision_updates, prune_, rebuild
+from carrygate.models.reasoner import RecursiveReasoner
 
 __all__ = ["CompressionSpec", "apply", "describe"]
 
@@ -38,7 +38,7 @@ def private_copy(model: RecursiveReasoner) -> RecursiveReasoner:
 
 
 def _load_candidate_weights(spec: CompressionSpec, reference: RecursiveReasoner) -> RecursiveReasoner:
-    from models.checkpoint import CheckpointError, load_checkpoint, load_state_into
+    from carrygate.models.checkpoint import CheckpointError, load_checkpoint, load_state_into
 
     assert spec.checkpoint is not None
     try:
@@ -72,7 +72,7 @@ def apply(
     Raises:
         ValueError: naming the spec field that does not fit the model.
     """
-    from models.compress.weights import quantize_weights
+    from carrygate.models.compress.weights import quantize_weights
 
     candidate = _load_candidate_weights(spec, model) if spec.checkpoint else private_copy(model)
     updates: dict[str, object] = {}

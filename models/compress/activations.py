@@ -14,9 +14,9 @@ from functools import partial
 import torch
 from torch import nn
 
-from models.compress.scope import select_linears
-from models.compress.spec import ActivationSpec
-from models.reasoner import RecursiveReasoner
+from carrygate.models.compress.scope import select_linears
+from carrygate.models.compress.spec import ActivationSpec
+from carrygate.models.reasoner import RecursiveReasoner
 
 
 class StepRangeObserver:

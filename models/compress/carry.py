@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from models.compress.spec import CarrySpec
-from models.reasoner import Carry
+from carrygate.models.compress.spec import CarrySpec
+from carrygate.models.reasoner import Carry
 
 
 def quantize_dequantize_per_token(z: torch.Tensor, bits: int = 8) -> torch.Tensor:

@@ -3,8 +3,8 @@ so the API can reject a misfit at submission (422) instead of failing the job la
 
 from __future__ import annotations
 
-from models.compress.spec import CompressionSpec
-from models.config import HRMConfig, TRMConfig, swiglu_intermediate
+from carrygate.models.compress.spec import CompressionSpec
+from carrygate.models.config import HRMConfig, TRMConfig, swiglu_intermediate
 
 
 def linear_in_features(config: TRMConfig | HRMConfig) -> dict[str, int]:
@@ -26,7 +26,7 @@ def linear_in_features(config: TRMConfig | HRMConfig) -> dict[str, int]:
 
 def spec_problems(spec: CompressionSpec, config: TRMConfig | HRMConfig) -> list[str]:
     """Reasons (each naming the spec field) why `spec` cannot apply to a model with `config`."""
-    from models.compress.scope import matches
+    from carrygate.models.compress.scope import matches
 
     problems: list[str] = []
     selected = {n: w for n, w in linear_in_features(config).items() if matches(n, spec.include) and not matches(n, spec.exclude)}

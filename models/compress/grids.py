@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.compress.spec import CompressionSpec
-from models.config import HRMConfig, TRMConfig
+from carrygate.models.compress.spec import CompressionSpec
+from carrygate.models.config import HRMConfig, TRMConfig
 
 # The paper's sweep (README "Reproducing the paper"); each entry equals examples/specs/<name>.yaml.
 PAPER: dict[str, dict[str, Any]] = {

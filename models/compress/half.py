@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.layers import CastedEmbedding, ReasoningBlock
-from models.reasoner import RecursiveReasoner
+from carrygate.models.layers import CastedEmbedding, ReasoningBlock
+from carrygate.models.reasoner import RecursiveReasoner
 
 _NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 

@@ -10,8 +10,8 @@ import hashlib
 import torch
 from torch import nn
 
-from models.compress.scope import select_linears
-from models.compress.spec import NoiseSpec
+from carrygate.models.compress.scope import select_linears
+from carrygate.models.compress.spec import NoiseSpec
 
 
 def _layer_seed(seed: int, name: str) -> int:

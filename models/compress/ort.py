@@ -28,10 +28,10 @@ import numpy as np
 import onnx
 import torch
 
-from models.compress.spec import OnnxRuntimeSpec
-from models.export import OrtReasoner, check_export, export_step
-from models.reasoner import Carry, RecursiveReasoner
-from models.results import OnnxArtifact
+from carrygate.models.compress.spec import OnnxRuntimeSpec
+from carrygate.models.export import OrtReasoner, check_export, export_step
+from carrygate.models.reasoner import Carry, RecursiveReasoner
+from carrygate.models.results import OnnxArtifact
 
 
 @dataclass

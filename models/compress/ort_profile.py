@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.export import HostInputs, OrtReasoner, ort_session
-from models.results import LocalProfile, OpTime
+from carrygate.models.export import HostInputs, OrtReasoner, ort_session
+from carrygate.models.results import LocalProfile, OpTime
 
 # Runs in a fresh interpreter that imports only numpy and onnxruntime, so its peak RSS is the session's.
 _MEMORY_PROBE = """

@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.files import yaml_mapping
+from carrygate.models.files import yaml_mapping
 
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}

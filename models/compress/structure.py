@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import torch
 
-from models import build_model
-from models.compress.half import emulated
-from models.compress.scope import select_linears
-from models.compress.spec import PRECISION_DTYPES, DepthSpec, PruneSpec, PuzzleEmbeddingSpec
-from models.layers import Attention, SwiGLU
-from models.reasoner import RecursiveReasoner
+from carrygate.models import build_model
+from carrygate.models.compress.half import emulated
+from carrygate.models.compress.scope import select_linears
+from carrygate.models.compress.spec import PRECISION_DTYPES, DepthSpec, PruneSpec, PuzzleEmbeddingSpec
+from carrygate.models.layers import Attention, SwiGLU
+from carrygate.models.reasoner import RecursiveReasoner
 
 
 def rebuild(model: RecursiveReasoner, **updates: object) -> RecursiveReasoner:
     """The same weights under a changed config (depth, forward dtype). Validates the new config."""
-    from models.checkpoint import load_state_into
+    from carrygate.models.checkpoint import load_state_into
 
     config = type(model.config).model_validate(model.config.model_dump() | updates)
     new = build_model(config)

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.compress.quant import Granularity, QTensor, dequantize_affine, pack_int4, quantize_affine, unpack_int4
-from models.compress.scope import select_linears
-from models.compress.spec import (
+from carrygate.models.compress.quant import Granularity, QTensor, dequantize_affine, pack_int4, quantize_affine, unpack_int4
+from carrygate.models.compress.scope import select_linears
+from carrygate.models.compress.spec import (
     BnbFourBitWeights,
     Int4Weights,
     Int8BnbWeights,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from models.compress.scope import matches
-from models.reasoner import RecursiveReasoner
+from carrygate.models.compress.scope import matches
+from carrygate.models.reasoner import RecursiveReasoner
 
 # What a Linear's parent module is, by its attribute name in models/layers.py (TRM and HRM blocks).
 KINDS = {"mlp_t": "token_mixer", "mlp": "channel_mlp", "self_attn": "attention", "lm_head": "heads", "q_head": "heads"}

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from html import escape
 
-from models.recommend.results import Recommendation
-from models.recommend.search import badness
+from carrygate.models.recommend.results import Recommendation
+from carrygate.models.recommend.search import badness
 
 W, H, PAD = 640, 360, 48
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from models.config import HRMConfig, TRMConfig
-from models.reasoner import Carry, RecursiveReasoner, StepOutput
+from carrygate.models.config import HRMConfig, TRMConfig
+from carrygate.models.reasoner import Carry, RecursiveReasoner, StepOutput
 
 
 def batch_key(inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> str:

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.recommend.groups import ModuleGroup
+from carrygate.models.recommend.groups import ModuleGroup
 
 
 class _Data(BaseModel):

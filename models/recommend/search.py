@@ -26,14 +26,14 @@ from typing import Any
 
 import torch
 
-from models.compress import CompressionSpec, apply
-from models.drop_model import DropCalibration
-from models.evaluate import Probe, build_candidates, measure, noise_floor
-from models.footprint import footprint
-from models.reasoner import RecursiveReasoner
-from models.recommend.groups import ModuleGroup, kinds, layer_of, module_groups
-from models.recommend.replay import FromStep, Replay
-from models.recommend.results import (
+from carrygate.models.compress import CompressionSpec, apply
+from carrygate.models.drop_model import DropCalibration
+from carrygate.models.evaluate import Probe, build_candidates, measure, noise_floor
+from carrygate.models.footprint import footprint
+from carrygate.models.reasoner import RecursiveReasoner
+from carrygate.models.recommend.groups import ModuleGroup, kinds, layer_of, module_groups
+from carrygate.models.recommend.replay import FromStep, Replay
+from carrygate.models.recommend.results import (
     Budget,
     Cost,
     Damage,
@@ -44,8 +44,8 @@ from models.recommend.results import (
     SensitivityMap,
     Tolerance,
 )
-from models.results import EvaluationResult, ModelResult
-from models.trajectory import Candidate, run_lockstep
+from carrygate.models.results import EvaluationResult, ModelResult
+from carrygate.models.trajectory import Candidate, run_lockstep
 
 WIDTHS = (2, 3, 4, 5, 6, 8)  # bit widths a group can take; None (float) above 8
 PROTECT_BITS = 8  # the first protection rung; float is the second

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from models.tasks.dataset import write_identifiers, write_split
+from carrygate.models.tasks.dataset import write_identifiers, write_split
 
 GRID_SIZE = 30
 SEQ_LEN = GRID_SIZE * GRID_SIZE

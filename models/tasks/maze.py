@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.tasks.dataset import DatasetMetadata, one_puzzle_per_example, write_identifiers
+from carrygate.models.tasks.dataset import DatasetMetadata, one_puzzle_per_example, write_identifiers
 
 CHARSET = "# SGo"
 VOCAB_SIZE = len(CHARSET) + 1

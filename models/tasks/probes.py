@@ -32,16 +32,16 @@ def build_probe(folder: Path, builder: str, *, seq_len: int, size: int, seed: in
     """
     args = args or {}
     if builder == "sudoku":
-        from models.tasks.sudoku import build_sudoku
+        from carrygate.models.tasks.sudoku import build_sudoku
 
         build_sudoku(folder, givens=int(args.get("givens", 30)), train_puzzles=0, num_aug=0, test_puzzles=size, seed=seed)
     elif builder == "maze":
-        from models.tasks.maze import build_maze
+        from carrygate.models.tasks.maze import build_maze
 
         build_maze(folder, size=int(args.get("size_side", math.isqrt(seq_len))), train_mazes=0, test_mazes=size,
                    loops=float(args.get("loops", 0.1)), seed=seed)
     elif builder == "arc":
-        from models.tasks.arc import build_arc
+        from carrygate.models.tasks.arc import build_arc
 
         build_arc(folder, version=str(args.get("version", "arc1")), num_aug=0, seed=seed, limit_tasks=size)
     else:

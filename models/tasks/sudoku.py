@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.tasks.dataset import DatasetMetadata, one_puzzle_per_example, write_identifiers
+from carrygate.models.tasks.dataset import DatasetMetadata, one_puzzle_per_example, write_identifiers
 
 VOCAB_SIZE = 11  # 9x9; a size-n grid has vocab n + 2 (PAD, blank, digits 1..n)
 # Box shape (rows, cols) per supported grid side. 6x6 uses 2x3 boxes, the usual mini-Sudoku.

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from models.compress.grids import PAPER, precision_depth_grid
+from carrygate.models.compress.grids import PAPER, precision_depth_grid
 from tests.conftest import REPO, make_tiny_zoo_model, tiny_trm
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -93,7 +93,7 @@ def dashboard_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashb
     env = {**os.environ, "CARRYGATE_DATA_DIR": str(root / "data"), "CARRYGATE_HEARTBEAT_SECONDS": "0.3", "OMP_NUM_THREADS": "1",
            "CARRYGATE_DATABASE_URL": "", "CARRYGATE_ARTIFACT_STORE": "", "CARRYGATE_API_KEYS": ""}
     log = (ARTIFACTS / "server.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "carrygate.app", "serve", "--host", "127.0.0.1", "--port", str(port)],
                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=url, timeout=30)

@@ -31,8 +31,8 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
            "CARRYGATE_ARTIFACT_STORE": "", "OMP_NUM_THREADS": "1"}
     ARTIFACTS.mkdir(exist_ok=True)
     with (ARTIFACTS / "server-keys.log").open("w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-workers"],
-                                   cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        command = [sys.executable, "-m", "carrygate.app", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-workers"]
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 60

@@ -17,8 +17,8 @@ from selenium.common.exceptions import JavascriptException, StaleElementReferenc
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 
-from app.dashboard.artifact import TOP_OPS
-from app.dashboard.routes import PLOTLY_JS
+from carrygate.app.dashboard.artifact import TOP_OPS
+from carrygate.app.dashboard.routes import PLOTLY_JS
 from tests.browser.conftest import ARTIFACTS, FAMILY, ORT_CANDIDATE, DashboardServer, sweep_specs
 from tests.conftest import make_tiny_zoo_model
 

@@ -1,6 +1,6 @@
 """The signal-validity page (/dashboard/validity) in headless Chromium against a real server.
 
-The server (`python -m app serve`, its own data dir) reads `validity-*.json` files that this test writes
+The server (`python -m carrygate.app serve`, its own data dir) reads `validity-*.json` files that this test writes
 into CARRYGATE_VALIDITY_DIR, in the layout `carrygate validate --json` writes (the validity section is
 built with models/validity.py's own models). Expected values come from those files, never from the
 dashboard's data module; charts are read back from the DOM (Plotly's `gd.data` and the SVG it drew).
@@ -19,7 +19,7 @@ import httpx
 import pytest
 from selenium.webdriver.common.by import By
 
-from models.validity import GateAgreement, PredictionValidity, SignalValidity, ValidityReport
+from carrygate.models.validity import GateAgreement, PredictionValidity, SignalValidity, ValidityReport
 from tests.browser.conftest import ARTIFACTS, free_port
 from tests.browser.test_dashboard_pages import count, figure, shot, wait_until
 from tests.conftest import REPO
@@ -69,7 +69,7 @@ def validity_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {**os.environ, "CARRYGATE_DATA_DIR": str(root / "data"), "CARRYGATE_VALIDITY_DIR": str(results), "OMP_NUM_THREADS": "1",
            "CARRYGATE_DATABASE_URL": "", "CARRYGATE_ARTIFACT_STORE": "", "CARRYGATE_API_KEYS": ""}
     log = (ARTIFACTS / "validity-server.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "carrygate.app", "serve", "--host", "127.0.0.1", "--port", str(port)],
                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

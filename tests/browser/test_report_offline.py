@@ -10,12 +10,12 @@ from typing import Any
 
 from selenium.webdriver.common.by import By
 
-from app.reports import Report, render_html
-from gate import GatePolicy, judge
-from models import build_model
-from models.compress.grids import PAPER
-from models.compress.spec import CompressionSpec
-from models.evaluate import Probe, evaluate
+from carrygate.app.reports import Report, render_html
+from carrygate.gate import GatePolicy, judge
+from carrygate.models import build_model
+from carrygate.models.compress.grids import PAPER
+from carrygate.models.compress.spec import CompressionSpec
+from carrygate.models.evaluate import Probe, evaluate
 from tests.browser.conftest import ARTIFACTS
 from tests.browser.test_dashboard_pages import figure
 from tests.conftest import tiny_trm

@@ -16,9 +16,9 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.settings import Settings
-from models.checkpoint import save_checkpoint
+from carrygate.app.main import create_app
+from carrygate.app.settings import Settings
+from carrygate.models.checkpoint import save_checkpoint
 from tests.conftest import REPO, make_tiny_zoo_model
 from tests.service.waiting import wait_for
 
@@ -186,7 +186,7 @@ def test_upload_dedup_and_corrupt_checkpoint_fails_only_its_job(client: TestClie
 
 
 def test_non_finite_candidate_gets_a_no_go(client: TestClient, tiny_checkpoint: Path, tmp_path: Path) -> None:
-    from models.checkpoint import load_checkpoint
+    from carrygate.models.checkpoint import load_checkpoint
 
     broken = load_checkpoint(tiny_checkpoint).model
     with torch.no_grad():

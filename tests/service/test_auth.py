@@ -11,13 +11,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from app.auth import RateLimiter, grants
-from app.cli import app as cli_app
-from app.cli.service import is_loopback
-from app.main import create_app
-from app.settings import Settings, get_settings
-from store.api_tables import ApiKey
-from store.sessions import make_engine, session_factory
+from carrygate.app.auth import RateLimiter, grants
+from carrygate.app.cli import app as cli_app
+from carrygate.app.cli.service import is_loopback
+from carrygate.app.main import create_app
+from carrygate.app.settings import Settings, get_settings
+from carrygate.store.api_tables import ApiKey
+from carrygate.store.sessions import make_engine, session_factory
 
 JOB = {"checkpoint_id": "none", "candidates": [{"name": "int8", "weights": {"method": "int8-channel"}}]}
 

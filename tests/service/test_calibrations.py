@@ -10,13 +10,13 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from app.cli import app as cli
-from app.main import create_app
-from models.drop_model import default_calibration
-from store.sessions import make_engine, session_factory
+from carrygate.app.cli import app as cli
+from carrygate.app.main import create_app
+from carrygate.models.drop_model import default_calibration
+from carrygate.store.sessions import make_engine, session_factory
+from carrygate.workers.calibrations import stored_calibrations
 from tests.service.test_api import INT8, NAIVE, register, settings_for, tiny_checkpoint  # noqa: F401 (fixture)
 from tests.service.waiting import wait_for
-from workers.calibrations import stored_calibrations
 
 NOISE = {"name": "noise", "noise": {"sigma": 0.3, "seed": 1}}
 

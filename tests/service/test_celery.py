@@ -20,16 +20,16 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from app.db import upgrade_to_head
-from app.main import celery_config, create_app
-from app.settings import Settings
-from store.sessions import make_engine, session_factory
-from store.tables import Checkpoint, Job, ProbeSet
+from carrygate.app.db import upgrade_to_head
+from carrygate.app.main import celery_config, create_app
+from carrygate.app.settings import Settings
+from carrygate.store.sessions import make_engine, session_factory
+from carrygate.store.tables import Checkpoint, Job, ProbeSet
+from carrygate.workers.celery_app import create_celery, sender
+from carrygate.workers.distributed import claim_job, dispatch_due, release_job
+from carrygate.workers.queue import now
 from tests.conftest import REPO, make_tiny_zoo_model
 from tests.service.waiting import wait_for
-from workers.celery_app import create_celery, sender
-from workers.distributed import claim_job, dispatch_due, release_job
-from workers.queue import now
 
 BROKER = "redis://127.0.0.1:6379/0"
 INT8 = {"name": "int8", "weights": {"method": "int8-channel"}}

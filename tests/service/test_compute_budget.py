@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from app.main import create_app
-from models.budget import job_cost
-from models.checkpoint import load_checkpoint
-from models.compress.spec import CompressionSpec
+from carrygate.app.main import create_app
+from carrygate.models.budget import job_cost
+from carrygate.models.checkpoint import load_checkpoint
+from carrygate.models.compress.spec import CompressionSpec
 from tests.conftest import make_tiny_zoo_model
 from tests.service.live_server import live_server
 from tests.service.test_api import INT8, settings_for, start_worker

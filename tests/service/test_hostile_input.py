@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.guard import MAX_JSON_STRING, json_safe, validation_error_handler
-from app.main import create_app
+from carrygate.app.guard import MAX_JSON_STRING, json_safe, validation_error_handler
+from carrygate.app.main import create_app
 from tests.conftest import make_tiny_zoo_model
 from tests.service.live_server import live_server
 from tests.service.test_api import INT8, settings_for, start_worker
@@ -268,7 +268,7 @@ def test_the_worker_checks_candidate_and_probe_paths_again(database_url: str, tm
 def test_non_finite_reference_weights_fail_the_job_naming_the_tensor(database_url: str, tmp_path: Path, tiny: Path, value: float) -> None:
     import torch
 
-    from models.checkpoint import load_checkpoint, save_checkpoint
+    from carrygate.models.checkpoint import load_checkpoint, save_checkpoint
 
     broken = load_checkpoint(tiny).model
     with torch.no_grad():

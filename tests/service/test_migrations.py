@@ -15,10 +15,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select
 from sqlalchemy.exc import IntegrityError, StatementError
 
-from app.db import current_revision_is_head, downgrade_to, head_revision, make_engine, session_factory, upgrade_to_head
-from app.settings import Settings, get_settings
-from models.compress.spec import CompressionSpec
-from store.tables import JOB_SCOPE, Base, Candidate, Checkpoint, Job, ProbeSet, Result, Verdict
+from carrygate.app.db import current_revision_is_head, downgrade_to, head_revision, make_engine, session_factory, upgrade_to_head
+from carrygate.app.settings import Settings, get_settings
+from carrygate.models.compress.spec import CompressionSpec
+from carrygate.store.tables import JOB_SCOPE, Base, Candidate, Checkpoint, Job, ProbeSet, Result, Verdict
 
 TABLES = {"checkpoints", "probe_sets", "jobs", "candidates", "results", "verdicts", "api_keys", "webhooks", "webhook_deliveries",
           "webhook_attempts", "job_shards", "drop_calibrations"}

@@ -31,8 +31,8 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from app.main import create_app
-from app.settings import Settings
+from carrygate.app.main import create_app
+from carrygate.app.settings import Settings
 
 ADMIN = "conformance-admin-key"
 _root = Path(tempfile.mkdtemp(prefix="carrygate-conformance-"))

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from app.main import create_app
-from app.settings import Settings
+from carrygate.app.main import create_app
+from carrygate.app.settings import Settings
 
 ADMIN = "fuzz-admin-key"
 _root = Path(tempfile.mkdtemp(prefix="carrygate-fuzz-"))

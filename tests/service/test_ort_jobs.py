@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
+from carrygate.app.main import create_app
 from tests.conftest import make_tiny_zoo_model
 from tests.service.test_api import register, settings_for, wait_for
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
+from carrygate.app.main import create_app
 from tests.conftest import REPO
 from tests.service.test_api import INT8, NAIVE, register, settings_for, tiny_checkpoint  # noqa: F401  (fixture)
 from tests.service.test_gate_cli import POLICIES, checkpoint, gate, server  # noqa: F401  (fixtures)

@@ -21,18 +21,18 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from app.main import create_app
-from app.settings import Settings
-from store.sessions import make_engine, session_factory
-from store.tables import Job, JobShard
+from carrygate.app.main import create_app
+from carrygate.app.settings import Settings
+from carrygate.store.sessions import make_engine, session_factory
+from carrygate.store.tables import Job, JobShard
+from carrygate.workers.artifacts import ArtifactStore
+from carrygate.workers.context import WorkerContext
+from carrygate.workers.distributed import claim_job
+from carrygate.workers.pipeline import run_job
+from carrygate.workers.queue import now
+from carrygate.workers.shards import claim_shard, fan_out, run_shard, shard_ranges
 from tests.conftest import make_tiny_zoo_model
 from tests.service.test_celery import INT8, NAIVE, queue, settings_for, wait_for, workers  # noqa: F401  (fixtures)
-from workers.artifacts import ArtifactStore
-from workers.context import WorkerContext
-from workers.distributed import claim_job
-from workers.pipeline import run_job
-from workers.queue import now
-from workers.shards import claim_shard, fan_out, run_shard, shard_ranges
 
 PUZZLES = 60
 OPTIONS = {"batch_size": 2, "labels": True}

@@ -16,12 +16,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.settings import Settings
-from store.api_tables import Webhook
-from store.sessions import make_engine, session_factory
-from tests.conftest import make_tiny_zoo_model
-from workers.webhooks import (
+from carrygate.app.main import create_app
+from carrygate.app.settings import Settings
+from carrygate.store.api_tables import Webhook
+from carrygate.store.sessions import make_engine, session_factory
+from carrygate.workers.webhooks import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
     DeliveryConfig,
@@ -33,6 +32,7 @@ from workers.webhooks import (
     sign,
     verify_signature,
 )
+from tests.conftest import make_tiny_zoo_model
 
 SECRET = "whsec_test_0123456789abcdef"
 INT8 = {"name": "int8", "weights": {"method": "int8-channel"}}
@@ -178,7 +178,7 @@ def test_delivery_gives_up_after_the_window_and_logs_every_attempt(database_url:
     receiver.start()
     engine = make_engine(database_url)
     try:
-        from app.db import upgrade_to_head
+        from carrygate.app.db import upgrade_to_head
 
         upgrade_to_head(database_url)
         factory = session_factory(engine)
@@ -199,7 +199,7 @@ def test_delivery_gives_up_after_the_window_and_logs_every_attempt(database_url:
         with factory() as session:
             from sqlalchemy import update
 
-            from store.api_tables import WebhookDelivery
+            from carrygate.store.api_tables import WebhookDelivery
 
             session.execute(update(WebhookDelivery).values(next_attempt_at=WebhookDelivery.created_at))
             session.commit()
@@ -278,10 +278,10 @@ def test_signature_format_and_verification() -> None:
 def test_a_job_that_kills_its_workers_sends_job_failed(database_url: str) -> None:
     from datetime import timedelta
 
-    from app.db import upgrade_to_head
-    from store.api_tables import WebhookDelivery
-    from store.tables import Checkpoint, Job, ProbeSet
-    from workers.queue import MAX_ATTEMPTS, claim_next_job, now
+    from carrygate.app.db import upgrade_to_head
+    from carrygate.store.api_tables import WebhookDelivery
+    from carrygate.store.tables import Checkpoint, Job, ProbeSet
+    from carrygate.workers.queue import MAX_ATTEMPTS, claim_next_job, now
 
     upgrade_to_head(database_url)
     engine = make_engine(database_url)

@@ -11,12 +11,12 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from models.checkpoint import load_checkpoint
-from models.export import OrtReasoner, export_step
-from models.tasks.dataset import read_split
+from carrygate.models.checkpoint import load_checkpoint
+from carrygate.models.export import OrtReasoner, export_step
+from carrygate.models.tasks.dataset import read_split
+from carrygate.workers.profile.aihub import AiHubOptions, StepProbe, profile_on_devices, real_client, reference_step_probe, resolve_token
 from tests import fake_qai_hub
 from tests.conftest import ZOO
-from workers.profile.aihub import AiHubOptions, StepProbe, profile_on_devices, real_client, reference_step_probe, resolve_token
 
 S24 = "Samsung Galaxy S24 (Family)"
 
@@ -116,10 +116,10 @@ def test_token_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_job_stage_end_to_end_against_the_fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """evaluate (ORT candidate file) -> attach_device_profiles (the pipeline's AI Hub stage) -> gate."""
-    from gate import GatePolicy, judge
-    from models.compress import CompressionSpec
-    from models.evaluate import Probe, evaluate
-    from workers.profile.aihub import attach_device_profiles
+    from carrygate.gate import GatePolicy, judge
+    from carrygate.models.compress import CompressionSpec
+    from carrygate.models.evaluate import Probe, evaluate
+    from carrygate.workers.profile.aihub import attach_device_profiles
 
     torch.set_num_threads(1)
     model = load_checkpoint(ZOO / "maze-att").model

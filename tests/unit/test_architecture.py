@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import HRMConfig, TRMConfig, build_model
+from carrygate.models import HRMConfig, TRMConfig, build_model
 from tests.conftest import tiny_trm
 
 FULL = {"H_cycles": 3, "L_layers": 2, "hidden_size": 512, "expansion": 4, "num_heads": 8, "puzzle_emb_ndim": 512, "halt_max_steps": 16}

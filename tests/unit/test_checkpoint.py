@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
-from models import build_model
-from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from carrygate.models import build_model
+from carrygate.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tests.conftest import tiny_trm
 
 ARCH_TRM = {
@@ -163,7 +163,7 @@ def test_safetensors_round_trip(tmp_path: Path) -> None:
 
 
 def test_hrm_checkpoint_file(tmp_path: Path) -> None:
-    from models import HRMConfig
+    from carrygate.models import HRMConfig
 
     config = HRMConfig(seq_len=9, vocab_size=5, num_puzzle_identifiers=3, puzzle_emb_ndim=16, H_cycles=2, L_cycles=2, H_layers=2,
                        L_layers=2, hidden_size=16, expansion=2, num_heads=2, halt_max_steps=2, forward_dtype="float32")

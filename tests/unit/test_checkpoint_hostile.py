@@ -15,8 +15,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models import build_model
-from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from carrygate.models import build_model
+from carrygate.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tests.conftest import tiny_trm
 from tests.unit.test_checkpoint import ARCH_TRM, write_official
 

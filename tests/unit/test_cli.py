@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import load_checkpoint
+from carrygate.models.checkpoint import load_checkpoint
 from tests.conftest import REPO, ZOO
 
 # every shipped model: a new zoo folder is covered without editing this list
@@ -19,7 +19,7 @@ ZOO_NAMES = sorted(p.parent.name for p in ZOO.glob("*/card.json"))
 
 
 def carrygate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, cwd=REPO, timeout=600)
+    return subprocess.run([sys.executable, "-m", "carrygate.app", *args], capture_output=True, text=True, cwd=REPO, timeout=600)
 
 
 @pytest.mark.parametrize("name", ZOO_NAMES)

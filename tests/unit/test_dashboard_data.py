@@ -20,24 +20,24 @@ import yaml
 from markupsafe import escape
 from sqlalchemy.orm import Session
 
-from app.dashboard import data, grid, history
-from app.dashboard.artifact import OTHER_OPS, TOP_OPS, artifact_section
-from app.dashboard.figures import figure_json
-from app.dashboard.verdicts import verdict_pivot
-from app.db import make_engine, session_factory, upgrade_to_head
-from gate import GatePolicy, judge
-from models.checkpoint import load_checkpoint
-from models.compress.grids import PAPER, precision_depth_grid
-from models.compress.spec import CompressionSpec
-from models.evaluate import Probe, evaluate
-from models.results import Curve, EvaluationResult, Footprint, ModelResult, Summary
-from models.tasks.dataset import read_split
-from store.tables import JOB_SCOPE, Checkpoint, Job, ProbeSet, Result, Verdict
+from carrygate.app.dashboard import data, grid, history
+from carrygate.app.dashboard.artifact import OTHER_OPS, TOP_OPS, artifact_section
+from carrygate.app.dashboard.figures import figure_json
+from carrygate.app.dashboard.verdicts import verdict_pivot
+from carrygate.app.db import make_engine, session_factory, upgrade_to_head
+from carrygate.gate import GatePolicy, judge
+from carrygate.models.checkpoint import load_checkpoint
+from carrygate.models.compress.grids import PAPER, precision_depth_grid
+from carrygate.models.compress.spec import CompressionSpec
+from carrygate.models.evaluate import Probe, evaluate
+from carrygate.models.results import Curve, EvaluationResult, Footprint, ModelResult, Summary
+from carrygate.models.tasks.dataset import read_split
+from carrygate.store.tables import JOB_SCOPE, Checkpoint, Job, ProbeSet, Result, Verdict
+from carrygate.workers.pipeline import candidate_rows
+from carrygate.workers.profile.aihub import AiHubOptions, attach_device_profiles
 from tests import fake_qai_hub
 from tests.conftest import REPO, make_tiny_zoo_model, tiny_trm
 from tests.service.conftest import pg_url  # noqa: F401  (fixture used through database_url)
-from workers.pipeline import candidate_rows
-from workers.profile.aihub import AiHubOptions, attach_device_profiles
 
 SUDOKU_CONFIG = {"config_json": {"vocab_size": 11, "seq_len": 81, "H_cycles": 2}}
 
@@ -277,8 +277,8 @@ def test_pages_render_in_process(tmp_path: Path, database_url: str, session: Ses
     """Every page renders from the same data (in-process, no worker, no browser); unknown ids are 404 pages."""
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
-    from app.settings import Settings
+    from carrygate.app.main import create_app
+    from carrygate.app.settings import Settings
 
     ckpt = add_checkpoint(session, "m", "a", datetime(2026, 1, 1, tzinfo=UTC))
     job = add_job(session, ckpt, [(INT8, {"fidelity": 0.999, "exact": 0.8, "cell": 0.95})])
@@ -383,8 +383,8 @@ def test_artifact_section_shows_ai_hub_devices_and_an_inconclusive_reason(sessio
     """The same file on the AI Hub fake: one device that compiled and ran, one submission that was rate-limited."""
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
-    from app.settings import Settings
+    from carrygate.app.main import create_app
+    from carrygate.app.settings import Settings
 
     result = ort_measured.result.model_copy(deep=True)
     probe = ort_measured.probe

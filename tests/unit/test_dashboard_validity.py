@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from app.dashboard import validity
-from models import signals
-from models import validity as model_validity
-from models.validity import GateAgreement, PredictionValidity, SignalValidity, ValidityReport
+from carrygate.app.dashboard import validity
+from carrygate.models import signals
+from carrygate.models import validity as model_validity
+from carrygate.models.validity import GateAgreement, PredictionValidity, SignalValidity, ValidityReport
 
 
 def candidate(name: str, fidelity: float, delta: float | None, decision: str | None, **extra: Any) -> dict[str, Any]:
@@ -144,8 +144,8 @@ def test_load_document_rereads_a_changed_file_and_refuses_others(tmp_path: Path)
 def test_validity_pages_render_in_process(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
-    from app.settings import Settings
+    from carrygate.app.main import create_app
+    from carrygate.app.settings import Settings
 
     folder = tmp_path / "results"
     folder.mkdir()

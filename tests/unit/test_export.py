@@ -12,9 +12,9 @@ import onnx
 import pytest
 import torch
 
-from models.checkpoint import load_checkpoint
-from models.export import FLASH_ROW_INPUT, INPUT_NAMES, OPSET, OUTPUT_NAMES, OrtReasoner, check_export, export_step, read_metadata
-from models.tasks.dataset import read_split
+from carrygate.models.checkpoint import load_checkpoint
+from carrygate.models.export import FLASH_ROW_INPUT, INPUT_NAMES, OPSET, OUTPUT_NAMES, OrtReasoner, check_export, export_step, read_metadata
+from carrygate.models.tasks.dataset import read_split
 from tests.conftest import REPO, ZOO
 
 
@@ -93,7 +93,7 @@ def test_export_cli_reports_max_abs_diff(tmp_path: Path) -> None:
     spec = tmp_path / "prune.yaml"
     spec.write_text("name: prune-25\nprune: {sparsity: 0.25}\n")
     out = tmp_path / "step.onnx"
-    run = subprocess.run([sys.executable, "-m", "app", "export", str(ZOO / "sudoku-mlp"), "--out", str(out), "--spec", str(spec),
+    run = subprocess.run([sys.executable, "-m", "carrygate.app", "export", str(ZOO / "sudoku-mlp"), "--out", str(out), "--spec", str(spec),
                           "--batch-size", "1", "--check-puzzles", "2"],
                          capture_output=True, text=True, cwd=REPO, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr
@@ -101,7 +101,7 @@ def test_export_cli_reports_max_abs_diff(tmp_path: Path) -> None:
     assert out.is_file() and report["bytes"] == out.stat().st_size
     assert report["batch_size"] == 1 and report["quantization"] == "none"
     assert 0 <= report["export_max_abs_diff"]["z_H_next"] < 1e-4
-    bad = subprocess.run([sys.executable, "-m", "app", "export", str(ZOO / "sudoku-mlp"), "--out", str(tmp_path / "b.onnx"),
+    bad = subprocess.run([sys.executable, "-m", "carrygate.app", "export", str(ZOO / "sudoku-mlp"), "--out", str(tmp_path / "b.onnx"),
                           "--spec", str(tmp_path / "missing.yaml")], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert bad.returncode == 2 and "missing.yaml" in bad.stderr
 

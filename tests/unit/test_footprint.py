@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import HRMConfig, TRMConfig, build_model
-from models.compress import CompressionSpec, apply
-from models.compress.activations import quantize_activations_
-from models.compress.spec import ActivationSpec
-from models.footprint import flops_per_puzzle, flops_per_step, footprint, tensor_bytes
+from carrygate.models import HRMConfig, TRMConfig, build_model
+from carrygate.models.compress import CompressionSpec, apply
+from carrygate.models.compress.activations import quantize_activations_
+from carrygate.models.compress.spec import ActivationSpec
+from carrygate.models.footprint import flops_per_puzzle, flops_per_step, footprint, tensor_bytes
 from tests.conftest import tiny_trm
 
 FULL = {"H_cycles": 3, "L_layers": 2, "hidden_size": 512, "expansion": 4, "num_heads": 8, "puzzle_emb_ndim": 512, "halt_max_steps": 16}

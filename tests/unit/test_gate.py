@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gate import CandidateVerdict, GatePolicy, JobVerdict, judge, judge_candidate
-from models.results import Curve, EvaluationResult, Footprint, ModelResult, NonFinite, Summary
+from carrygate.gate import CandidateVerdict, GatePolicy, JobVerdict, judge, judge_candidate
+from carrygate.models.results import Curve, EvaluationResult, Footprint, ModelResult, NonFinite, Summary
 
 FULL_POLICY = GatePolicy(
     min_fidelity_mean=0.99, min_fidelity_p05=0.95, min_answer_agreement=0.95, max_puzzle_exact_drop=0.02,

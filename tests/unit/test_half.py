@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from models import build_model
-from models.compress import CompressionSpec, apply
-from models.compress.half import emulate_half_, round_to
-from models.footprint import artifact_size
+from carrygate.models import build_model
+from carrygate.models.compress import CompressionSpec, apply
+from carrygate.models.compress.half import emulate_half_, round_to
+from carrygate.models.footprint import artifact_size
 from tests.conftest import tiny_trm
 
 

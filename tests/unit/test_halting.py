@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from gate import GatePolicy, judge_candidate
-from models import build_model
-from models.compress.grids import PAPER
-from models.compress.spec import CompressionSpec
-from models.evaluate import Probe, build_candidates, evaluate
-from models.halting import Halting, wants_halt
-from models.metrics import per_puzzle_accuracy
-from models.reasoner import host_loop
-from models.results import AdaptiveHalting, EvaluationResult, StepsUsed
-from models.trajectory import finish, merge, run_lockstep, run_partial
+from carrygate.gate import GatePolicy, judge_candidate
+from carrygate.models import build_model
+from carrygate.models.compress.grids import PAPER
+from carrygate.models.compress.spec import CompressionSpec
+from carrygate.models.evaluate import Probe, build_candidates, evaluate
+from carrygate.models.halting import Halting, wants_halt
+from carrygate.models.metrics import per_puzzle_accuracy
+from carrygate.models.reasoner import host_loop
+from carrygate.models.results import AdaptiveHalting, EvaluationResult, StepsUsed
+from carrygate.models.trajectory import finish, merge, run_lockstep, run_partial
 from tests.conftest import tiny_trm
 
 STEPS = 6

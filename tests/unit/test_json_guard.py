@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.guard import INT64, MAX_JSON_STRING, _problem, json_safe
+from carrygate.app.guard import INT64, MAX_JSON_STRING, _problem, json_safe
 
 SCALARS = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_infinity=True)
            | st.text(max_size=20) | st.builds(lambda n: "x" * n, st.sampled_from([MAX_JSON_STRING, MAX_JSON_STRING + 1])))

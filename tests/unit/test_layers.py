@@ -7,8 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from models.config import swiglu_intermediate
-from models.layers import CastedLinear, RotaryEmbedding, SwiGLU, apply_rotary, rms_norm, trunc_normal_init_
+from carrygate.models.config import swiglu_intermediate
+from carrygate.models.layers import CastedLinear, RotaryEmbedding, SwiGLU, apply_rotary, rms_norm, trunc_normal_init_
 
 
 def test_rms_norm_by_hand() -> None:

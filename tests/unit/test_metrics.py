@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from models.metrics import fidelity, task_accuracy, token_cosine
+from carrygate.models.metrics import fidelity, task_accuracy, token_cosine
 
 IGN = -100
 

@@ -7,7 +7,7 @@ import inspect
 import pytest
 from pydantic import BaseModel
 
-import app.schemas as schemas
+import carrygate.app.schemas as schemas
 
 MODELS = [m for _, m in inspect.getmembers(schemas, inspect.isclass)
           if issubclass(m, BaseModel) and m.__module__ == schemas.__name__

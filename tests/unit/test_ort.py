@@ -13,12 +13,12 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from gate import GatePolicy, judge
-from models.checkpoint import load_checkpoint
-from models.compress import CompressionSpec
-from models.evaluate import Probe, evaluate
-from models.results import EvaluationResult, LocalProfile
-from models.tasks.dataset import read_split
+from carrygate.gate import GatePolicy, judge
+from carrygate.models.checkpoint import load_checkpoint
+from carrygate.models.compress import CompressionSpec
+from carrygate.models.evaluate import Probe, evaluate
+from carrygate.models.results import EvaluationResult, LocalProfile
+from carrygate.models.tasks.dataset import read_split
 from tests.conftest import ZOO
 
 PUZZLES = 8
@@ -117,7 +117,7 @@ def test_spec_validation_and_stable_hash() -> None:
     ort = CompressionSpec.from_yaml("onnxruntime: {quantization: static}\nprune: {sparsity: 0.25}")
     assert ort.display_name == "prune-intermediate-0.25+ort-static"
     assert CompressionSpec.model_validate(ort.to_dict()).content_hash == ort.content_hash
-    from models.compress.fit import spec_problems
+    from carrygate.models.compress.fit import spec_problems
     from tests.conftest import tiny_trm
 
     flash = CompressionSpec.from_yaml("onnxruntime: {flash_row: true}")

@@ -12,8 +12,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gate import GatePolicy
-from models.compress.spec import CompressionSpec
+from carrygate.gate import GatePolicy
+from carrygate.models.compress.spec import CompressionSpec
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import build_model
-from models.compress.quant import dequantize_affine, pack_int4, quant_error_db, quantize_affine, unpack_int4
-from models.compress.spec import BnbFourBitWeights, Int4Weights, Int8BnbWeights, Int8ChannelWeights, Int8DynamicWeights
-from models.compress.weights import Bnb4bitLinear, Bnb8bitLinear, DynamicInt8Linear, QuantizedLinear, quantize_weights
-from models.layers import CastedLinear
-from models.reasoner import RecursiveReasoner
+from carrygate.models import build_model
+from carrygate.models.compress.quant import dequantize_affine, pack_int4, quant_error_db, quantize_affine, unpack_int4
+from carrygate.models.compress.spec import BnbFourBitWeights, Int4Weights, Int8BnbWeights, Int8ChannelWeights, Int8DynamicWeights
+from carrygate.models.compress.weights import Bnb4bitLinear, Bnb8bitLinear, DynamicInt8Linear, QuantizedLinear, quantize_weights
+from carrygate.models.layers import CastedLinear
+from carrygate.models.reasoner import RecursiveReasoner
 from tests.conftest import tiny_trm
 
 INT8_SPECS = [Int8ChannelWeights(), Int8DynamicWeights(), Int8BnbWeights(), Int8BnbWeights(threshold=0.0)]

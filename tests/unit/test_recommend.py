@@ -10,12 +10,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from models import build_model
-from models.compress import CompressionSpec, apply
-from models.evaluate import Probe
-from models.recommend import Budget, Tolerance, module_groups, pareto_front, recommend, spec_for
-from models.recommend.replay import Replay
-from models.recommend.search import badness
+from carrygate.models import build_model
+from carrygate.models.compress import CompressionSpec, apply
+from carrygate.models.evaluate import Probe
+from carrygate.models.recommend import Budget, Tolerance, module_groups, pareto_front, recommend, spec_for
+from carrygate.models.recommend.replay import Replay
+from carrygate.models.recommend.search import badness
 from tests.conftest import make_tiny_zoo_model, tiny_trm
 
 FRAGILE = "L_level.layers.1.mlp"
@@ -125,7 +125,7 @@ def test_more_steps_than_the_reference_are_searched(fragile_recommendation: tupl
 
 
 def test_yaml_round_trips_through_gate_local_with_the_same_verdict(tmp_path: Path) -> None:
-    from app.cli import app
+    from carrygate.app.cli import app
 
     folder = make_tiny_zoo_model(tmp_path / "tiny", steps=3, puzzles=24, seed=0)
     runner = CliRunner()
@@ -144,9 +144,9 @@ def test_dashboard_page_shows_front_heatmap_and_chosen(fragile_recommendation: t
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from fastapi.testclient import TestClient
 
-    import app.dashboard.recommend as page
-    from app.main import create_app
-    from app.settings import Settings
+    import carrygate.app.dashboard.recommend as page
+    from carrygate.app.main import create_app
+    from carrygate.app.settings import Settings
 
     _, rec = fragile_recommendation
     (tmp_path / "recommend-tiny.json").write_text(rec.model_dump_json())  # type: ignore[attr-defined]
@@ -171,8 +171,8 @@ def test_require_go_confirms_only_what_the_gate_passes() -> None:
 def test_budget_and_tolerance_validate_and_bound_every_axis() -> None:
     from pydantic import ValidationError
 
-    from models.recommend.results import Cost
-    from models.recommend.search import within
+    from carrygate.models.recommend.results import Cost
+    from carrygate.models.recommend.search import within
 
     with pytest.raises(ValidationError):
         Budget()

@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from app.dashboard.routes import PLOTLY_JS
-from app.reports import Report, render_failure_markdown, render_html, render_markdown
-from gate import GatePolicy, judge
-from models.results import Curve, EvaluationResult, Footprint, ModelResult, NonFinite, Summary
+from carrygate.app.dashboard.routes import PLOTLY_JS
+from carrygate.app.reports import Report, render_failure_markdown, render_html, render_markdown
+from carrygate.gate import GatePolicy, judge
+from carrygate.models.results import Curve, EvaluationResult, Footprint, ModelResult, NonFinite, Summary
 
 MB = 1024 * 1024
 DEMO_NAMES = ["bf16", "fp16", "int8-channel", "int8-dynamic", "int4-naive", "int4-calibrated", "prune-50", "depth-h1", "carry-int8",
@@ -155,7 +155,7 @@ def test_github_actions_example_gates_with_options_the_cli_has_and_publishes_the
     import yaml
     from typer.main import get_command
 
-    from app.cli import app
+    from carrygate.app.cli import app
     from tests.conftest import REPO
 
     workflow = yaml.safe_load((REPO / "examples/github-actions/carrygate-gate.yml").read_text())
@@ -171,8 +171,8 @@ def test_github_actions_example_gates_with_options_the_cli_has_and_publishes_the
 
 
 def test_adaptive_halting_adds_steps_used_to_the_table_and_a_histogram() -> None:
-    from app.dashboard.data import steps_used_traces
-    from models.results import AdaptiveHalting, StepsUsed
+    from carrygate.app.dashboard.data import steps_used_traces
+    from carrygate.models.results import AdaptiveHalting, StepsUsed
 
     def block(histogram: list[int]) -> AdaptiveHalting:
         used = [k + 1 for k, n in enumerate(histogram) for _ in range(n)]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from models.checkpoint import load_checkpoint
-from models.compress import CompressionSpec
-from models.compress.grids import PAPER
-from models.evaluate import Probe, evaluate
-from models.tasks.dataset import read_split
+from carrygate.models.checkpoint import load_checkpoint
+from carrygate.models.compress import CompressionSpec
+from carrygate.models.compress.grids import PAPER
+from carrygate.models.evaluate import Probe, evaluate
+from carrygate.models.tasks.dataset import read_split
 from tests.conftest import ZOO
 
 ZOO_NAMES = ["sudoku-mlp", "sudoku-att", "hrm-sudoku", "maze-att"]

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from gate import GatePolicy, judge_candidate
-from models import build_model, drop_model, signals, validity
-from models.compress import CompressionSpec, apply
-from models.drop_model import Case, DropCalibration
-from models.results import DropPrediction, EvaluationResult, ModelResult, Summary
-from models.trajectory import Candidate, run_lockstep
-from models.validity import auroc, kendall, spearman
+from carrygate.gate import GatePolicy, judge_candidate
+from carrygate.models import build_model, drop_model, signals, validity
+from carrygate.models.compress import CompressionSpec, apply
+from carrygate.models.drop_model import Case, DropCalibration
+from carrygate.models.results import DropPrediction, EvaluationResult, ModelResult, Summary
+from carrygate.models.trajectory import Candidate, run_lockstep
+from carrygate.models.validity import auroc, kendall, spearman
 from tests.conftest import tiny_trm
 from tests.unit.test_trajectory import _batches, _perturbed
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from models import build_model
-from models.compress import CompressionSpec, apply
-from models.compress.grids import PAPER
+from carrygate.models import build_model
+from carrygate.models.compress import CompressionSpec, apply
+from carrygate.models.compress.grids import PAPER
 from tests.conftest import REPO, tiny_trm
 
 EXAMPLES = sorted((REPO / "examples" / "specs").glob("*.yaml"))
@@ -98,7 +98,7 @@ def test_apply_never_mutates_the_reference() -> None:
 
 
 def test_spec_problems_from_config_alone_agree_with_apply() -> None:
-    from models.compress.fit import spec_problems
+    from carrygate.models.compress.fit import spec_problems
 
     config = tiny_trm(hidden_size=16)
     model = build_model(config)

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import torch
 
-from models import build_model
-from models.checkpoint import CheckpointError, load_checkpoint, resolve_weights, save_checkpoint
-from models.files import UnsafeFile, check_regular, confine, read_bytes, read_text, sha256_regular
+from carrygate.models import build_model
+from carrygate.models.checkpoint import CheckpointError, load_checkpoint, resolve_weights, save_checkpoint
+from carrygate.models.files import UnsafeFile, check_regular, confine, read_bytes, read_text, sha256_regular
 from tests.conftest import tiny_trm
 
 

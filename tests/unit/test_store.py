@@ -7,13 +7,13 @@ from typing import get_args
 
 from sqlalchemy import CheckConstraint
 
-import app.schemas as schemas
-import store
-from gate import Decision
-from store import vocabulary
-from store.api_tables import WebhookDelivery
-from store.leases import JOBS, SHARDS, now
-from store.tables import DECISIONS, Job, JobShard, Verdict
+import carrygate.app.schemas as schemas
+from carrygate import store
+from carrygate.gate import Decision
+from carrygate.store import vocabulary
+from carrygate.store.api_tables import WebhookDelivery
+from carrygate.store.leases import JOBS, SHARDS, now
+from carrygate.store.tables import DECISIONS, Job, JobShard, Verdict
 
 
 def _check(table: type, name: str) -> str:

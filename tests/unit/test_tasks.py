@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.tasks import maze, sudoku
-from models.tasks.dataset import IGNORE_LABEL_ID, read_split
+from carrygate.models.tasks import maze, sudoku
+from carrygate.models.tasks.dataset import IGNORE_LABEL_ID, read_split
 
 SOLVED = np.array([int(c) for c in (
     "534678912672195348198342567859761423426853791713924856961537284287419635345286179"
@@ -97,7 +97,7 @@ def test_maze_build_layout(tmp_path: Path) -> None:
 
 
 def test_reader_maps_ignore_label_and_expands_puzzle_ids(tmp_path: Path) -> None:
-    from models.tasks.dataset import write_split
+    from carrygate.models.tasks.dataset import write_split
 
     write_split(tmp_path, "test", inputs=np.array([[1, 2, 0], [2, 2, 0], [3, 1, 0]]), labels=np.array([[1, 2, 0], [2, 0, 0], [3, 3, 3]]),
                 puzzle_identifiers=np.array([4, 7]), puzzle_indices=np.array([0, 2, 3]), group_indices=np.array([0, 2]),

@@ -11,7 +11,7 @@ from tests.conftest import REPO
 
 
 def carrygate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, cwd=REPO, timeout=600,
+    return subprocess.run([sys.executable, "-m", "carrygate.app", *args], capture_output=True, text=True, cwd=REPO, timeout=600,
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
 
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from models import HRMConfig, TRMConfig, build_model
-from models.layers import Attention, RotaryEmbedding
-from models.tasks.dataset import read_split
-from models.tasks.maze import augment_example as maze_augment
-from models.tasks.maze import generate as maze_generate
-from models.tasks.sudoku import (
+from carrygate.models import HRMConfig, TRMConfig, build_model
+from carrygate.models.layers import Attention, RotaryEmbedding
+from carrygate.models.tasks.dataset import read_split
+from carrygate.models.tasks.maze import augment_example as maze_augment
+from carrygate.models.tasks.maze import generate as maze_generate
+from carrygate.models.tasks.sudoku import (
     BOXES,
     augment_example,
     build_sudoku,
@@ -23,7 +23,7 @@ from models.tasks.sudoku import (
     generate,
     shuffle_sudoku,
 )
-from models.train import EMA, TrainConfig, cosine_lr, q_continue_target, train
+from carrygate.models.train import EMA, TrainConfig, cosine_lr, q_continue_target, train
 
 
 def sudoku4(tmp_path: Path) -> Path:

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import torch
 
-from models import build_model
-from models.compress import CompressionSpec, apply
-from models.metrics import token_cosine
-from models.trajectory import Batch, Candidate, Partial, finish, merge, run_lockstep, run_partial
+from carrygate.models import build_model
+from carrygate.models.compress import CompressionSpec, apply
+from carrygate.models.metrics import token_cosine
+from carrygate.models.trajectory import Batch, Candidate, Partial, finish, merge, run_lockstep, run_partial
 from tests.conftest import tiny_trm
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from app.cli import app as cli
-from models import signals
-from models.checkpoint import load_checkpoint
-from models.validity import standard_family
+from carrygate.app.cli import app as cli
+from carrygate.models import signals
+from carrygate.models.checkpoint import load_checkpoint
+from carrygate.models.validity import standard_family
 from tests.conftest import make_tiny_zoo_model
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.checkpoint import load_checkpoint
+from carrygate.models.checkpoint import load_checkpoint
 from tests.conftest import ZOO
 from tests.unit.test_cli import carrygate
 

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from models.results import DeviceProfile
+from carrygate.models.results import DeviceProfile
 
 T = TypeVar("T")
 ClientFactory = Callable[[str], Any]  # token -> an object with the qai_hub.Client interface
@@ -259,7 +259,7 @@ def attach_device_profiles(result: Any, reference: Any, inputs: np.ndarray, puzz
     """The job stage: profile every onnxruntime candidate's file (in `folder`) on the requested devices
     and attach the profiles to `result` (an `EvaluationResult`). The default token is
     `CARRYGATE_AIHUB_TOKEN` from the worker's environment."""
-    from models.export import OrtReasoner
+    from carrygate.models.export import OrtReasoner
 
     token = resolve_token(options, default_token or os.environ.get("CARRYGATE_AIHUB_TOKEN"))
     for candidate in result.candidates:
