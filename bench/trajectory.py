@@ -89,7 +89,7 @@ def _rss_child(steps: int, puzzles: int, naive: bool) -> None:
     data = batches(puzzles, 64)
     start = time.perf_counter()
     if naive:
-        naive_harness(reference, cand, data)
+        naive_harness(reference, cand.model, data)  # weights only: the bare module is the whole candidate
     else:
         run_lockstep(reference, [Candidate("int8", cand)], data)
     print(json.dumps({"rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "seconds": time.perf_counter() - start}))

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from carrygate.models.compress import CompressionSpec, apply
+from carrygate.models.compress import CompressedCandidate, CompressionSpec, apply
 from carrygate.models.drop_model import DropCalibration, default_calibration, predict_drops
 from carrygate.models.footprint import artifact_size, footprint
 from carrygate.models.halting import Halting, attach_executed_gflops
@@ -75,26 +75,19 @@ def build_candidates(reference: RecursiveReasoner, specs: list[CompressionSpec],
                      artifact_dir: Path | None = None, *, with_noise_floor: bool = True) -> list[Candidate]:
     """Apply every spec; raises ValueError prefixed with the candidate's index and name.
 
-    An `onnxruntime` spec becomes an `OrtReasoner` over the exported (and ORT-quantised) file, written
-    to `artifact_dir` (a fresh temporary folder if None); its `artifact` and `torch_model` ride along.
+    An `onnxruntime` spec becomes a candidate over the exported (and ORT-quantised) file, written
+    to `artifact_dir` (one fresh temporary folder for the job if None); `apply` builds it, and the
+    candidate carries its `artifact` and `float_model`.
     The noise floor (`noise_floor`) comes last, so candidate i is still `specs[i]`."""
     taken: set[str] = set()
     candidates = []
     for i, spec in enumerate(specs):
         name = candidate_name(spec, taken)
         calibration = ((x, ids) for x, ids, _ in probe.batches(batch_size))
+        if spec.onnxruntime is not None:  # one folder for every file of the job
+            artifact_dir = artifact_dir or Path(tempfile.mkdtemp(prefix="carrygate-artifacts-"))
         try:
-            model = apply(spec, reference, calibration=calibration)
-            if spec.onnxruntime is not None:
-                from carrygate.models.compress.ort import build_ort_candidate
-
-                artifact_dir = artifact_dir or Path(tempfile.mkdtemp(prefix="carrygate-artifacts-"))
-                probe_batches = ((x, ids) for x, ids, _ in probe.batches(batch_size))
-                built = build_ort_candidate(spec.onnxruntime, model, artifact_dir, name, probe_batches)
-                built.runner.carry_codec = model.carry_codec
-                built.runner.artifact, built.runner.torch_model = built.artifact, model  # type: ignore[attr-defined]
-                candidates.append(Candidate(name, built.runner, spec))  # type: ignore[arg-type]
-                continue
+            model = apply(spec, reference, calibration=calibration, artifact_dir=artifact_dir, name=name)
         except ValueError as err:
             raise ValueError(f"candidates[{i}] ({name}): {err}") from err
         candidates.append(Candidate(name, model, spec))
@@ -137,25 +130,36 @@ def measure(result: EvaluationResult, reference: RecursiveReasoner, candidates: 
     predict_drops(result, calibration or default_calibration())
     candidates = [c for c in candidates if c.role == "candidate"]
     for candidate, model_result in zip(candidates, result.candidates, strict=True):
-        artifact = getattr(candidate.model, "artifact", None)
-        if artifact is None:
+        built = _compressed(candidate)
+        if built is None or built.artifact is None:
             continue
-        model_result.artifact = artifact
+        model_result.artifact = built.artifact
         repeats = candidate.spec.onnxruntime.profile_repeats if candidate.spec and candidate.spec.onnxruntime else 0
         if repeats and len(probe) and model_result.non_finite is None:
             from carrygate.models.compress.ort_profile import profile_runner
+            from carrygate.models.export import OrtReasoner
 
-            model_result.profile = profile_runner(candidate.model, probe.inputs[:repeats], probe.puzzle_identifiers[:repeats],  # type: ignore[arg-type]
+            assert isinstance(built.model, OrtReasoner)
+            model_result.profile = profile_runner(built.model, probe.inputs[:repeats], probe.puzzle_identifiers[:repeats],
                                                   repeats=repeats, threads=profile_threads)
     if with_footprint:
         result.reference.footprint = footprint(reference, artifact_size(reference))
         for candidate, model_result in zip(candidates, result.candidates, strict=True):
-            artifact = getattr(candidate.model, "artifact", None)
-            if artifact is not None:  # an ORT file: analytic footprint of its float model, bytes of the file
-                model_result.footprint = footprint(candidate.model.torch_model, artifact.bytes)  # type: ignore[attr-defined]
+            built = _compressed(candidate)
+            if built is None:  # a bare model passed in as a candidate
+                assert isinstance(candidate.model, RecursiveReasoner), f"{candidate.name}: no footprint of a {type(candidate.model)}"
+                model_result.footprint = footprint(candidate.model, artifact_size(candidate.model))
+                continue
+            if built.artifact is not None:  # an ORT file: analytic footprint of its float model, bytes of the file
+                model_result.footprint = footprint(built, built.artifact.bytes)
                 model_result.footprint.notes.append("onnxruntime artifact: artifact_bytes is the .onnx file; the other bytes are analytic")
                 continue
-            model_result.footprint = footprint(candidate.model, artifact_size(candidate.model))
-            if candidate.model.emulated_half is not None:
-                model_result.notes.append(f"{candidate.model.emulated_half} emulated on CPU (half rounding, fp32 accumulation)")
+            model_result.footprint = footprint(built, artifact_size(built))
+            model_result.notes.extend(built.notes)  # what apply says about the candidate (an emulated half precision)
     attach_executed_gflops([result.reference, *result.candidates])
+
+
+def _compressed(candidate: Candidate) -> CompressedCandidate | None:
+    """The `CompressedCandidate` a candidate runs (None for the search's replayed and from-step models,
+    which are measurements, not built artifacts)."""
+    return candidate.model if isinstance(candidate.model, CompressedCandidate) else None

@@ -23,6 +23,9 @@ blocks use exists at 17 — our RMSNorm is written out, so there is no aten::rms
 
 `OrtReasoner` runs an exported (and possibly ORT-quantised) file behind the interface the lockstep
 engine drives (`input_embeddings`, `initial_carry`, `step`), so fidelity is that of the exact file.
+
+Over 400 lines on purpose: the export, the graph fix-ups, the runner and the check against PyTorch
+must agree on one input/output layout, which this module alone defines.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import hashlib
 import json
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -42,7 +45,7 @@ import torch
 from torch import nn
 
 from carrygate.models.config import ModelConfig
-from carrygate.models.reasoner import Carry, RecursiveReasoner, StepOutput, host_loop
+from carrygate.models.reasoner import Carry, RecursiveReasoner, StepOutput, SteppedModel, host_loop
 
 OPSET = 17
 DYNAMO_OPSET = 18
@@ -325,15 +328,15 @@ class OrtReasoner:
     """An exported step file run by ONNX Runtime with the host loop in Python.
 
     Exposes what the lockstep engine uses of a `RecursiveReasoner`: `config`, `dtype`,
-    `emulated_half`, `input_embeddings`, `initial_carry`, `step`, `steps`. A fixed-batch file runs
-    larger batches in chunks (the last one padded). `carry_codec` is the host-side carry storage.
+    `input_embeddings`, `initial_carry`, `step`, `steps`. A fixed-batch file runs larger batches in
+    chunks (the last one padded). The host-side carry codec of a spec is the candidate's
+    (`models.compress.candidate.CompressedCandidate.step`), not this runner's.
     """
 
-    emulated_half: torch.dtype | None = None
     dtype = torch.float32
 
     def __init__(self, path: str | Path, H_init: np.ndarray, L_init: np.ndarray, puzzle_table: np.ndarray | None = None,
-                 *, threads: int = 1, carry_codec: Callable[[Carry], Carry] | None = None) -> None:
+                 *, threads: int = 1) -> None:
         from pydantic import TypeAdapter
 
         self.path = Path(path)
@@ -347,7 +350,6 @@ class OrtReasoner:
             raise ValueError("flash_row: the host needs the puzzle-embedding table to stream rows from")
         self.H_init, self.L_init = np.asarray(H_init, np.float32), np.asarray(L_init, np.float32)
         self.puzzle_table = None if puzzle_table is None else np.asarray(puzzle_table, np.float32)
-        self.carry_codec = carry_codec
         self.session = ort_session(self.path, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.step_seconds: list[float] = []  # wall time of each session.run, for the engine's own timing
@@ -390,8 +392,7 @@ class OrtReasoner:
         return outs
 
     def step(self, carry: Carry, x: HostInputs, step_index: int = 0) -> StepOutput:
-        if step_index > 0 and self.carry_codec is not None:
-            carry = self.carry_codec(carry)
+        del step_index  # every step runs the same graph
         z_H, z_L = (np.ascontiguousarray(t.numpy(), dtype=np.float32) for t in carry)
         new_H, new_L, logits, q_halt, q_continue = self.run_arrays(z_H, z_L, x)
         return StepOutput(Carry(torch.from_numpy(new_H), torch.from_numpy(new_L)), torch.from_numpy(logits),
@@ -415,9 +416,10 @@ class ExportCheck:
 
 
 @torch.no_grad()
-def check_export(model: RecursiveReasoner, runner: OrtReasoner, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor,
+def check_export(model: SteppedModel, runner: SteppedModel, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor,
                  n_steps: int | None = None) -> ExportCheck:
-    """Compare the file `runner` holds with `model` on the given puzzles, step by step."""
+    """Compare the file `runner` holds with `model` on the given puzzles, step by step. Either may be
+    a `CompressedCandidate` over the model or the runner, so a host-side carry codec runs in both loops."""
     n = n_steps or model.config.halt_max_steps
     x_ref = model.input_embeddings(inputs, puzzle_identifiers)
     x_onnx = runner.input_embeddings(inputs, puzzle_identifiers)

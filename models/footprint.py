@@ -7,7 +7,9 @@
   plus the lm_head on all T positions (2 T D V) and the q_head (4D).
 
 Bytes are counted as deployed: float weights at the forward precision, quantised layers at their
-own storage (codes + scales + zero points), structurally pruned rows/columns removed.
+own storage (codes + scales + zero points), structurally pruned rows/columns removed. What the
+tensors do not show (an emulated half precision, a compressed puzzle table, the carry codec) comes
+from the `CompressedCandidate` that `models.compress.apply` built; a bare model is the reference.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import math
 import torch
 from torch import nn
 
+from carrygate.models.compress.candidate import CompressedCandidate, Storage
 from carrygate.models.config import HRMConfig, TRMConfig, swiglu_intermediate
 from carrygate.models.layers import CastedEmbedding
 from carrygate.models.reasoner import RecursiveReasoner
@@ -56,9 +59,20 @@ MB = 1024 * 1024
 SRAM_BUDGETS = {"8mb": 8 * MB, "4mb": 4 * MB}
 
 
-def _deployed_itemsize(model: RecursiveReasoner) -> int:
+Measured = RecursiveReasoner | CompressedCandidate  # a bare model (the reference) or a built candidate
+
+
+def _unpack(model: Measured) -> tuple[RecursiveReasoner, Storage, CompressedCandidate | None]:
+    """(the PyTorch model whose tensors are counted, its storage facts, the candidate if any). An ORT
+    candidate is counted through the float model its file was built from."""
+    if isinstance(model, CompressedCandidate):
+        return model.source_model, model.storage, model
+    return model, Storage(), None
+
+
+def _deployed_itemsize(model: RecursiveReasoner, storage: Storage) -> int:
     """Bytes per float weight as deployed: the forward dtype (fp32 masters are a training artefact)."""
-    return 2 if model.emulated_half is not None else torch.finfo(model.dtype).bits // 8
+    return 2 if storage.half is not None else torch.finfo(model.dtype).bits // 8
 
 
 def _dense_bytes(weight: torch.Tensor, itemsize: int) -> int:
@@ -70,18 +84,19 @@ def _dense_bytes(weight: torch.Tensor, itemsize: int) -> int:
     return rows * cols * itemsize
 
 
-def tensor_bytes(model: RecursiveReasoner) -> dict[str, int]:
+def tensor_bytes(measured: Measured) -> dict[str, int]:
     """Bytes of every stored tensor group as deployed (quantised layers report their own storage)."""
-    itemsize = _deployed_itemsize(model)
+    model, storage, _ = _unpack(measured)
+    itemsize = _deployed_itemsize(model, storage)
     out: dict[str, int] = {}
     counted: list[str] = []  # modules that report their own storage; their children are inside it
     for name, module in model.named_modules():
         if any(name.startswith(prefix + ".") for prefix in counted):
             continue
-        storage = getattr(module, "storage_bytes", None)
-        if callable(storage):
+        own_storage = getattr(module, "storage_bytes", None)  # a quantised layer's class API
+        if callable(own_storage):
             counted.append(name)
-            out[name] = int(storage())
+            out[name] = int(own_storage())
         elif isinstance(module, nn.Linear):
             out[name] = _dense_bytes(module.weight, itemsize) + (module.bias.numel() * itemsize if module.bias is not None else 0)
         elif isinstance(module, CastedEmbedding):
@@ -89,7 +104,7 @@ def tensor_bytes(model: RecursiveReasoner) -> dict[str, int]:
     out["H_init"] = out["L_init"] = model.config.hidden_size * itemsize
     if model.puzzle_emb is not None:
         table = model.puzzle_emb
-        out["puzzle_emb"] = table.storage_bytes if table.storage_bytes is not None else table.weights.numel() * itemsize
+        out["puzzle_emb"] = storage.puzzle_table_bytes if storage.puzzle_table_bytes is not None else table.weights.numel() * itemsize
     return out
 
 
@@ -108,29 +123,30 @@ def _activation_bytes(config: TRMConfig | HRMConfig, itemsize: int) -> tuple[int
     return block * itemsize, blocks_per_step(config) * (mlp + mixer + 2 * T * D) * itemsize
 
 
-def footprint(model: RecursiveReasoner, artifact_bytes: int | None = None) -> Footprint:
-    """Bytes, SRAM peaks and FLOPs of a (compressed) model, batch 1.
+def footprint(measured: Measured, artifact_bytes: int | None = None) -> Footprint:
+    """Bytes, SRAM peaks and FLOPs of the reference model or a compressed candidate, batch 1.
 
     SRAM model (paper App. M, made explicit): *streaming* holds the backbone weights, one puzzle row
     (single-puzzle flash loading), the carry, the input embedding and the working set of one block;
     *full load* holds the backbone, the whole puzzle table, the carry, the input embedding and the
     activations of every block application of an ACT step (a graph executor without buffer reuse).
     """
+    model, storage, candidate = _unpack(measured)
+    codec = candidate.carry_codec if candidate is not None else None
     config = model.config
-    per_tensor = tensor_bytes(model)
+    per_tensor = tensor_bytes(measured)
     table = per_tensor.get("puzzle_emb", 0)
     backbone = sum(v for k, v in per_tensor.items() if k != "puzzle_emb")
-    act_itemsize = 2 if model.emulated_half is not None else torch.finfo(model.dtype).bits // 8
+    act_itemsize = _deployed_itemsize(model, storage)
     T, D = config.total_len, config.hidden_size
     carry = 2 * T * D * act_itemsize
     notes = []
-    if model.carry_codec is not None:
-        bits = getattr(model.carry_codec, "bits", 8)
-        carry = 2 * T * (math.ceil(D * bits / 8) + 4)  # bit-packed codes + one fp32 scale per token, per state
-        notes.append(f"carry stored as INT{bits} per token between steps")
-    if model.emulated_half is not None:
-        notes.append(f"{model.emulated_half} emulated on CPU: half storage, fp32 accumulation")
-    row = model.puzzle_emb.weights.shape[1] * _deployed_itemsize(model) if model.puzzle_emb is not None else 0
+    if codec is not None:
+        carry = 2 * T * (math.ceil(D * codec.bits / 8) + 4)  # bit-packed codes + one fp32 scale per token, per state
+        notes.append(f"carry stored as INT{codec.bits} per token between steps")
+    if storage.half is not None:
+        notes.append(f"{storage.half} emulated on CPU: half storage, fp32 accumulation")
+    row = model.puzzle_emb.weights.shape[1] * _deployed_itemsize(model, storage) if model.puzzle_emb is not None else 0
     working, all_steps = _activation_bytes(config, act_itemsize)
     x = T * D * act_itemsize
     streaming = backbone + row + carry + x + working
@@ -152,9 +168,10 @@ def footprint(model: RecursiveReasoner, artifact_bytes: int | None = None) -> Fo
     )
 
 
-def artifact_size(model: RecursiveReasoner) -> int:
+def artifact_size(measured: Measured) -> int:
     """Bytes of the serialised candidate: its state_dict with float weights at the deployed precision."""
-    dtype = model.emulated_half or model.dtype
+    model, storage, _ = _unpack(measured)
+    dtype = storage.half or model.dtype
     state = {k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.dtype == torch.float32 else v) for k, v in model.state_dict().items()}
     buffer = io.BytesIO()
     torch.save(state, buffer)

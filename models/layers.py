@@ -82,10 +82,6 @@ class PuzzleEmbedding(nn.Module):
         super().__init__()
         self.cast_to = cast_to
         self.register_buffer("weights", torch.zeros(num_embeddings, embedding_dim), persistent=True)
-        # Set by puzzle-embedding compression, read by the footprint: bytes the table occupies when
-        # compressed (None = fp32 as stored), and whether only the current row is streamed from flash.
-        self.storage_bytes: int | None = None
-        self.streamed = False
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.weights[ids].to(self.cast_to)

@@ -16,7 +16,7 @@ so computing it once gives identical numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, NamedTuple, Protocol
 
 import torch
@@ -51,11 +51,8 @@ class RecursiveReasoner(nn.Module):
         D = config.hidden_size
         self.embed_scale = math.sqrt(D)
         self.prefix_len = config.puzzle_prefix_len
-        # Set by compression: how the host stores the carry between ACT steps (None = as computed),
-        # and the ACT step being run (read by per-step activation quantisers).
-        self.carry_codec: Callable[[Carry], Carry] | None = None
-        self.step_index = 0
-        self.emulated_half: torch.dtype | None = None  # set by compress.half: half storage, fp32 compute
+        # Compression state (carry codec, half storage, per-step quantisers) is not kept here: it is
+        # `models.compress.candidate.CompressedCandidate`'s, so a module never carries hidden state.
 
         # Buffers first: the official state_dict lists H_init/L_init before the child modules.
         # They are random, never trained, and must come from the checkpoint.
@@ -126,11 +123,9 @@ class RecursiveReasoner(nn.Module):
         return logits, q[..., 0], q[..., 1]
 
     def step(self, carry: Carry, x: torch.Tensor, step_index: int = 0) -> StepOutput:
-        """One ACT step from `carry` with input embedding `x`. `carry` is the previous step's output
-        carry; the host-side `carry_codec`, if any, is applied to it here, on entry."""
-        self.step_index = step_index
-        if step_index > 0 and self.carry_codec is not None:
-            carry = self.carry_codec(carry)
+        """One ACT step from `carry` with input embedding `x`. The step itself does not depend on
+        `step_index`; it is part of the `SteppedModel` interface for models whose steps differ."""
+        del step_index
         cos_sin = self.rotary_emb() if self.rotary_emb is not None else None
         new = self.recurse(carry.z_H, carry.z_L, x, cos_sin)
         logits, q_halt, q_continue = self.heads(new.z_H)  # heads see the graph, for training
@@ -147,8 +142,8 @@ class RecursiveReasoner(nn.Module):
 
 
 class SteppedModel(Protocol):
-    """What the host loop and the lockstep engine use of a model: a `RecursiveReasoner`, or an exported
-    step file run by ONNX Runtime."""
+    """What the host loop and the lockstep engine use of a model: a `RecursiveReasoner`, an exported
+    step file run by ONNX Runtime, or a `models.compress.candidate.CompressedCandidate` over either."""
 
     config: Any
 

@@ -14,6 +14,9 @@ concatenated in puzzle order, so the result equals a single run bit for bit.
 
 Definitions: `models/results.py`. The reference's outputs are computed once per batch and shared by
 all K candidates, which is where the K-candidate saving comes from.
+
+Over 400 lines on purpose: the accumulators, `run_partial`, `merge` and `finish` share one per-batch
+layout, and keeping them together keeps that layout in one place.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 import torch
 
 from carrygate.models import signals
+from carrygate.models.compress.candidate import CompressedCandidate
 from carrygate.models.compress.spec import CompressionSpec
 from carrygate.models.halting import (
     FIXED,
@@ -40,7 +44,7 @@ from carrygate.models.halting import (
     per_puzzle_steps,
 )
 from carrygate.models.metrics import logit_kl, per_puzzle_accuracy, token_cosine
-from carrygate.models.reasoner import Carry, RecursiveReasoner, StepOutput
+from carrygate.models.reasoner import Carry, RecursiveReasoner, StepOutput, SteppedModel
 from carrygate.models.results import Curve, EvaluationResult, ModelResult, NonFinite, Summary
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # inputs, puzzle ids, labels (or None)
@@ -52,7 +56,7 @@ class Candidate:
     perturbation: it runs like a candidate, is reported apart, and sets `fidelity_tail`'s tau."""
 
     name: str
-    model: RecursiveReasoner
+    model: SteppedModel  # what `models.compress.apply` built (a CompressedCandidate), or any stepped model
     spec: CompressionSpec | None = None
     role: Literal["candidate", "noise_floor"] = "candidate"
 
@@ -241,6 +245,18 @@ def run_lockstep(
     return finish(partial, candidates, seed=seed)
 
 
+def _compiled_step(model: SteppedModel) -> Callable[..., StepOutput]:
+    """`model.step` through `torch.compile`. A candidate compiles its PyTorch model's step and keeps the
+    carry codec and the step index outside the graph; an ONNX Runtime file (`models.export.OrtReasoner`)
+    is not a torch module: nothing to compile."""
+    if isinstance(model, torch.nn.Module):
+        return torch.compile(model.step, dynamic=False)
+    if isinstance(model, CompressedCandidate) and isinstance(model.model, torch.nn.Module):
+        inner = torch.compile(model.model.step, dynamic=False)
+        return lambda carry, x, t: model.step_through(inner, carry, x, t)
+    return model.step
+
+
 @torch.inference_mode()
 def run_partial(
     reference: RecursiveReasoner,
@@ -256,9 +272,7 @@ def run_partial(
     start = time.perf_counter()
     step_of: dict[int, Callable[..., StepOutput]] = {}
     for model in [reference, *(c.model for c in candidates)]:
-        # An ONNX Runtime candidate (models.export.OrtReasoner) is not a torch module: nothing to compile.
-        compilable = compile_steps and isinstance(model, torch.nn.Module)
-        step_of[id(model)] = torch.compile(model.step, dynamic=False) if compilable else model.step
+        step_of[id(model)] = _compiled_step(model) if compile_steps else model.step
     policy = as_halting(halting)
     n_ref = policy.steps_for(reference.config)
     ref_acc = _Accumulator(n_ref)

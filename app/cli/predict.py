@@ -114,16 +114,20 @@ def export_command(
         ort_spec = ort_spec.model_copy(update={k: v for k, v in {"batch_size": batch_size, "flash_row": flash_row or None,
                                                                   "exporter": exporter}.items() if v is not None})
         ort_spec = OnnxRuntimeSpec.model_validate(ort_spec.model_dump())
-        model = apply(compression, ckpt.model, calibration=((inputs, ids) for _ in range(1)))
+        # the PyTorch side of the spec here; its onnxruntime part is the file this command writes (ort_spec)
+        torch_side = apply(compression.model_copy(update={"onnxruntime": None}), ckpt.model,
+                           calibration=((inputs, ids) for _ in range(1)))
         from carrygate.models.compress.ort import build_ort_candidate
 
-        built = build_ort_candidate(ort_spec, model, out.parent, out.stem, [(inputs, ids)])
+        built = build_ort_candidate(ort_spec, torch_side, out.parent, out.stem, [(inputs, ids)])
     except (CheckpointError, ValueError, OSError) as err:
         fail(str(err))
         return
-    if built.path != out:
-        built.path.replace(out)
-    float_file = out.parent / f"{built.path.stem}.fp32.onnx"
+    assert built.artifact is not None
+    path = out.parent / built.artifact.filename
+    if path != out:
+        path.replace(out)
+    float_file = out.parent / f"{path.stem}.fp32.onnx"
     if ort_spec.quantization == "none" and float_file.exists():
         float_file.unlink()
     report = built.artifact.model_dump(mode="json") | {"path": str(out), "bytes": out.stat().st_size}

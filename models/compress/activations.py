@@ -8,7 +8,8 @@ step t's range, while `ranges: pooled` reproduces the generic tools' single rang
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -20,21 +21,48 @@ from carrygate.models.reasoner import RecursiveReasoner
 
 
 class StepRangeObserver:
-    """Running min/max of a layer's input, keyed by the model's current ACT step."""
+    """Running min/max of a layer's input, keyed by the ACT step its `ActivationQuantisers` is told."""
 
-    def __init__(self, model: RecursiveReasoner) -> None:
-        self.model = model
+    def __init__(self, clock: ActivationQuantisers) -> None:
+        self.clock = clock
         self.ranges: dict[int, tuple[float, float]] = {}
 
     def __call__(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         x = inputs[0].detach()
         lo, hi = float(x.min()), float(x.max())
-        step = self.model.step_index
+        step = self.clock.current_step()
         old = self.ranges.get(step)
         self.ranges[step] = (min(lo, old[0]), max(hi, old[1])) if old else (lo, hi)
 
     def pooled(self) -> tuple[float, float]:
         return min(r[0] for r in self.ranges.values()), max(r[1] for r in self.ranges.values())
+
+
+class ActivationQuantisers:
+    """One candidate's activation observers and fake-quantisers, and the ACT step they are in.
+
+    The step is told explicitly (`at_step`) by whoever runs it — the candidate's `step`, or the
+    calibration loop — rather than read off the model, so the model holds no step state."""
+
+    def __init__(self) -> None:
+        self.observers: dict[str, StepRangeObserver] = {}
+        self._step: int | None = None
+
+    def __getitem__(self, name: str) -> StepRangeObserver:
+        return self.observers[name]
+
+    @contextmanager
+    def at_step(self, step_index: int) -> Iterator[None]:
+        previous, self._step = self._step, step_index
+        try:
+            yield
+        finally:
+            self._step = previous
+
+    def current_step(self) -> int:
+        if self._step is None:  # a quantised layer ran outside a step: run the candidate, not its bare model
+            raise RuntimeError("activation quantisers need the ACT step: run the model through CompressedCandidate.step")
+        return self._step
 
 
 def fake_quantize(x: torch.Tensor, lo: float, hi: float, bits: int, symmetric: bool) -> torch.Tensor:
@@ -55,7 +83,7 @@ def fake_quantize(x: torch.Tensor, lo: float, hi: float, bits: int, symmetric: b
 def _quantize_input(
     observer: StepRangeObserver, spec: ActivationSpec, _module: nn.Module, inputs: tuple[torch.Tensor, ...]
 ) -> tuple[torch.Tensor, ...]:
-    step = observer.model.step_index
+    step = observer.clock.current_step()
     if spec.ranges == "per_step" and step in observer.ranges:
         lo, hi = observer.ranges[step]
     else:  # pooled, or a step beyond those calibrated (e.g. a deeper candidate): the pooled range
@@ -70,20 +98,22 @@ def quantize_activations_(
     calibration: Iterable[tuple[torch.Tensor, torch.Tensor]],
     include: list[str],
     exclude: list[str],
-) -> dict[str, StepRangeObserver]:
-    """Calibrate on `calibration` batches of (inputs, puzzle ids), then install fake-quantisers."""
+) -> ActivationQuantisers:
+    """Calibrate on `calibration` batches of (inputs, puzzle ids), then install fake-quantisers.
+    Returns them: whoever steps the model tells them the step (`CompressedCandidate.step_aware`)."""
     layers = select_linears(model, include, exclude)
     if not layers:
         raise ValueError("activations: include/exclude matched no Linear layer")
-    observers = {name: StepRangeObserver(model) for name in layers}
+    quantisers = ActivationQuantisers()
+    observers = quantisers.observers
+    observers.update({name: StepRangeObserver(quantisers) for name in layers})
     handles = [layer.register_forward_pre_hook(observers[name]) for name, layer in layers.items()]
     seen = 0
     for inputs, ids in calibration:
         take = min(len(inputs), spec.calibration_puzzles - seen)
         if take <= 0:
             break
-        for _ in model.steps(inputs[:take], ids[:take]):
-            pass
+        _calibrate(model, quantisers, inputs[:take], ids[:take])
         seen += take
     for handle in handles:
         handle.remove()
@@ -91,4 +121,14 @@ def quantize_activations_(
         raise ValueError("activations: calibration needs probe puzzles, none were given")
     for name, layer in layers.items():
         layer.register_forward_pre_hook(partial(_quantize_input, observers[name], spec))
-    return observers
+    return quantisers
+
+
+def _calibrate(model: RecursiveReasoner, quantisers: ActivationQuantisers, inputs: torch.Tensor, ids: torch.Tensor) -> None:
+    """The host loop over one calibration batch, each step under its own index (no carry codec yet:
+    activations are calibrated before the carry part of a spec is applied)."""
+    x = model.input_embeddings(inputs, ids)
+    carry = model.initial_carry(inputs.shape[0])
+    for t in range(model.config.halt_max_steps):
+        with quantisers.at_step(t):
+            carry = model.step(carry, x, t).carry

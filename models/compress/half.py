@@ -61,6 +61,8 @@ def _round_input(dtype: torch.dtype, _module: nn.Module, inputs: tuple[torch.Ten
 
 @torch.no_grad()
 def emulate_half_(model: RecursiveReasoner, dtype: torch.dtype) -> None:
+    """Round `model` (float32) to `dtype` where a native half model stores tensors, in place; the
+    caller records the half storage (`CompressedCandidate.storage.half`) for the footprint."""
     if model.dtype != torch.float32:
         raise ValueError(f"precision: {dtype} emulation needs a float32 model to start from")
     for module in model.modules():
@@ -79,4 +81,3 @@ def emulate_half_(model: RecursiveReasoner, dtype: torch.dtype) -> None:
         model.puzzle_emb.weights = round_to(model.puzzle_emb.weights, dtype)
     for name in ("H_init", "L_init"):
         getattr(model, name).copy_(round_to(getattr(model, name), dtype))
-    model.emulated_half = dtype

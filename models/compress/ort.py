@@ -3,7 +3,8 @@
     candidate (structural parts applied in PyTorch: checkpoint, depth, prune, puzzle table)
       -> export_step (fp32 ONNX, checked against PyTorch)
       -> onnxruntime.quantization: quantize_dynamic | quantize_static (QDQ) | MatMulNBits (int4)
-      -> OrtReasoner (the host loop), which the lockstep engine runs against the reference.
+      -> a `CompressedCandidate` over the `OrtReasoner` (the host loop, with the spec's carry codec),
+         which the lockstep engine runs against the reference.
 
 Static calibration feeds are *real probe carries*: the float candidate is run over the first
 `calibration_puzzles` probe puzzles and the carry entering every ACT step is one calibration
@@ -21,24 +22,18 @@ import re
 import shutil
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 
+from carrygate.models.compress.candidate import CompressedCandidate
 from carrygate.models.compress.spec import OnnxRuntimeSpec
 from carrygate.models.export import OrtReasoner, check_export, export_step
 from carrygate.models.reasoner import Carry, RecursiveReasoner
 from carrygate.models.results import OnnxArtifact
-
-
-@dataclass
-class OrtCandidate:
-    runner: OrtReasoner
-    artifact: OnnxArtifact
-    path: Path
 
 
 def slug(name: str) -> str:
@@ -79,10 +74,13 @@ class ProbeCarryReader:
 
 
 @torch.no_grad()
-def probe_carry_feeds(runner: OrtReasoner, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+def probe_carry_feeds(candidate: CompressedCandidate, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                       puzzles: int) -> tuple[list[dict[str, np.ndarray]], int]:
-    """Run the float export over the first `puzzles` puzzles and record every step's input feed.
-    Returns (feeds, puzzles used)."""
+    """Run the float export (`candidate.model`, an `OrtReasoner`, stepped by the candidate so its carry
+    codec runs) over the first `puzzles` puzzles and record every step's input feed: the carry as
+    the previous step returned it. Returns (feeds, puzzles used)."""
+    runner = candidate.model
+    assert isinstance(runner, OrtReasoner)
     feeds: list[dict[str, np.ndarray]] = []
     taken = 0
     fixed = runner.batch_size
@@ -101,7 +99,7 @@ def probe_carry_feeds(runner: OrtReasoner, batches: Iterable[tuple[torch.Tensor,
                 if part[0].shape[0] < chunk:
                     part = [np.concatenate([a, np.repeat(a[:1], chunk - a.shape[0], axis=0)]) for a in part]
                 feeds.append(dict(zip(runner.input_names, (np.ascontiguousarray(a) for a in part), strict=True)))
-            out = runner.step(carry, x, t)
+            out = candidate.step(carry, x, t)
             carry = Carry(out.carry.z_H, out.carry.z_L)
     if not feeds:
         raise ValueError("onnxruntime.calibration_puzzles: static quantisation needs probe puzzles to calibrate on")
@@ -159,23 +157,29 @@ def _quantize(spec: OnnxRuntimeSpec, fp32: Path, out: Path, excluded: list[str],
 
 def build_ort_candidate(
     spec: OnnxRuntimeSpec,
-    model: RecursiveReasoner,
+    candidate: CompressedCandidate,
     workdir: str | Path,
     name: str,
     probe_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     *,
     threads: int = 1,
-) -> OrtCandidate:
-    """Export `model` (the structurally compressed candidate), quantise with ORT, load the session.
+) -> CompressedCandidate:
+    """Export `candidate.model` (the structurally compressed PyTorch candidate), quantise with ORT,
+    load the session.
 
     Args:
         spec: the `onnxruntime` part of the candidate's spec.
-        model: the candidate as PyTorch (checkpoint/depth/prune/puzzle-table parts already applied).
-        workdir: where the files go (`<name>.fp32.onnx`, `<name>.onnx`).
+        candidate: the candidate as PyTorch (checkpoint/depth/prune/puzzle-table/carry parts applied).
+        workdir: where the files go (`<name>.fp32.onnx`, `<name>.onnx`; the latter is `artifact.filename`).
         probe_batches: (inputs, puzzle ids) batches; the first few check the export and calibrate.
+    Returns:
+        The candidate over the ORT file: `model` the `OrtReasoner`, `artifact` the file's record,
+        `float_model` the PyTorch model it was built from; carry codec and storage as given.
     Raises:
         ValueError: naming the `onnxruntime.*` field at fault.
     """
+    model = candidate.model
+    assert isinstance(model, RecursiveReasoner), "an ORT file is built from a PyTorch candidate"
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     base = slug(name)
@@ -186,24 +190,25 @@ def build_ort_candidate(
                                exporter=spec.exporter)
     except ValueError as err:
         raise ValueError(f"onnxruntime: {err}") from err
-    # The host-side carry codec (spec `carry`) belongs to the host loop of every file built here.
-    float_runner = OrtReasoner.from_model(exported.path, model, threads=threads, carry_codec=model.carry_codec)
+    # The host-side carry codec (spec `carry`) belongs to the host loop of every file built here:
+    # each runner is stepped through a candidate that keeps `candidate`'s codec.
+    float_file = replace(candidate, model=OrtReasoner.from_model(exported.path, model, threads=threads))
     batches = iter(probe_batches)
     first = next(batches, None)
     if first is None:
         raise ValueError("onnxruntime: no probe puzzles to check the export on")
     check_inputs, check_ids = first[0][:4], first[1][:4]
-    check = check_export(model, float_runner, check_inputs, check_ids)
+    check = check_export(candidate, float_file, check_inputs, check_ids)
     excluded = resolve_nodes(exported.path, spec.nodes_to_exclude)
     feeds, calibrated = None, 0
     if spec.quantization == "static":
         def again() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             yield first
             yield from batches
-        feeds, calibrated = probe_carry_feeds(float_runner, again(), spec.calibration_puzzles)
+        feeds, calibrated = probe_carry_feeds(float_file, again(), spec.calibration_puzzles)
     path = workdir / f"{base}.onnx"
     quantize_file(spec, exported.path, path, excluded, feeds)
-    runner = OrtReasoner.from_model(path, model, threads=threads, carry_codec=model.carry_codec)
+    runner = OrtReasoner.from_model(path, model, threads=threads)
     data = path.read_bytes()
     notes = list(exported.notes)
     if feeds is not None:
@@ -215,4 +220,4 @@ def build_ort_candidate(
         input_names=list(exported.input_names), output_names=list(exported.output_names),
         export_max_abs_diff=check.step, export_trajectory_max_abs_diff=check.trajectory, nodes_excluded=excluded, notes=notes,
     )
-    return OrtCandidate(runner=runner, artifact=artifact, path=path)
+    return replace(candidate, model=runner, artifact=artifact, float_model=model)

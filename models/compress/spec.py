@@ -1,7 +1,8 @@
 """`CompressionSpec`: a candidate compression as data — validated, serialisable, content-hashed.
 
-A spec names *what* to do; `models.compress.apply(spec, model)` does it and returns a new model
-(the reference is never touched). Every part is optional; an empty spec is the reference itself.
+A spec names *what* to do; `models.compress.apply(spec, model)` does it and returns a new
+`CompressedCandidate` (the reference is never touched). Every part is optional; an empty spec is the
+reference itself.
 
     name: int4-calibrated
     weights: {method: int4, granularity: per_channel, symmetric: false}
@@ -16,7 +17,12 @@ Parts and the order they are applied in:
 5. `weights`    — weight quantisation of the Linear layers selected by `include` / `exclude`;
 6. `activations`— activation fake-quantisation, calibrated on probe puzzles (per recursion step or pooled);
 7. `precision`  — the forward (activation and carry) dtype;
-8. `carry`      — INT8 quantise/dequantise of z_H, z_L between ACT steps (host-side carry storage).
+8. `carry`      — INT8 quantise/dequantise of z_H, z_L between ACT steps (host-side carry storage);
+9. `onnxruntime`— export the PyTorch candidate built so far and run it as an ONNX Runtime file.
+
+How they run (`models.compress.parts`): the forward dtype of `precision` is part of the one config
+rebuild with `depth`; a half precision this CPU emulates (`half.py`) rounds the model after the puzzle
+table and before `layers` / `weights`, so quantised layers keep their own storage.
 """
 
 from __future__ import annotations

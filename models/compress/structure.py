@@ -86,8 +86,11 @@ def prune_(model: RecursiveReasoner, spec: PruneSpec, include: list[str], exclud
 
 
 @torch.no_grad()
-def compress_puzzle_embedding_(model: RecursiveReasoner, spec: PuzzleEmbeddingSpec) -> None:
-    """INT8 per-row symmetric or SVD rank-k table; flash-row leaves the values exact."""
+def compress_puzzle_embedding_(model: RecursiveReasoner, spec: PuzzleEmbeddingSpec) -> tuple[int | None, bool]:
+    """INT8 per-row symmetric or SVD rank-k table; flash-row leaves the values exact.
+
+    Returns what the deployed bytes are and the tensors do not show: the compressed table's bytes
+    (None: as its tensor) and whether only the current puzzle's row is streamed from flash."""
     if model.puzzle_emb is None:
         raise ValueError("puzzle_embedding: this model has no puzzle-embedding table")
     table = model.puzzle_emb.weights
@@ -95,7 +98,7 @@ def compress_puzzle_embedding_(model: RecursiveReasoner, spec: PuzzleEmbeddingSp
     if spec.method == "int8":
         scale = table.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127
         model.puzzle_emb.weights = torch.round(table / scale).clamp(-127, 127) * scale  # new tensor: the table may be shared
-        model.puzzle_emb.storage_bytes = rows * dim + 4 * rows
+        stored: int | None = rows * dim + 4 * rows
     elif spec.method == "svd":
         assert spec.rank is not None
         if spec.rank >= min(rows, dim):
@@ -103,6 +106,8 @@ def compress_puzzle_embedding_(model: RecursiveReasoner, spec: PuzzleEmbeddingSp
         U, S, Vh = torch.linalg.svd(table.double(), full_matrices=False)
         k = spec.rank
         model.puzzle_emb.weights = ((U[:, :k] * S[:k]) @ Vh[:k]).to(table.dtype)
-        model.puzzle_emb.storage_bytes = 4 * k * (rows + dim)
-    model.puzzle_emb.streamed = spec.method == "flash_row"
+        stored = 4 * k * (rows + dim)
+    else:  # flash_row: the table as it is
+        stored = None
+    return stored, spec.method == "flash_row"
 

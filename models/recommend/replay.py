@@ -13,8 +13,7 @@ from typing import Any
 
 import torch
 
-from carrygate.models.config import HRMConfig, TRMConfig
-from carrygate.models.reasoner import Carry, RecursiveReasoner, StepOutput
+from carrygate.models.reasoner import Carry, StepOutput, SteppedModel
 
 
 def batch_key(inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> str:
@@ -31,7 +30,7 @@ class Replay:
     batch; `step` recomputes only when the batch or step was never seen (or the carry it is given is
     not the one it returned, which would mean a caller not walking the host loop)."""
 
-    def __init__(self, model: RecursiveReasoner) -> None:
+    def __init__(self, model: SteppedModel) -> None:
         self.model = model
         self._steps: dict[str, list[StepOutput]] = {}
         self._key: str | None = None
@@ -39,21 +38,17 @@ class Replay:
         self.replayed_steps = 0
 
     @property
-    def config(self) -> TRMConfig | HRMConfig:
+    def config(self) -> Any:
         return self.model.config
 
-    @property
-    def carry_codec(self) -> Any:
-        return self.model.carry_codec
-
-    def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> tuple[str, torch.Tensor]:
+    def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> tuple[str, Any]:
         self._key = batch_key(inputs, puzzle_identifiers)
         return self._key, self.model.input_embeddings(inputs, puzzle_identifiers)
 
     def initial_carry(self, batch_size: int) -> Carry:
         return self.model.initial_carry(batch_size)
 
-    def step(self, carry: Carry, x: tuple[str, torch.Tensor], step_index: int) -> StepOutput:
+    def step(self, carry: Carry, x: tuple[str, Any], step_index: int) -> StepOutput:
         key, embedding = x
         seen = self._steps.setdefault(key, [])
         if step_index < len(seen) and (step_index == 0 or seen[step_index - 1].carry is carry):
@@ -67,25 +62,25 @@ class Replay:
 
 
 class FromStep:
-    """Reference steps before `start`, compressed steps from `start` on (same carry shapes)."""
+    """Reference steps before `start`, compressed steps from `start` on (same carry shapes). Each side
+    runs its own step: a compressed candidate applies its carry codec there, the reference none."""
 
-    def __init__(self, reference: RecursiveReasoner, compressed: RecursiveReasoner, start: int) -> None:
+    def __init__(self, reference: SteppedModel, compressed: SteppedModel, start: int) -> None:
         if compressed.config.total_len != reference.config.total_len or compressed.config.hidden_size != reference.config.hidden_size:
             raise ValueError("FromStep: the compressed model's carry shape differs from the reference's")
         self.reference, self.compressed, self.start = reference, compressed, start
-        self.carry_codec = None  # each side applies its own codec inside its step
 
     @property
-    def config(self) -> TRMConfig | HRMConfig:
+    def config(self) -> Any:
         return self.compressed.config
 
-    def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> tuple[Any, Any]:
         return self.reference.input_embeddings(inputs, puzzle_identifiers), self.compressed.input_embeddings(inputs, puzzle_identifiers)
 
     def initial_carry(self, batch_size: int) -> Carry:
         return (self.compressed if self.start == 0 else self.reference).initial_carry(batch_size)
 
-    def step(self, carry: Carry, x: tuple[torch.Tensor, torch.Tensor], step_index: int) -> StepOutput:
+    def step(self, carry: Carry, x: tuple[Any, Any], step_index: int) -> StepOutput:
         if step_index < self.start:
             return self.reference.step(carry, x[0], step_index)
         return self.compressed.step(carry, x[1], step_index)

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from carrygate.models.compress import CompressionSpec, apply
+from carrygate.models.compress import CompressedCandidate, CompressionSpec, apply
 from carrygate.models.drop_model import DropCalibration
 from carrygate.models.evaluate import Probe, build_candidates, measure, noise_floor
 from carrygate.models.footprint import footprint
@@ -180,7 +180,7 @@ class Searcher:
         self.groups = module_groups(reference)
         self.replay = Replay(reference)
         floor = noise_floor(reference)
-        self.floor = Candidate(floor.name, Replay(floor.model), floor.spec, role="noise_floor")  # type: ignore[arg-type]
+        self.floor = Candidate(floor.name, Replay(floor.model), floor.spec, role="noise_floor")
         self.ref_footprint = footprint(reference)
         self.ref_steps = reference.config.halt_max_steps
         self.ref_step_ms = step_ms(reference)
@@ -198,7 +198,7 @@ class Searcher:
             self.on_progress(self.stage, self.evaluations)
         return result
 
-    def cost(self, spec: CompressionSpec, model: RecursiveReasoner | None = None) -> Cost:
+    def cost(self, spec: CompressionSpec, model: CompressedCandidate | None = None) -> Cost:
         model = model if model is not None else apply(spec, self.reference)
         fp = footprint(model)
         return Cost(weight_bytes=fp.total_bytes, weight_fraction=fp.total_bytes / self.ref_footprint.total_bytes,

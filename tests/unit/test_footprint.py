@@ -60,7 +60,7 @@ def test_footprint_totals_sram_and_carry() -> None:
 def test_activation_observer_keeps_ranges_per_step_and_pooled_differs() -> None:
     model = build_model(tiny_trm(halt_max_steps=4))
     data = [(torch.randint(0, 5, (8, 9)), torch.zeros(8, dtype=torch.long))]
-    observers = quantize_activations_(apply(CompressionSpec(), model), ActivationSpec(calibration_puzzles=8), data, ["*"], [])
+    observers = quantize_activations_(apply(CompressionSpec(), model).model, ActivationSpec(calibration_puzzles=8), data, ["*"], [])
     ranges = observers["L_level.layers.0.mlp.gate_up_proj"].ranges
     assert sorted(ranges) == [0, 1, 2, 3]
     assert len(set(ranges.values())) > 1  # the range drifts along the recursion

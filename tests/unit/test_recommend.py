@@ -68,7 +68,7 @@ def test_mixed_spec_quantises_each_group_at_its_width() -> None:
     candidate = apply(spec, model)
     for group in groups:
         for layer in group.layers:
-            got = getattr(candidate.get_submodule(layer), "bits", None)
+            got = getattr(candidate.model.get_submodule(layer), "bits", None)
             assert got == bits[group.name], (layer, got)
     # a spec without per-group layers keeps the content hash it always had
     assert "layers" not in CompressionSpec.model_validate({"weights": {"method": "int4"}}).canonical_json()

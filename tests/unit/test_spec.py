@@ -94,7 +94,9 @@ def test_apply_never_mutates_the_reference() -> None:
         apply(CompressionSpec.model_validate({"name": name, **body}), model)
     after = model.state_dict()
     assert all(after[k].equal(v) for k, v in before.items())
-    assert model.carry_codec is None and model.emulated_half is None
+    # compression state is the candidate's, never the reference's: no attributes, no hooks left behind
+    assert not any(hasattr(model, attr) for attr in ("carry_codec", "emulated_half", "step_index"))
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
 def test_spec_problems_from_config_alone_agree_with_apply() -> None:
@@ -127,9 +129,9 @@ def test_candidates_share_the_puzzle_table_until_a_spec_changes_it() -> None:
     table = model.puzzle_emb.weights.clone()
     for body in ({"weights": {"method": "int8-channel"}}, {"depth": {"H_cycles": 1}}, {"precision": "bf16"}, {"carry": {"bits": 8}},
                  {"puzzle_embedding": {"method": "flash_row"}}):
-        candidate = apply(CompressionSpec.model_validate(body), model)
+        candidate = apply(CompressionSpec.model_validate(body), model).model
         assert candidate.puzzle_emb.weights.data_ptr() == model.puzzle_emb.weights.data_ptr(), body
     for body in ({"puzzle_embedding": {"method": "int8"}}, {"puzzle_embedding": {"method": "svd", "rank": 2}}, {"precision": "fp16"}):
-        candidate = apply(CompressionSpec.model_validate(body), model)
+        candidate = apply(CompressionSpec.model_validate(body), model).model
         assert not candidate.puzzle_emb.weights.equal(table), body  # the candidate's table did change ...
     assert model.puzzle_emb.weights.equal(table)  # ... and the reference's did not
