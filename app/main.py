@@ -17,6 +17,7 @@ from carrygate.app.auth import SUBMISSION_ROUTES, RateLimiter
 from carrygate.app.db import make_engine, session_factory, upgrade_to_head
 from carrygate.app.deps import check_api_key
 from carrygate.app.routes import checkpoints, health, jobs, keys, reports, webhooks
+from carrygate.app.services.webhooks import delivery_config
 from carrygate.app.settings import Settings, get_settings
 from carrygate.workers.artifacts import ArtifactStore
 from carrygate.workers.local import LocalExecutor, WorkerConfig
@@ -96,7 +97,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True, 
             app.state.celery_dispatcher.start()
         app.state.webhook_dispatcher = None
         if dispatch:  # webhook deliveries are I/O: a thread beside the API, for either executor
-            app.state.webhook_dispatcher = WebhookDispatcher(app.state.session_factory, webhooks.delivery_config(settings))
+            app.state.webhook_dispatcher = WebhookDispatcher(app.state.session_factory, delivery_config(settings))
             app.state.webhook_dispatcher.start()
         try:
             yield

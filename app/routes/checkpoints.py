@@ -13,15 +13,14 @@ from typing import Annotated, Any
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-import yaml
 from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile, status
 from fastapi import Path as Path_
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from carrygate.app.deps import SessionDep, SettingsDep, StoreDep
-from carrygate.app.errors import Conflict, PayloadTooLarge, Unprocessable, get_or_404
+from carrygate.app.errors import PayloadTooLarge, Unprocessable
 from carrygate.app.schemas import CheckpointList, CheckpointRead, CheckpointRegister
+from carrygate.app.services import checkpoints
 from carrygate.app.services.paths import confined_checkpoint
 from carrygate.models.checkpoint import OWN_CONFIG, CheckpointError, read_config_json, read_config_text
 from carrygate.models.files import SMALL_FILE_LIMIT, UnsafeFile, sha256_regular
@@ -29,32 +28,6 @@ from carrygate.store.tables import Checkpoint
 from carrygate.workers.artifacts import CHUNK, StoredArtifact, TooLarge
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
-
-
-def _architecture(meta: dict[str, Any]) -> str:
-    if "config_json" in meta:
-        return str(meta["config_json"].get("arch", "trm"))
-    try:
-        data = yaml.safe_load(meta.get("all_config_yaml") or "") or {}
-    except yaml.YAMLError:
-        return "unknown"
-    arch = data.get("arch") if isinstance(data, dict) else None
-    if not isinstance(arch, dict):
-        return "unknown"
-    return "hrm" if "hrm" in str(arch.get("name", "")) else "trm"
-
-
-def _existing(session: Session, sha256: str, meta: dict[str, Any]) -> Checkpoint | None:
-    """The row already holding these weights; 409 if it was stored with another config, since the
-    same weights under a different config are a different model and one row cannot say both."""
-    row = session.execute(select(Checkpoint).where(Checkpoint.sha256 == sha256)).scalar_one_or_none()
-    if row is None:
-        return None
-    keys = ("config_json", "all_config_yaml", "dataset_json")
-    if any((row.config or {}).get(k) != meta.get(k) for k in keys):
-        raise Conflict(f"checkpoint {row.id} has the same weights (sha256 {sha256[:12]}) with a different config; "
-                       "these weights can be stored once, with one config")
-    return row
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CheckpointRead,
@@ -186,15 +159,11 @@ def _upload_meta(filename: str, config: bytes | None, dataset_json: bytes | None
 
 
 def _record_upload(session: Session, response: Response, stored: StoredArtifact, meta: dict[str, Any], original_name: str) -> Checkpoint:
-    existing = _existing(session, stored.sha256, meta)
-    if existing is not None:
+    recorded = checkpoints.record_checkpoint(session=session, sha256=stored.sha256, size_bytes=stored.size, meta=meta,
+                                             original_name=original_name, storage_path=stored.path, source="upload")
+    if not recorded.created:
         response.status_code = status.HTTP_200_OK
-        return existing
-    row = Checkpoint(sha256=stored.sha256, architecture=_architecture(meta), config=meta, size_bytes=stored.size,
-                     original_name=original_name, storage_path=stored.path, source="upload")
-    session.add(row)
-    session.commit()
-    return row
+    return recorded.checkpoint
 
 
 def _registered_meta(path: Path, weights: Path) -> dict[str, Any]:
@@ -222,26 +191,20 @@ def register_checkpoint(body: CheckpointRegister, response: Response, session: S
         sha256, size = sha256_regular(weights, limit=settings.register_limit_bytes)
     except UnsafeFile as err:
         raise Unprocessable(f"path: {err}") from err
-    meta = _registered_meta(path, weights)
-    existing = _existing(session, sha256, meta)
-    if existing is not None:
+    recorded = checkpoints.record_checkpoint(session=session, sha256=sha256, size_bytes=size, meta=_registered_meta(path, weights),
+                                             original_name=body.name or path.name, storage_path=str(path), source="registered")
+    if not recorded.created:
         response.status_code = status.HTTP_200_OK
-        return existing
-    row = Checkpoint(sha256=sha256, architecture=_architecture(meta), config=meta, size_bytes=size,
-                     original_name=body.name or path.name, storage_path=str(path), source="registered")
-    session.add(row)
-    session.commit()
-    return row
+    return recorded.checkpoint
 
 
 @router.get("", response_model=CheckpointList)
 def list_checkpoints(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
                      offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> CheckpointList:
-    rows = session.execute(select(Checkpoint).order_by(Checkpoint.created_at.desc()).limit(limit).offset(offset)).scalars()
-    count = session.execute(select(func.count()).select_from(Checkpoint)).scalar_one()
-    return CheckpointList(data=[CheckpointRead.model_validate(r) for r in rows], count=count)
+    page = checkpoints.list_checkpoints(session=session, limit=limit, offset=offset)
+    return CheckpointList(data=[CheckpointRead.model_validate(r) for r in page.rows], count=page.count)
 
 
 @router.get("/{checkpoint_id}", response_model=CheckpointRead, responses={404: {"description": "no such checkpoint"}})
 def get_checkpoint(checkpoint_id: str, session: SessionDep) -> Checkpoint:
-    return get_or_404(session, Checkpoint, checkpoint_id, "checkpoint")
+    return checkpoints.get_checkpoint(session=session, checkpoint_id=checkpoint_id)

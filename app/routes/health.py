@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 
 from carrygate.app.db import current_revision_is_head
 from carrygate.app.deps import SessionDep
-from carrygate.store.tables import JOB_STATUSES, Job
+from carrygate.app.services import jobs
+from carrygate.store.tables import JOB_STATUSES
 
 router = APIRouter(tags=["health"])
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
@@ -43,13 +44,12 @@ def readyz(request: Request, response: Response, session: SessionDep) -> dict[st
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 def metrics(session: SessionDep) -> Response:
     """Prometheus text format: jobs by status, queue depth, job duration histogram."""
-    counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+    counts = jobs.status_counts(session=session)
     lines = ["# HELP carrygate_jobs Jobs by status.", "# TYPE carrygate_jobs gauge"]
     lines += [f'carrygate_jobs{{status="{s}"}} {counts.get(s, 0)}' for s in JOB_STATUSES]
     lines += ["# HELP carrygate_queue_depth Jobs waiting for a worker.", "# TYPE carrygate_queue_depth gauge",
               f"carrygate_queue_depth {counts.get('queued', 0)}"]
-    rows = session.execute(select(Job.started_at, Job.finished_at).where(Job.finished_at.is_not(None), Job.started_at.is_not(None))).all()
-    durations = [(f - s).total_seconds() for s, f in rows]
+    durations = jobs.finished_durations(session=session)
     lines += ["# HELP carrygate_job_duration_seconds Wall time of finished jobs.", "# TYPE carrygate_job_duration_seconds histogram"]
     for bound in DURATION_BUCKETS:
         lines.append(f'carrygate_job_duration_seconds_bucket{{le="{bound}"}} {sum(d <= bound for d in durations)}')

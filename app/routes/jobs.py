@@ -6,11 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import FileResponse
-from sqlalchemy import ColumnElement, exists, func, select
-from sqlalchemy.orm import Session, selectinload
 
 from carrygate.app.deps import SessionDep, SettingsDep, StoreDep
-from carrygate.app.errors import NotFound, get_or_404
 from carrygate.app.schemas import JobCreate, JobList, JobRead, VerdictList, VerdictRead
 from carrygate.app.services import jobs
 from carrygate.store.tables import JOB_SCOPE, Job, Verdict
@@ -25,7 +22,7 @@ def _verdict_read(v: Verdict) -> VerdictRead:
 
 
 def job_read(job: Job, request: Request, with_result: bool = True) -> JobRead:
-    verdicts = sorted(job.verdicts, key=lambda v: (v.scope != JOB_SCOPE, v.candidate.position if v.candidate else -1))
+    verdicts = jobs.ordered_verdicts(job)
     job_verdict = next((v for v in verdicts if v.scope == JOB_SCOPE), None)
     return JobRead(
         id=job.id, url=str(request.url_for("get_job", job_id=job.id)), status=job.status, progress=job.progress,
@@ -36,10 +33,6 @@ def job_read(job: Job, request: Request, with_result: bool = True) -> JobRead:
         candidate_verdicts=[_verdict_read(v) for v in verdicts if v.scope != JOB_SCOPE],
         result=job.result.body if (with_result and job.result is not None) else None,
     )
-
-
-def _get_job(session: Session, job_id: str) -> Job:
-    return get_or_404(session, Job, job_id, "job")
 
 
 @router.post("/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobRead,
@@ -62,35 +55,18 @@ def create_job(
     return job_read(submitted.job, request)
 
 
-def _has_tag(tag: str, dialect: str) -> ColumnElement[bool]:
-    """`tag in jobs.tags`, evaluated by the database (JSONB containment / SQLite json_each)."""
-    if dialect == "postgresql":
-        return Job.tags.op("@>")(func.jsonb_build_array(tag))
-    tags = func.json_each(Job.tags).table_valued("value")
-    return exists(select(tags.c.value).where(tags.c.value == tag))
-
-
 @router.get("/jobs", response_model=JobList)
 def list_jobs(request: Request, session: SessionDep, status: JobStatus | None = None, checkpoint_id: str | None = None,
               tag: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
               offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> JobList:
     """Newest first; results are left out of listings (read one job for its result)."""
-    query = select(Job)
-    if status is not None:
-        query = query.where(Job.status == status)
-    if checkpoint_id is not None:
-        query = query.where(Job.checkpoint_id == checkpoint_id)
-    if tag is not None:
-        query = query.where(_has_tag(tag, session.get_bind().dialect.name))
-    count = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    page = session.execute(query.options(selectinload(Job.candidates), selectinload(Job.verdicts).selectinload(Verdict.candidate))
-                           .order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).scalars()
-    return JobList(data=[job_read(j, request, with_result=False) for j in page], count=count)
+    page = jobs.list_jobs(session=session, status=status, checkpoint_id=checkpoint_id, tag=tag, limit=limit, offset=offset)
+    return JobList(data=[job_read(j, request, with_result=False) for j in page.rows], count=page.count)
 
 
 @router.get("/jobs/{job_id}", response_model=JobRead, responses={404: {"description": "no such job"}})
 def get_job(job_id: str, request: Request, session: SessionDep) -> JobRead:
-    return job_read(_get_job(session, job_id), request)
+    return job_read(jobs.get_job(session=session, job_id=job_id), request)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobRead, responses={404: {}, 409: {"description": "already finished"}})
@@ -103,10 +79,7 @@ def cancel_job(job_id: str, request: Request, session: SessionDep) -> JobRead:
 @router.get("/jobs/{job_id}/verdict", response_model=VerdictList, responses={404: {"description": "no job, or no verdict yet"}})
 def job_verdict(job_id: str, session: SessionDep) -> VerdictList:
     """The job-level verdict first, then one per candidate, each with every rule."""
-    job = _get_job(session, job_id)
-    if not job.verdicts:
-        raise NotFound(f"job {job_id} has no verdict yet (status {job.status})")
-    verdicts = sorted(job.verdicts, key=lambda v: (v.scope != JOB_SCOPE, v.candidate.position if v.candidate else -1))
+    verdicts = jobs.job_verdicts(session=session, job_id=job_id)
     return VerdictList(data=[_verdict_read(v) for v in verdicts], count=len(verdicts))
 
 
@@ -114,12 +87,8 @@ def job_verdict(job_id: str, session: SessionDep) -> VerdictList:
 def list_verdicts(session: SessionDep, decision: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
                   offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> VerdictList:
     """Job-level verdicts, newest first."""
-    query = select(Verdict).where(Verdict.scope == JOB_SCOPE)
-    if decision is not None:
-        query = query.where(Verdict.decision == decision)
-    count = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    rows = session.execute(query.order_by(Verdict.created_at.desc()).limit(limit).offset(offset)).scalars()
-    return VerdictList(data=[_verdict_read(v) for v in rows], count=count)
+    page = jobs.list_verdicts(session=session, decision=decision, limit=limit, offset=offset)
+    return VerdictList(data=[_verdict_read(v) for v in page.rows], count=page.count)
 
 
 @router.get("/jobs/{job_id}/artifacts/{candidate}", response_class=FileResponse,
@@ -128,16 +97,7 @@ def list_verdicts(session: SessionDep, decision: str | None = None, limit: Annot
 def job_artifact(job_id: str, candidate: str, session: SessionDep, store: StoreDep) -> FileResponse:
     """The .onnx file an `onnxruntime` candidate was measured as: exactly the bytes whose fidelity and
     profile the result reports (`sha256` in the `X-Content-SHA256` header and in the result)."""
-    job = _get_job(session, job_id)
-    if job.result is None:
-        raise NotFound(f"job {job_id} has no result yet (status {job.status})")
-    found = next((c for c in job.result.body.get("candidates", []) if c.get("name") == candidate), None)
-    if found is None:
-        raise NotFound(f"job {job_id} has no candidate named {candidate!r}")
-    artifact = found.get("artifact") or {}
-    key = artifact.get("store_key")
-    if not key or not store.exists(key):
-        raise NotFound(f"candidate {candidate!r} has no stored artifact (only onnxruntime candidates produce one)")
-    return FileResponse(store.local_path(key), media_type="application/octet-stream", filename=artifact["filename"],
-                        headers={"X-Content-SHA256": artifact["sha256"]})
+    stored = jobs.candidate_artifact(session=session, store=store, job_id=job_id, candidate=candidate)
+    return FileResponse(stored.path, media_type="application/octet-stream", filename=stored.filename,
+                        headers={"X-Content-SHA256": stored.sha256})
 

@@ -7,18 +7,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from carrygate.app.deps import SessionDep
-from carrygate.app.errors import NotFound, get_or_404
 from carrygate.app.reports import Report, render_html, render_markdown
 from carrygate.app.routes.jobs import job_read
-from carrygate.store.tables import Job
+from carrygate.app.services import jobs
 
 router = APIRouter(tags=["reports"])
 
 
 def _report(session: SessionDep, job_id: str, request: Request) -> Report:
-    job = get_or_404(session, Job, job_id, "job")
-    if job.result is None or not job.verdicts:
-        raise NotFound(f"job {job_id} has no verdict to report yet (status {job.status})")
+    job = jobs.reportable_job(session=session, job_id=job_id)
     # The same JSON `GET /jobs/{id}` returns: the report says exactly what the API says.
     body = job_read(job, request).model_dump(mode="json")
     return Report.from_job(body, job.checkpoint.original_name, str(request.url_for("job_page", job_id=job.id)))

@@ -1,24 +1,28 @@
-"""Submitting and cancelling jobs: the checks a submission must pass, its rows, and the cancel flag."""
+"""Jobs: the checks a submission must pass, its rows, the cancel flag; reading, listing and metrics queries."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from carrygate.app.errors import Conflict, Unprocessable, get_or_404
+from carrygate.app.errors import Conflict, NotFound, Unprocessable, get_or_404
 from carrygate.app.schemas import BuilderProbe, JobCreate
+from carrygate.app.services.pages import Page, paginate
 from carrygate.app.services.paths import confined_checkpoint
 from carrygate.app.settings import Settings
 from carrygate.models.budget import job_cost
 from carrygate.models.compress.fit import spec_problems
 from carrygate.models.config import HRMConfig, ModelConfig, TRMConfig
 from carrygate.models.files import SMALL_FILE_LIMIT, check_regular
-from carrygate.store.tables import FINISHED_STATUSES, Checkpoint, Job, ProbeSet
+from carrygate.store.tables import FINISHED_STATUSES, JOB_SCOPE, Checkpoint, Job, ProbeSet, Verdict
+from carrygate.store.vocabulary import JobStatus
+from carrygate.workers.artifacts import ArtifactStore
 from carrygate.workers.pipeline import candidate_rows, probe_hash
 from carrygate.workers.queue import now
 
@@ -133,3 +137,94 @@ def cancel_job(*, session: Session, job_id: str) -> Job:
     if cancelled.rowcount == 0 and flagged.rowcount == 0:
         raise Conflict(f"job {job_id} already {job.status}")
     return job
+
+
+def get_job(*, session: Session, job_id: str) -> Job:
+    """The job, or a 404."""
+    return get_or_404(session, Job, job_id, "job")
+
+
+def _has_tag(tag: str, dialect: str) -> ColumnElement[bool]:
+    """`tag in jobs.tags`, evaluated by the database (JSONB containment / SQLite json_each)."""
+    if dialect == "postgresql":
+        return Job.tags.op("@>")(func.jsonb_build_array(tag))
+    tags = func.json_each(Job.tags).table_valued("value")
+    return exists(select(tags.c.value).where(tags.c.value == tag))
+
+
+def list_jobs(*, session: Session, status: JobStatus | None, checkpoint_id: str | None, tag: str | None,
+              limit: int, offset: int) -> Page[Job]:
+    """Newest first, filtered; candidates and verdicts loaded (results are not)."""
+    query = select(Job)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if checkpoint_id is not None:
+        query = query.where(Job.checkpoint_id == checkpoint_id)
+    if tag is not None:
+        query = query.where(_has_tag(tag, session.get_bind().dialect.name))
+    return paginate(session, query, options=[selectinload(Job.candidates), selectinload(Job.verdicts).selectinload(Verdict.candidate)],
+                    order_by=[Job.created_at.desc(), Job.id], limit=limit, offset=offset)
+
+
+def ordered_verdicts(job: Job) -> list[Verdict]:
+    """The job-level verdict first, then one per candidate in submission order."""
+    return sorted(job.verdicts, key=lambda v: (v.scope != JOB_SCOPE, v.candidate.position if v.candidate else -1))
+
+
+def job_verdicts(*, session: Session, job_id: str) -> list[Verdict]:
+    """`ordered_verdicts` of the job; a 404 for no such job or no verdict yet."""
+    job = get_job(session=session, job_id=job_id)
+    if not job.verdicts:
+        raise NotFound(f"job {job_id} has no verdict yet (status {job.status})")
+    return ordered_verdicts(job)
+
+
+def list_verdicts(*, session: Session, decision: str | None, limit: int, offset: int) -> Page[Verdict]:
+    """Job-level verdicts, newest first."""
+    query = select(Verdict).where(Verdict.scope == JOB_SCOPE)
+    if decision is not None:
+        query = query.where(Verdict.decision == decision)
+    return paginate(session, query, order_by=[Verdict.created_at.desc()], limit=limit, offset=offset)
+
+
+def reportable_job(*, session: Session, job_id: str) -> Job:
+    """A job with a result and a verdict; a 404 for no such job or none yet."""
+    job = get_job(session=session, job_id=job_id)
+    if job.result is None or not job.verdicts:
+        raise NotFound(f"job {job_id} has no verdict to report yet (status {job.status})")
+    return job
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A candidate's stored artifact: where it lies on this machine, its file name and content hash."""
+
+    path: Path
+    filename: str
+    sha256: str
+
+
+def candidate_artifact(*, session: Session, store: ArtifactStore, job_id: str, candidate: str) -> StoredFile:
+    """The .onnx file an `onnxruntime` candidate was measured as; a 404 saying which part is missing."""
+    job = get_job(session=session, job_id=job_id)
+    if job.result is None:
+        raise NotFound(f"job {job_id} has no result yet (status {job.status})")
+    found = next((c for c in job.result.body.get("candidates", []) if c.get("name") == candidate), None)
+    if found is None:
+        raise NotFound(f"job {job_id} has no candidate named {candidate!r}")
+    artifact = found.get("artifact") or {}
+    key = artifact.get("store_key")
+    if not key or not store.exists(key):
+        raise NotFound(f"candidate {candidate!r} has no stored artifact (only onnxruntime candidates produce one)")
+    return StoredFile(store.local_path(key), artifact["filename"], artifact["sha256"])
+
+
+def status_counts(*, session: Session) -> dict[str, int]:
+    """How many jobs hold each status (statuses with none are absent)."""
+    return dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+
+
+def finished_durations(*, session: Session) -> list[float]:
+    """Wall seconds from start to finish of every job that started and finished."""
+    rows = session.execute(select(Job.started_at, Job.finished_at).where(Job.finished_at.is_not(None), Job.started_at.is_not(None))).all()
+    return [(f - s).total_seconds() for s, f in rows]
