@@ -12,10 +12,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from carrygate.gate import Decision, GatePolicy
+from carrygate.models.aihub import AiHubOptions
 from carrygate.models.compress.spec import CompressionSpec
 from carrygate.models.halting import Halting
 from carrygate.store.vocabulary import ApiScope, DeliveryStatus, JobStatus, WebhookEvent
-from carrygate.workers.profile.aihub import AiHubOptions
 
 
 class _Schema(BaseModel):

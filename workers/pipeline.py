@@ -223,7 +223,8 @@ def attach_artifacts(ctx: WorkerContext, result: EvaluationResult, reference: An
     """Keep the ORT files in the store and, when asked, profile them on AI Hub devices."""
     store_artifacts(ctx.store, result, workdir / "artifacts")
     if options.get("aihub"):
-        from carrygate.workers.profile.aihub import AiHubOptions, attach_device_profiles
+        from carrygate.models.aihub import AiHubOptions
+        from carrygate.workers.profile.aihub import attach_device_profiles
 
         attach_device_profiles(result, reference, probe.inputs, probe.puzzle_identifiers, workdir / "artifacts",
                                AiHubOptions.model_validate(options["aihub"]))

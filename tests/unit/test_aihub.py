@@ -11,10 +11,11 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from carrygate.models.aihub import AiHubOptions
 from carrygate.models.checkpoint import load_checkpoint
 from carrygate.models.export import OrtReasoner, export_step
 from carrygate.models.tasks.dataset import read_split
-from carrygate.workers.profile.aihub import AiHubOptions, StepProbe, profile_on_devices, real_client, reference_step_probe, resolve_token
+from carrygate.workers.profile.aihub import StepProbe, profile_on_devices, real_client, reference_step_probe, resolve_token
 from tests import fake_qai_hub
 from tests.conftest import ZOO
 

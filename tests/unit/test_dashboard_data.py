@@ -26,6 +26,7 @@ from carrygate.app.dashboard.figures import figure_json
 from carrygate.app.dashboard.verdicts import verdict_pivot
 from carrygate.app.db import make_engine, session_factory, upgrade_to_head
 from carrygate.gate import GatePolicy, judge
+from carrygate.models.aihub import AiHubOptions
 from carrygate.models.checkpoint import load_checkpoint
 from carrygate.models.compress.grids import PAPER, precision_depth_grid
 from carrygate.models.compress.spec import CompressionSpec
@@ -34,7 +35,7 @@ from carrygate.models.results import Curve, EvaluationResult, Footprint, ModelRe
 from carrygate.models.tasks.dataset import read_split
 from carrygate.store.tables import JOB_SCOPE, Checkpoint, Job, ProbeSet, Result, Verdict
 from carrygate.workers.pipeline import candidate_rows
-from carrygate.workers.profile.aihub import AiHubOptions, attach_device_profiles
+from carrygate.workers.profile.aihub import attach_device_profiles
 from tests import fake_qai_hub
 from tests.conftest import REPO, make_tiny_zoo_model, tiny_trm
 from tests.service.conftest import pg_url  # noqa: F401  (fixture used through database_url)
