@@ -59,7 +59,7 @@ if any candidate is `no_go`; otherwise `inconclusive`. A job with no candidates 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -67,8 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from carrygate.models.files import yaml_mapping
 from carrygate.models.numbers import finite
 from carrygate.models.results import EvaluationResult, ModelResult
-
-Decision = Literal["go", "no_go", "inconclusive"]
+from carrygate.models.vocabulary import Decision
 
 LATENCY_KEY = "step_latency_ms_p50"
 

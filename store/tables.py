@@ -1,7 +1,8 @@
 """Job tables (SQLAlchemy 2 typed ORM): checkpoints, probe sets, jobs, candidates, results, verdicts, shards, calibrations.
 
 The API keys and webhooks are in `store/api_tables.py`, on the same `Base.metadata` (`store.metadata`
-holds both: Alembic's env and the drift test read it). Vocabularies come from `store/vocabulary.py`.
+holds both: Alembic's env and the drift test read it). Vocabularies come from `store/vocabulary.py`
+(decisions, shared with the gate, from `models/vocabulary.py`).
 
 The schema changes only through `migrations/`; `tests/service/test_migrations.py` fails when this
 module and the migrated schema drift apart. Constraint names come from the naming convention on
@@ -38,13 +39,13 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from carrygate.models.vocabulary import DECISIONS
 from carrygate.store.vocabulary import CHECKPOINT_SOURCES, FINISHED_STATUSES, JOB_STATUSES, SHARD_STATUSES
 
 __all__ = ["Base", "Candidate", "DropCalibrationRow", "Checkpoint", "Job", "ProbeSet", "Result", "Verdict", "JOB_STATUSES",
            "FINISHED_STATUSES", "DECISIONS", "JOB_SCOPE", "utcnow", "new_id", "JobShard", "SHARD_STATUSES", "JSONValue",
            "UTCDateTime", "in_values"]
 
-DECISIONS = ("go", "no_go", "inconclusive")  # the gate's `Decision` (gate/policy.py); tests/unit/test_store.py keeps them equal
 JOB_SCOPE = "job"
 """`verdicts.scope` of the job-level verdict; a candidate's verdict has the candidate id as its scope."""
 

@@ -3,7 +3,8 @@
 The tables' CHECK constraints, the API schemas (`app/schemas.py`) and the routes' query parameters
 all derive from these, so a new status or event is added here and nowhere else (a CHECK constraint
 that changes still needs its migration). The tuples keep the `Literal`'s order, which the metrics
-and listings show.
+and listings show. The gate's `Decision` is shared with `gate/` and so lives below both, in
+`models/vocabulary.py`.
 """
 
 from __future__ import annotations

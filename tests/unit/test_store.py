@@ -34,7 +34,7 @@ def test_check_constraints_list_every_value_of_their_vocabulary() -> None:
                           (WebhookDelivery, vocabulary.DELIVERY_STATUSES), (Verdict, DECISIONS)):
         sql = _check(table, "status" if table is not Verdict else "decision")
         assert all(f"'{v}'" in sql for v in values), (table, sql)
-    assert DECISIONS == get_args(Decision)  # the gate owns decisions; the store's CHECK must follow it
+    assert DECISIONS == get_args(Decision)  # one Literal (models/vocabulary.py): the gate decides with it, the CHECK lists it
     assert set(vocabulary.FINISHED_STATUSES) < set(vocabulary.JOB_STATUSES)
 
 
