@@ -6,7 +6,7 @@ Nothing here writes to the database.
 
 Conventions:
 - a "drop" is reference minus candidate (positive = the candidate lost accuracy), as in the gate;
-- `method` is what a candidate's spec does, in words a legend can hold (`int4/per_tensor`, `bf16`, ...);
+- `method` is what a candidate's spec does, as `models.compress.spec.describe` says it (`int4/per_tensor`, `bf16`, ...);
 - grids and checkpoint history live in `grid.py` and `history.py`, on top of the loaders here.
 """
 
@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from carrygate.gate import GatePolicy
+from carrygate.models.compress.spec import CompressionSpec, describe
 from carrygate.models.numbers import finite, fixed
 from carrygate.store.tables import JOB_SCOPE, Checkpoint, Job, ProbeSet, Verdict
 
@@ -42,33 +44,14 @@ def _drop(reference: object, candidate: object) -> float | None:
 
 
 def method_of(spec: dict[str, Any] | None) -> str:
-    """What a spec changes, e.g. `int8-channel`, `int4/per_tensor`, `prune-0.5`, `depth`, `bf16+carry-int8`, `ort-dynamic`;
-    `fp32` for none."""
-    spec = spec or {}
-    parts: list[str] = []
-    if spec.get("checkpoint"):
-        parts.append("other-weights")
-    if spec.get("depth"):
-        parts.append("depth")
-    if prune := spec.get("prune"):
-        parts.append(f"prune-{prune.get('sparsity', '?'):g}" if isinstance(prune.get("sparsity"), int | float) else "prune")
-    if emb := spec.get("puzzle_embedding"):
-        parts.append(f"emb-{emb.get('method', '?')}")
-    if weights := spec.get("weights"):
-        method = str(weights.get("method", "?"))
-        if method == "int4":
-            method += "/" + str(weights.get("granularity", "per_channel"))
-        parts.append(method)
-    if spec.get("activations"):
-        parts.append("act-int8")
-    if precision := spec.get("precision"):
-        if precision != "fp32":
-            parts.append(str(precision))
-    if spec.get("carry"):
-        parts.append("carry-int8")
-    if ort := spec.get("onnxruntime"):
-        parts.append(f"ort-{ort.get('quantization', 'none')}")
-    return "+".join(parts) or "fp32"
+    """What a stored spec changes, in the words of the one describer, `models.compress.spec.describe`
+    (`int4/per_tensor`, `prune-intermediate-0.5`, `depth-H_cycles=1+bf16+carry-int8`, `ort-dynamic`;
+    `reference` for none), so the legend says what the CLI tables say. A spec this version no longer
+    reads is `unrecognised spec`."""
+    try:
+        return describe(CompressionSpec.model_validate(spec or {}))
+    except ValidationError:
+        return "unrecognised spec"
 
 
 def task_of(checkpoint: Checkpoint, probe: ProbeSet | None) -> str:

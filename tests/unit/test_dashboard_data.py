@@ -45,7 +45,8 @@ SUDOKU_CONFIG = {"config_json": {"vocab_size": 11, "seq_len": 81, "H_cycles": 2}
 
 @pytest.mark.parametrize(("name", "method"), [
     ("fp32", "fp32"), ("bf16", "bf16"), ("int8-bnb", "int8-bnb"), ("int8-channel", "int8-channel"), ("int4-naive", "int4/per_tensor"),
-    ("int4-calibrated", "int4/per_channel"), ("nf4", "nf4"), ("prune-50", "prune-0.5"), ("depth-h1", "depth"), ("carry-int8", "carry-int8"),
+    ("int4-calibrated", "int4/per_channel"), ("nf4", "nf4"), ("prune-50", "prune-intermediate-0.5"), ("depth-h1", "depth-H_cycles=1"),
+    ("carry-int8", "carry-int8"),
 ])
 def test_method_of_names_what_a_paper_spec_changes(name: str, method: str) -> None:
     assert data.method_of(CompressionSpec.model_validate({"name": name, **PAPER[name]}).to_dict()) == method
@@ -53,8 +54,8 @@ def test_method_of_names_what_a_paper_spec_changes(name: str, method: str) -> No
 
 def test_method_of_joins_combined_parts() -> None:
     spec = CompressionSpec.model_validate({"precision": "bf16", "carry": {"bits": 8}, "depth": {"H_cycles": 1}})
-    assert data.method_of(spec.to_dict()) == "depth+bf16+carry-int8"
-    assert data.method_of(None) == "fp32"
+    assert data.method_of(spec.to_dict()) == "depth-H_cycles=1+bf16+carry-int8"
+    assert data.method_of(None) == "reference"
 
 
 def test_grid_cell_recognises_the_precision_depth_grid_only() -> None:
@@ -180,13 +181,14 @@ def test_overview_points_traces_and_filters(session: Session) -> None:
     assert [j.id for j in jobs] == [job2.id, job1.id]
     assert len(points) == 4
     traces = data.scatter_traces(points, "puzzle_exact_drop")
-    assert {t["name"]: len(t["x"]) for t in traces} == {"int8-channel": 1, "int4/per_tensor": 1, "prune-0.5": 1}  # unlabelled left out
+    # unlabelled left out
+    assert {t["name"]: len(t["x"]) for t in traces} == {"int8-channel": 1, "int4/per_tensor": 1, "prune-intermediate-0.5": 1}
     by_name = {t["name"]: t for t in traces}
     assert by_name["int4/per_tensor"]["y"] == [pytest.approx(0.3)] and by_name["int4/per_tensor"]["customdata"] == [job1.id]
     assert by_name["int8-channel"]["marker"]["symbol"] == ["circle"]  # go under the default policy
-    assert by_name["prune-0.5"]["marker"]["symbol"] == ["x"]  # no_go
+    assert by_name["prune-intermediate-0.5"]["marker"]["symbol"] == ["x"]  # no_go
     cell = {t["name"]: t["y"] for t in data.scatter_traces(points, "cell_accuracy_drop")}
-    assert cell["prune-0.5"] == [pytest.approx(0.15)]
+    assert cell["prune-intermediate-0.5"] == [pytest.approx(0.15)]
 
     assert len(data.load_points(session, data.Filters(checkpoint_id=v1.id))[0]) == 3
     assert [p.job_id for p in data.load_points(session, data.Filters(task="maze"))[0]] == [job2.id]
