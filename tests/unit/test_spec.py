@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from pydantic import ValidationError
 
 from carrygate.models import build_model
@@ -135,3 +136,28 @@ def test_candidates_share_the_puzzle_table_until_a_spec_changes_it() -> None:
         candidate = apply(CompressionSpec.model_validate(body), model).model
         assert not candidate.puzzle_emb.weights.equal(table), body  # the candidate's table did change ...
     assert model.puzzle_emb.weights.equal(table)  # ... and the reference's did not
+
+
+def test_every_part_of_a_spec_has_an_applier_in_the_documented_order() -> None:
+    from carrygate.models.compress import APPLIERS, parts
+    from carrygate.models.compress.spec import CarrySpec, OnnxRuntimeSpec, PruneSpec, PuzzleEmbeddingSpec
+
+    spec = CompressionSpec.model_validate({"depth": {"H_cycles": 1}, "prune": {"sparsity": 0.25}, "noise": {"sigma": 0.1},
+                                           "puzzle_embedding": {"method": "int8"}, "carry": {"bits": 8},
+                                           "onnxruntime": {"quantization": "dynamic"}})
+    kinds = [type(part) for part in parts(spec)]
+    assert all(kind in APPLIERS for kind in kinds)
+    assert kinds[1:3] == [PruneSpec, type(spec.noise)] and kinds[3] is PuzzleEmbeddingSpec
+    assert kinds[-2:] == [CarrySpec, OnnxRuntimeSpec]
+    for body in PAPER.values():
+        assert all(type(part) in APPLIERS for part in parts(CompressionSpec.model_validate(body)))
+
+
+def test_per_step_quantisers_are_told_the_step_by_the_candidate_not_the_model() -> None:
+    model = build_model(tiny_trm(halt_max_steps=3))
+    data = [(torch.randint(0, 5, (4, 9)), torch.zeros(4, dtype=torch.long))]
+    candidate = apply(CompressionSpec.model_validate({"weights": {"method": "int8-channel"}, "activations": {}}), model, calibration=data)
+    with torch.inference_mode():
+        assert torch.isfinite(candidate(*data[0]).logits).all()
+        with pytest.raises(RuntimeError, match="ACT step"):  # the bare model has no step to tell them
+            candidate.model(*data[0])
