@@ -7,24 +7,22 @@
 - `validate.py`  carrygate validate | calibrate         (signal validity; refit the predicted drop)
 - `service.py`   carrygate serve | worker | migrate | gate   (the service and the release-pipeline client)
 - `demo.py`      carrygate demo                         (the zoo sweep through the API)
+- `recommend.py` carrygate recommend                    (the cheapest compression that still reasons)
 - `keys.py`      carrygate keys create | list | revoke
 - `verdicts.py`  the verdict table `gate` and `demo` print
-`carrygate recommend` comes from `app/cli_recommend.py` (issue 16).
 """
 
 from __future__ import annotations
 
 import typer
 
-from carrygate.app.cli import data, demo, evaluate, keys, predict, service, train, validate
-from carrygate.app.cli_recommend import recommend_command
+from carrygate.app.cli import data, demo, evaluate, keys, predict, recommend, service, train, validate
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Decide whether a compressed recursive reasoner (TRM / HRM) still reasons before it ships.")
 app.add_typer(data.data_app, name="data")
-recommend = typer.Typer()
-recommend.command("recommend")(recommend_command)
-for group in (train.commands, predict.commands, evaluate.commands, demo.commands, service.commands, validate.commands, recommend):
+for group in (train.commands, predict.commands, evaluate.commands, demo.commands, service.commands, validate.commands,
+              recommend.commands):
     app.add_typer(group)
 app.add_typer(keys.keys_app, name="keys")
 

@@ -14,12 +14,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from carrygate.app.cli_evaluate import build_probe_folder, console, stdout_console
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(2)
+from carrygate.app.cli.console import console, fail, stdout_console
+from carrygate.app.cli.evaluate import build_probe_folder
 
 
 def print_sensitivity(rec: object) -> None:  # rec: models.recommend.Recommendation
@@ -116,20 +112,20 @@ def recommend_command(
                         max_gflop_per_puzzle=max_gflop_per_puzzle, max_step_ms=max_step_ms)
         tolerance = Tolerance(max_predicted_drop=max_predicted_drop, min_fidelity=min_fidelity)
     except ValidationError as err:
-        _fail("; ".join(e["msg"] for e in err.errors()))
+        fail("; ".join(e["msg"] for e in err.errors()))
     try:
         gate_policy = GatePolicy.from_yaml(policy.read_text()) if policy else GatePolicy()
     except (OSError, ValueError) as err:
-        _fail(str(err))
+        fail(str(err))
     if data is not None and builder is not None:
-        _fail("give at most one of --data, --builder")
+        fail("give at most one of --data, --builder")
     try:
         ckpt = load_checkpoint(checkpoint)
         folder = data or (build_probe_folder(builder, ckpt.config.seq_len, probe_size, 1234) if builder else
                           (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "data")
         probe = Probe.from_split(read_split(folder, "test"), limit)
     except (CheckpointError, ValueError, OSError) as err:
-        _fail(str(err))
+        fail(str(err))
     with console.status("searching") as status:
         rec = recommend(ckpt.model, probe, budget, tolerance, search_puzzles=search_puzzles, checkpoint=str(checkpoint),
                         on_progress=lambda stage, n: status.update(f"{stage}: {n} evaluations"),
@@ -152,3 +148,7 @@ def recommend_command(
     out.write_text(spec.to_yaml())
     print(json.dumps({"chosen": rec.chosen.name, "weight_fraction": rec.chosen.cost.weight_fraction, "verdict": rec.verdict,
                       "out": str(out)}))
+
+
+commands = typer.Typer()
+commands.command("recommend")(recommend_command)
