@@ -108,7 +108,7 @@ def rule_columns(rules: Iterable[tuple[str, float | None]]) -> list[tuple[str, f
 @dataclass(frozen=True)
 class Cell:
     text: str
-    passed: bool | None  # None: not evaluated; a column the candidate does not have is ("", True)
+    passed: bool | None  # None: not evaluated ("?", or "0.9890 ?" when measured); a column the candidate does not have is ("", True)
 
 
 @dataclass(frozen=True)
@@ -181,8 +181,9 @@ class Report:
                 kind = RULE_COLUMNS.get(rule, RuleColumn(rule, "", "plain")).kind
                 if outcome is None:
                     cells.append(Cell("", True))
-                elif outcome.passed is None:
-                    cells.append(Cell("?", None))
+                elif outcome.passed is None:  # not judged: unmeasured "?", or a value whose interval straddles the threshold
+                    value = finite(outcome.observed)
+                    cells.append(Cell("?" if value is None else f"{format_value(kind, value)} ?", None))
                 else:
                     cells.append(Cell(format_value(kind, outcome.observed), outcome.passed))
             model = results.get(verdict.candidate)

@@ -1,7 +1,8 @@
 """The verdict as a person reads it in a terminal: one row per candidate, the gate's rules as columns.
 
-`carrygate gate` and `carrygate demo` print this table; failing values are red and marked ✗, values
-that could not be measured are `?`, and what a column cannot show (a non-finite candidate, a device
+`carrygate gate` and `carrygate demo` print this table; failing values are red and marked ✗, a rule the
+gate could not judge is yellow and marked `?` (with its value, e.g. `0.9890 ?`, when the value was measured
+but its interval straddles the threshold), and what a column cannot show (a non-finite candidate, a device
 that did not run, labels missing) is listed under the table. The plots and every rule's reason are on
 the job's dashboard page, which the table points to. Columns and cells come from `app.reports`, so the
 terminal, the Markdown summary and the HTML report show the same table.
@@ -26,7 +27,7 @@ def _cell(cell: Cell) -> str:
     if cell.passed is False:
         return f"[bold red]{escape(cell.text)} ✗[/]"
     if cell.passed is None:
-        return "[yellow]?[/]"
+        return f"[yellow]{escape(cell.text)}[/]"
     return escape(cell.text)
 
 

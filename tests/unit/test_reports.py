@@ -8,6 +8,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from rich.console import Console
+
+from carrygate.app.cli.verdicts import print_verdict_table
 from carrygate.app.dashboard.routes import PLOTLY_JS
 from carrygate.app.reports import Report, render_failure_markdown, render_html, render_markdown
 from carrygate.gate import GatePolicy, judge
@@ -196,3 +199,14 @@ def test_adaptive_halting_adds_steps_used_to_the_table_and_a_histogram() -> None
     assert 'id="chart-steps-used-data"' in html and html.count('class="num steps-used"') == 2
     # under fixed halting neither appears
     assert "steps used" not in render_markdown(report_of([model("int8", 0.995)]))
+
+
+def test_a_value_whose_interval_straddles_the_threshold_keeps_its_value_beside_the_mark() -> None:
+    straddles = model("straddles", 0.991)
+    straddles = straddles.model_copy(update={"fidelity": straddles.fidelity.model_copy(update={"ci95": (0.985, 0.995)})})
+    report = report_of([straddles])
+    rows = table_rows(render_markdown(report))
+    assert rows["straddles"][1] == "⚠️ inconclusive" and rows["straddles"][2] == "0.9910 ?"
+    terminal = Console(width=200, record=True)
+    print_verdict_table(terminal, report, "job")  # `carrygate gate` / `demo`: the same cell
+    assert "0.9910 ?" in terminal.export_text()
