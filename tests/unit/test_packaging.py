@@ -10,6 +10,7 @@ checkout whose own `models` package would shadow ours if the names collided.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -48,6 +49,16 @@ def test_the_suite_never_imports_a_folder_by_its_bare_name() -> None:
     assert bare == [], f"second copies under bare names: {bare[:10]}"
 
 
+def _source_copy(to: Path) -> Path:
+    """The checkout's files as git sees them (an in-tree build would leave build/ in the checkout)."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (to / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, to / name)
+    return to
+
+
 @pytest.mark.slow
 def test_wheel_runs_predict_inside_an_official_checkout(tmp_path: Path) -> None:
     """`pip install .` into a fresh environment, then `import carrygate.models` and `carrygate predict`
@@ -61,7 +72,7 @@ def test_wheel_runs_predict_inside_an_official_checkout(tmp_path: Path) -> None:
     # line does not have its own .pth files run, so the checkout's editable mapping stays out.
     (site / "suite-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
     install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
-                              "--no-build-isolation", str(ROOT)], capture_output=True, text=True, timeout=900)
+                              "--no-build-isolation", str(_source_copy(tmp_path / "src"))], capture_output=True, text=True, timeout=900)
     assert install.returncode == 0, install.stdout + install.stderr
     official = tmp_path / "TinyRecursiveModels"
     (official / "models" / "recursive_reasoning").mkdir(parents=True)
