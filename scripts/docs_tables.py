@@ -13,8 +13,8 @@ What it owns:
       <!-- /generated -->
 
   Generators: `sweep` (`scripts/sweep_table.py`), `ort` (the ONNX Runtime artifact table below),
-  `halting` (`scripts/halting_table.py`) and `settings` (every `CARRYGATE_*` variable, from the
-  service's `Settings` class; it takes no files).
+  `halting` (`scripts/halting_table.py`), `settings` (every `CARRYGATE_*` variable, from the
+  service's `Settings` class) and `zoo` (one row per `models/zoo/*/card.json`); the last two take no files.
 - The fixed/adaptive table in `docs/halting.md` (the contiguous table under its header row), from
   `scripts/halting_table.py results/sudoku-mlp-adaptive.json`.
 - `docs/validity.md`, the whole page, from `scripts/validity_table.py`. Its "Generated <date>" line is
@@ -123,7 +123,55 @@ def settings(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
-GENERATORS: dict[str, Callable[[list[Path]], str]] = {"sweep": sweep, "halting": halting, "ort": ort, "settings": settings}
+ZOO = ROOT / "models" / "zoo"
+REASONS = 0.6  # issue 11's bar: puzzle-exact on the shipped held-out split and on a fresh probe
+
+
+def _architecture(card: dict) -> str:
+    c = card["config"]
+    mixer = "HRM" if c["arch"] == "hrm" else ("TRM-MLP (mlp_t)" if c.get("mlp_t") else f"TRM-Attention ({c['pos_encodings']})")
+    loops = f"H{c['H_cycles']} L{c['L_cycles']}"
+    if c["arch"] == "hrm":  # HRM's levels have their own depths
+        loops = f"H{c['H_cycles']}x{c['H_layers']} L{c['L_cycles']}x{c['L_layers']}"
+    ema = ", EMA" if "EMA" in (card.get("weights") or "") else ""
+    return f"{mixer}, D {c['hidden_size']}, {loops}, {c['halt_max_steps']} steps{ema}"
+
+
+def _task(data_command: str) -> str:
+    words = data_command.split()
+    option = {k: v for k, v in zip(words, words[1:], strict=False) if k.startswith("--")}
+    task = words[2]
+    if task == "sudoku":
+        side = option.get("--size", "9")
+        return f"Sudoku {side}x{side}, {option.get('--givens', '?')} givens"
+    if task == "maze":
+        side = option.get("--size", "11")
+        return f"Maze {side}x{side}, loops {option.get('--loops', '0')}"
+    return task
+
+
+def zoo(paths: list[Path]) -> str:
+    """The shipped models, one row per card: accuracy on the held-out split and on the fresh probe, size, training."""
+    lines = ["| model | architecture | task | puzzle-exact (held-out) | fresh probe | cell accuracy | reasons | "
+             "weights MB | iterations | train wall time |", "|" + "---|" * 10]
+    for path in sorted(ZOO.glob("*/card.json")):
+        card = json.loads(path.read_text())
+        test, probe = card["test"], card.get("probe")
+        done, planned = card.get("iterations_done"), card["train"]["iterations"]
+        iterations = f"{planned:,}" if done in (None, planned) else f"{done:,} of {planned:,}"
+        reasons = test["puzzle_exact"] >= REASONS and probe is not None and probe["puzzle_exact"] >= REASONS
+        weights = (path.parent / "model.safetensors").stat().st_size / 2**20
+        lines.append("| " + " | ".join([
+            f"`{card['name']}`", _architecture(card), _task(card["data_command"]),
+            f"{test['puzzle_exact']:.3f} (n {test['count']})",
+            f"{probe['puzzle_exact']:.3f} (n {probe['count']})" if probe else "not measured",
+            f"{test['cell_accuracy']:.3f}", "yes" if reasons else "**no**", f"{weights:.2f}", iterations,
+            f"{card['wall_seconds'] / 60:.0f} min on {card['torch_threads']} thread(s)",
+        ]) + " |")
+    return "\n".join(lines)
+
+
+GENERATORS: dict[str, Callable[[list[Path]], str]] = {"sweep": sweep, "halting": halting, "ort": ort, "settings": settings, "zoo": zoo}
 
 
 def render_markers(text: str) -> str:
