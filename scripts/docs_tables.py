@@ -124,7 +124,6 @@ def settings(paths: list[Path]) -> str:
 
 
 ZOO = ROOT / "models" / "zoo"
-REASONS = 0.6  # issue 11's bar: puzzle-exact on the shipped held-out split and on a fresh probe
 
 
 def _architecture(card: dict) -> str:
@@ -159,7 +158,7 @@ def zoo(paths: list[Path]) -> str:
         test, probe = card["test"], card.get("probe")
         done, planned = card.get("iterations_done"), card["train"]["iterations"]
         iterations = f"{planned:,}" if done in (None, planned) else f"{done:,} of {planned:,}"
-        reasons = test["puzzle_exact"] >= REASONS and probe is not None and probe["puzzle_exact"] >= REASONS
+        reasons = _import("carrygate.models.cards").reasons(card)
         weights = (path.parent / "model.safetensors").stat().st_size / 2**20
         lines.append("| " + " | ".join([
             f"`{card['name']}`", _architecture(card), _task(card["data_command"]),

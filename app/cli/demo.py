@@ -1,7 +1,9 @@
 """`carrygate demo`: the main job, through the real service path, on the shipped zoo models.
 
 It starts the API with the embedded worker on the default SQLite database (zero set-up), registers
-every zoo model, submits one job per model with the demo sweep and the default gate policy, follows
+the zoo models that reason (`models/cards.py`: puzzle-exact ≥ 0.6 held-out and on a fresh probe; the
+undertrained ones sit near a fixed point where every candidate looks faithful, so their verdicts are
+noise; `--all-models` adds them), submits one job per model with the demo sweep and the default gate policy, follows
 the progress, prints each job's table and verdicts, and keeps serving on 127.0.0.1 (the URL is
 printed) until Ctrl-C — or exits with `--no-serve`.
 """
@@ -22,8 +24,11 @@ GRID_MODEL = "sudoku-mlp"  # the zoo model that reasons well: its depth x precis
 DEMO_SPECS = ["bf16", "fp16", "int8-channel", "int8-dynamic", "int4-naive", "int4-calibrated", "prune-50", "depth-h1", "carry-int8"]
 
 
-def zoo_models() -> list[Path]:
-    return sorted(p for p in ZOO.iterdir() if (p / "model.safetensors").is_file())
+def zoo_models(*, reasoning_only: bool = True) -> list[Path]:
+    from carrygate.models.cards import read_card, reasons
+
+    folders = sorted(p for p in ZOO.iterdir() if (p / "model.safetensors").is_file())
+    return [p for p in folders if reasons(read_card(p))] if reasoning_only else folders
 
 
 def _start_server(host: str, port: int) -> tuple[Any, threading.Thread]:
@@ -48,6 +53,7 @@ def demo_command(
     port: int = 8000,
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Keep serving the API after the sweep.")] = True,
     grid: Annotated[bool, typer.Option("--grid/--no-grid", help=f"Also run the depth x precision grid on {GRID_MODEL}.")] = True,
+    all_models: Annotated[bool, typer.Option("--all-models", help="Also the zoo models that do not reason (verdicts are noise).")] = False,
 ) -> None:
     """Run the demo sweep on every zoo model through the API and the embedded worker."""
     import httpx
@@ -58,10 +64,13 @@ def demo_command(
     from carrygate.models.compress.grids import PAPER, precision_depth_grid
     from carrygate.models.config import ModelConfig
 
-    models = zoo_models()
+    models = zoo_models(reasoning_only=not all_models)
     if not models:
-        console.print(f"[red]no zoo models under {ZOO}[/]")
+        console.print(f"[red]no {'' if all_models else 'reasoning '}zoo models under {ZOO}[/]")
         raise typer.Exit(2)
+    skipped = sorted({p.name for p in zoo_models(reasoning_only=False)} - {p.name for p in models})
+    if skipped:
+        console.print(f"not reasoning, left out (--all-models adds them): {', '.join(skipped)}")
     settings = get_settings()
     console.print(f"database {settings.database_url}, artifacts {settings.artifact_store}")
     server, thread = _start_server(host, port)
