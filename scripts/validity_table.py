@@ -35,14 +35,24 @@ Why targets are missed, where they are:
 - **Rank correlation on a robust model.** When most candidates lose almost nothing (on sudoku6-mlp,
   most are within 0.5 pp), their order is set by a handful of puzzles, and Spearman over all
   candidates partly measures that noise; the AUROC and gate columns are the better reading there.
-- **The default fidelity gate** (`min_fidelity_mean 0.99`, `min_fidelity_p05 0.95`) is blind to
-  compression outside the carry: `only-heads-int2` keeps fidelity 1.0 and loses every answer, a false
-  go on two of three models. It also rejects candidates that lose nothing (false no-go). A label-free
-  gate should add `max_predicted_exact_drop: 0.02`, which has no false go on any model below.
+- **The fidelity-floor gate** (`min_fidelity_mean 0.99`, `min_fidelity_p05 0.95`, the default policy
+  until 2026-12-03) is blind to compression outside the carry: `only-heads-int2` keeps fidelity 1.0 and
+  loses every answer, a false go on two of three models. It also rejects candidates that lose nothing
+  (false no-go). This is why the default label-free rule is now `max_predicted_exact_drop: 0.02`
+  (gate `predicted_drop_only` below), which has no false go on any model below, also when its
+  calibration was fitted without the model (last section).
 - **The predicted-drop interval on a few hundred puzzles** is a few pp wide for candidates that change
   many answers, so near the threshold it must say `inconclusive` (sudoku-mlp, whose reference gets 19 %
   of puzzles wrong and flips them freely, most of all). More probe puzzles narrow it.
 """
+
+
+# Result files written before 2026-12-03 name the fidelity-floor gate `policy` (it was the default then).
+GATE_NAMES = {"policy": "fidelity_floors", "policy_and_predicted_drop": "fidelity_and_predicted_drop"}
+
+
+def _gates(validity: dict) -> dict[str, dict]:
+    return {GATE_NAMES.get(name, name): gate for name, gate in (validity.get("gates") or {}).items()}
 
 
 def _f(v: float | None) -> str:
@@ -96,7 +106,7 @@ def model_section(name: str, body: dict) -> list[str]:
                      f"{_f(s['near_spearman'])}{_ci(near_ci)} ({s['near_n']}) | {_auroc(s['auroc'])} | "
                      f"{'weak near the baseline' if weak else ''} |")
     lines.append("")
-    for gate_name, gate in (v.get("gates") or {}).items():
+    for gate_name, gate in _gates(v).items():
         if not gate:
             continue
         policy = {k: val for k, val in gate["policy"].items() if val not in (None, False)}
@@ -125,15 +135,16 @@ def summary_section(bodies: dict[str, dict], lomo: dict | None) -> list[str]:
     """One row per model: the issue's targets side by side, then where each signal is weak."""
     lines = ["## Summary", "",
              "| model | candidates × puzzles | best signal: Spearman / near-baseline (n) | fidelity_mean: Spearman / near | "
-             "gate `policy`: agreement, false go, inconclusive | gate `predicted_drop_only`: agreement (decided), false go, "
-             "inconclusive | predicted drop, leave one family out: coverage / MAE | leave this model out: coverage / MAE |",
+             "gate `fidelity_floors`: agreement, false go, inconclusive | gate `predicted_drop_only` (the default): agreement "
+             "(decided), false go, inconclusive | predicted drop, leave one family out: coverage / MAE | "
+             "leave this model out: coverage / MAE |",
              "|---|---|---|---|---|---|---|---|"]
     for name, body in bodies.items():
         v = body["validity"]
         sig = {s["signal"]: s for s in v["signals"]}
         best = max((s for s in v["signals"] if s["spearman"] is not None), key=lambda s: s["spearman"])
         fid = sig.get("fidelity_mean", {})
-        gates = v.get("gates") or {}
+        gates = _gates(v)
 
         def gate(g: dict | None) -> str:
             if not g:
@@ -145,7 +156,7 @@ def summary_section(bodies: dict[str, dict], lomo: dict | None) -> list[str]:
         held = (lomo or {}).get("models", {}).get(name)
         lines.append(f"| {name} | {v['candidates']} × {v['puzzles']} | {best['signal']} {_f(best['spearman'])} / "
                      f"{_f(best['near_spearman'])} ({best['near_n']}) | {_f(fid.get('spearman'))} / {_f(fid.get('near_spearman'))} | "
-                     f"{gate(gates.get('policy'))} | {gate(gates.get('predicted_drop_only'))} | "
+                     f"{gate(gates.get('fidelity_floors'))} | {gate(gates.get('predicted_drop_only'))} | "
                      + (f"{p['coverage']:.2f} / {p['mae'] * 100:.2f} pp" if p else "—") + " | "
                      + (f"{held['coverage']:.2f} / {held['mae'] * 100:.2f} pp" if held else "—") + " |")
     lines += ["", "**Where each signal is weak** (its near-baseline 95 % interval includes 0, or its Spearman over all "

@@ -102,11 +102,14 @@ def validity_body(result: Any, gate_policy: Any, resamples: int, seed: int) -> d
     for i, (_, mean, lo, hi) in drops.items():
         result.candidates[i].predicted_puzzle_exact_drop = DropPrediction(mean=mean, lo=lo, hi=hi, calibration="leave-one-family-out")
     free = label_free(gate_policy)
-    predicted_only = free.model_copy(update={"min_fidelity_mean": None, "min_fidelity_p05": None, "max_predicted_exact_drop": 0.02})
-    both = free.model_copy(update={"max_predicted_exact_drop": 0.02})
+    floors = {"min_fidelity_mean": 0.99, "min_fidelity_p05": 0.95}  # the default policy until 2026-12-03
+    off = {"min_fidelity_mean": None, "min_fidelity_p05": None}
+    gates_compared = {"fidelity_floors": free.model_copy(update={**floors, "max_predicted_exact_drop": None}),
+                      "predicted_drop_only": free.model_copy(update={**off, "max_predicted_exact_drop": 0.02}),
+                      "fidelity_and_predicted_drop": free.model_copy(update={**floors, "max_predicted_exact_drop": 0.02})}
     validity = report(result, resamples=resamples, seed=seed, gate=lambda r: judge(r, free), drops=drops)
     gates = {name: gate_agreement(result, lambda r, p=policy: judge(r, p), DAMAGE).model_dump(mode="json")
-             for name, policy in (("policy", free), ("predicted_drop_only", predicted_only), ("policy_and_predicted_drop", both))}
+             for name, policy in gates_compared.items()}
     verdicts = {v.candidate: v for v in judge(result, free).candidates}
     body = result.model_dump(mode="json")
     for candidate in body["candidates"]:
