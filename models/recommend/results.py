@@ -87,7 +87,7 @@ class Point(_Data):
     depth_steps: int
     cost: Cost
     damage: Damage
-    stage: str = Field(description="baseline | ladder | bisect | greedy | depth | prune")
+    stage: str = Field(description="baseline | ladder | bisect | greedy | depth | prune | precision | ort")
     within_budget: bool
     within_tolerance: bool
     on_front: bool = False

@@ -9,7 +9,9 @@
      cheapest neighbour that still passes, repeat;
    - *depth*: the cheapest configurations that failed, re-run with MORE ACT steps than the reference
      (depth buying back what the bits lost); under a FLOP/latency budget, fewer steps / H cycles too;
-   - *pruning*: the best point with its quantised MLPs' intermediate units structurally pruned.
+   - *pruning*: the best point with its quantised MLPs' intermediate units structurally pruned;
+   - *precision*: the best point with what it keeps in float at bf16 / fp16, and the whole model as
+     ONNX Runtime dynamic INT8 (the deployed integer kernels).
 3. Confirm the finalists on the full probe, labels when present, in one run; the cheapest confirmed
    one is the recommendation, judged by the default gate policy exactly as `carrygate gate --local` would.
 
@@ -170,13 +172,19 @@ class Searcher:
                  search_puzzles: int = 64, batch_size: int = 64, calibration: DropCalibration | None = None,
                  on_progress: Progress | None = None, sensitivity_bits: tuple[int, ...] = (2, 4), step_bits: int = 3,
                  extra_steps: tuple[int, ...] = (2, 4), finalists: int = 3,
-                 verdict_of: Callable[[EvaluationResult], str] | None = None, require_go: bool = False) -> None:
+                 verdict_of: Callable[[EvaluationResult], str] | None = None, require_go: bool = False,
+                 with_ort: bool | None = None) -> None:
         self.reference, self.probe, self.budget, self.tolerance = reference, probe, budget, tolerance
         self.search_probe = Probe(probe.inputs[:search_puzzles], probe.puzzle_identifiers[:search_puzzles],
                                   None if probe.labels is None else probe.labels[:search_puzzles])
         self.batch_size, self.calibration, self.on_progress = batch_size, calibration, on_progress
         self.sensitivity_bits, self.step_bits, self.extra_steps, self.n_finalists = sensitivity_bits, step_bits, extra_steps, finalists
         self.verdict_of, self.require_go = verdict_of, require_go
+        if with_ort is None:
+            import importlib.util
+
+            with_ort = importlib.util.find_spec("onnxruntime") is not None
+        self.with_ort = with_ort
         self.groups = module_groups(reference)
         self.replay = Replay(reference)
         floor = noise_floor(reference)
@@ -219,8 +227,13 @@ class Searcher:
             queued.add(key)
             name = label(bits, self.groups) + (f"@{steps}" if steps != self.ref_steps else "")
             name += "+prune" if extra and "prune" in extra else ""
+            name += f"+{extra['precision']}" if extra and "precision" in extra else ""
+            name = "ort-dynamic-int8" if extra and "onnxruntime" in extra else name
             spec = spec.model_copy(update={"name": name})
-            model = apply(spec, self.reference)
+            if spec.onnxruntime is not None:  # exported, ORT-quantised (calibrated on the search probe) and wrapped
+                model = build_candidates(self.reference, [spec], self.search_probe, self.batch_size, with_noise_floor=False)[0].model
+            else:
+                model = apply(spec, self.reference)
             todo.append((_Eval(spec, model, name), bits, steps, stage, self.cost(spec, model)))
             out.append(None)
         if todo:
@@ -349,6 +362,21 @@ class Searcher:
         if best is not None:
             self.evaluate_points([(best.bits, best.depth_steps, {"prune": {"sparsity": s, "structure": "intermediate"}}, "prune")
                                   for s in (0.25,)])
+        self.search_precision()
+
+    def search_precision(self) -> None:
+        """The float paths a deployment also has: the best point with everything it keeps in float (groups
+        reverted to float, norms, embeddings, the carry) at bf16 or fp16, and the whole model as ONNX
+        Runtime dynamic INT8, the deployed integer kernels (one export; skipped when ORT is missing)."""
+        self.stage = "precision"
+        best = self.best()
+        if best is not None and "prune" not in best.spec:
+            self.evaluate_points([(best.bits, best.depth_steps, {"precision": half}, "precision") for half in ("bf16", "fp16")])
+        if self.with_ort:
+            self.evaluate_points([(dict.fromkeys(self.bits_keys()), self.ref_steps, {"onnxruntime": {"quantization": "dynamic"}}, "ort")])
+
+    def bits_keys(self) -> list[str]:
+        return [g.name for g in self.groups]
 
     def best(self) -> Point | None:
         ranked = self.ranked()

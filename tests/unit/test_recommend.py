@@ -184,3 +184,18 @@ def test_budget_and_tolerance_validate_and_bound_every_axis() -> None:
     for bound in ({"max_weight_fraction": 0.19}, {"max_weight_bytes": 99}, {"max_sram_bytes": 999}, {"max_gflop_per_puzzle": 0.9},
                   {"max_step_ms": 1.9}):
         assert not within(cost, Budget(**bound)), bound
+
+
+def test_half_precision_and_ort_int8_are_searched(fragile_recommendation: tuple[object, object]) -> None:
+    pytest.importorskip("onnxruntime")
+    _, rec = fragile_recommendation
+    by_stage: dict[str, list] = {}
+    for p in rec.points:  # type: ignore[attr-defined]
+        by_stage.setdefault(p.stage, []).append(p)
+    halves = {p.spec.get("precision") for p in by_stage.get("precision", [])}
+    assert halves == {"bf16", "fp16"}
+    for p in by_stage["precision"]:
+        base = next(q for q in rec.points if q.bits == p.bits and q.depth_steps == p.depth_steps and q.stage != "precision")  # type: ignore[attr-defined]
+        assert p.cost.weight_bytes < base.cost.weight_bytes  # what it keeps in float is stored at half width
+    (ort,) = by_stage["ort"]
+    assert ort.spec["onnxruntime"]["quantization"] == "dynamic" and ort.damage.fidelity is not None
