@@ -222,7 +222,7 @@ def start_worker(settings: Settings, **env: str) -> subprocess.Popen[bytes]:
         "CARRYGATE_ARTIFACT_STORE": settings.artifact_store, "CARRYGATE_LEASE_SECONDS": str(settings.lease_seconds),
         "CARRYGATE_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds), **env,
     }
-    return subprocess.Popen([sys.executable, "-m", "app", "worker"], cwd=REPO, env=environment,
+    return subprocess.Popen([sys.executable, "-m", "carrygate.app", "worker"], cwd=REPO, env=environment,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -76,7 +76,7 @@ class Workers:
                             "CARRYGATE_HEARTBEAT_SECONDS": str(s.heartbeat_seconds), "CARRYGATE_BROKER_URL": s.broker_url,
                             "OMP_NUM_THREADS": "1"}
         log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115  (closed with the process)
-        process = subprocess.Popen([sys.executable, "-m", "app", "worker", "--pool", "solo", "--concurrency", "1",
+        process = subprocess.Popen([sys.executable, "-m", "carrygate.app", "worker", "--pool", "solo", "--concurrency", "1",
                                     "--queues", s.celery_queue, "--device", "cpu"], cwd=REPO, env=env, stdout=log, stderr=log)
         self.processes.append(process)
         return process

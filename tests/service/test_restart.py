@@ -49,7 +49,7 @@ class Service:
     def start(self) -> None:
         self.starts += 1
         log = open(self.logs / f"serve-{self.starts}.log", "wb")  # noqa: SIM115  (closed with the process)
-        self.process = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(self.port)], cwd=REPO, env=self.env,
+        self.process = subprocess.Popen([sys.executable, "-m", "carrygate.app", "serve", "--port", str(self.port)], cwd=REPO, env=self.env,
                                         stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
