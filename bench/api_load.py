@@ -110,7 +110,8 @@ def main() -> None:
     port = free_port()
     env = os.environ | {"CARRYGATE_DATA_DIR": str(tmp / "data"), "CARRYGATE_UPLOAD_LIMIT_BYTES": str(4 << 30)}
     log = open(tmp / "server.log", "w")  # noqa: SIM115  (closed with the server)
-    server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=log)
+    server = subprocess.Popen([sys.executable, "-m", "carrygate.app", "serve", "--port", str(port)], cwd=REPO, env=env,
+                              stdout=log, stderr=log)
     print(f"server log: {tmp / 'server.log'}")
     url = f"http://127.0.0.1:{port}"
     try:

@@ -49,6 +49,17 @@ def test_the_suite_never_imports_a_folder_by_its_bare_name() -> None:
     assert bare == [], f"second copies under bare names: {bare[:10]}"
 
 
+def test_no_process_is_started_under_a_bare_folder_name() -> None:
+    # `python -m app` from the checkout imports the folder as a top-level package beside the installed one
+    import re
+
+    bare_main = re.compile(r'"-m",\s*"(' + "|".join(FOLDERS) + r')[".]')
+    offenders = [f"{path.relative_to(ROOT)}:{n}" for folder in ("tests", "scripts", "bench", "app", "workers")
+                 for path in sorted((ROOT / folder).rglob("*.py"))
+                 for n, line in enumerate(path.read_text().splitlines(), 1) if bare_main.search(line)]
+    assert offenders == []
+
+
 def _source_copy(to: Path) -> Path:
     """The checkout's files as git sees them (an in-tree build would leave build/ in the checkout)."""
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
