@@ -1,27 +1,21 @@
-"""The matched 6x6 pair (TRM-MLP vs TRM-attention): cards reproduce, both reason, within 0.10, small."""
+"""The matched 6x6 pair (TRM-MLP vs TRM-attention): both reason, within 0.10, small."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from carrygate.models.checkpoint import load_checkpoint
 from tests.conftest import ZOO
-from tests.unit.test_cli import carrygate
 
 PAIR = ("sudoku6-mlp", "sudoku6-att")
 
 
 @pytest.mark.parametrize("name", PAIR)
-def test_predict_reproduces_the_card_and_the_model_reasons(name: str, tmp_path: Path) -> None:
+def test_the_model_reasons_on_both_splits_and_ships_small(name: str) -> None:
+    # `carrygate predict` reproducing the card is test_cli.py's test_predict_reproduces_the_zoo_card
     card = json.loads((ZOO / name / "card.json").read_text())
-    run = carrygate("predict", str(ZOO / name), "--data", str(ZOO / name / "data"), "--out", str(tmp_path / "p.npz"))
-    assert run.returncode == 0, run.stderr
-    summary = json.loads(run.stdout.strip().splitlines()[-1])
-    assert summary["count"] == card["test"]["count"]
-    assert summary["puzzle_exact"] == pytest.approx(card["test"]["puzzle_exact"], abs=1e-6)
     assert card["test"]["puzzle_exact"] >= 0.6 and card["probe"]["puzzle_exact"] >= 0.6
     assert "--seed 1" in card["probe"]["data_command"]  # the card's data command with another seed
     assert (ZOO / name / "model.safetensors").stat().st_size <= 5 * 1024 * 1024
