@@ -37,7 +37,7 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 """Probes stay open: orchestrators call them without credentials."""
 DOC_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 """The API description: behind a `read` key like any GET route, unless `CARRYGATE_PUBLIC_DOCS` opens it."""
-SUBMISSION_ROUTES = frozenset({"create_job"})
+SUBMISSION_ROUTES = frozenset({"create_job", "create_recommendation"})
 """Route names counted by the per-key submission rate limit."""
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -16,7 +16,7 @@ from carrygate.app import dashboard, errors, guard
 from carrygate.app.auth import SUBMISSION_ROUTES, RateLimiter
 from carrygate.app.db import make_engine, session_factory, upgrade_to_head
 from carrygate.app.deps import check_api_key
-from carrygate.app.routes import checkpoints, health, jobs, keys, reports, webhooks
+from carrygate.app.routes import checkpoints, health, jobs, keys, recommendations, reports, webhooks
 from carrygate.app.services.webhooks import delivery_config
 from carrygate.app.settings import Settings, get_settings
 from carrygate.workers.artifacts import ArtifactStore
@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True, 
     app.include_router(health.router)
     app.include_router(checkpoints.router)
     app.include_router(jobs.router)
+    app.include_router(recommendations.router)
     app.include_router(reports.router)
     app.include_router(keys.router)
     app.include_router(webhooks.router)

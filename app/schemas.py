@@ -15,6 +15,7 @@ from carrygate.gate import Decision, GatePolicy
 from carrygate.models.aihub import AiHubOptions
 from carrygate.models.compress.spec import CompressionSpec
 from carrygate.models.halting import Halting
+from carrygate.models.recommend.results import Budget, Finalist, Point, SensitivityMap, Tolerance
 from carrygate.store.vocabulary import ApiScope, DeliveryStatus, JobStatus, WebhookEvent
 
 
@@ -221,6 +222,106 @@ class JobRead(_Schema):
 
 class JobList(_Schema):
     data: list[JobRead]
+    count: int
+
+
+# -- recommendations (app/routes/recommendations.py) ---------------------------------------------------
+
+
+class RecommendBudget(Budget):
+    """Exactly one bound, as `carrygate recommend` takes one of its budget options."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RecommendBudget:
+        given = [name for name, value in self.model_dump().items() if value is not None]
+        if len(given) != 1:
+            raise ValueError(f"budget: give exactly one of {', '.join(Budget.model_fields)} (got {', '.join(given) or 'none'})")
+        return self
+
+
+class RecommendTolerance(Tolerance):
+    """The predicted puzzle-exact drop's 90% upper end (default 0.02), or a fidelity floor instead."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_drop(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("max_predicted_drop") is None and data.get("min_fidelity") is None:
+            return {**data, "max_predicted_drop": 0.02}
+        return data
+
+
+class RecommendOptions(_Input):
+    limit: int | None = Field(None, ge=1, le=1_000_000, description="the full probe: its first N puzzles (finalists are confirmed on it)")
+    search_puzzles: int = Field(128, ge=1, le=100_000, description="probe puzzles each search evaluation runs on (the first ones)")
+    batch_size: int = Field(64, ge=1, le=4096)
+    require_go: bool = Field(False, description="confirm a finalist only when the gate policy says go")
+
+
+class RecommendationCreate(_Input):
+    checkpoint_id: str = Field(max_length=64)
+    budget: RecommendBudget
+    tolerance: RecommendTolerance = Field(default_factory=lambda: RecommendTolerance(max_predicted_drop=0.02))
+    probe: Annotated[BuilderProbe | DatasetProbe, Field(union_mode="left_to_right")] = Field(default_factory=DatasetProbe)
+    policy: GatePolicy = Field(default_factory=GatePolicy, description="the gate policy the finalists (and so the recommended spec) "
+                               "are judged by")
+    options: RecommendOptions = Field(default_factory=RecommendOptions)
+    tags: list[Annotated[str, Field(max_length=NAME_MAX)]] = Field(default_factory=list, max_length=32)
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{
+        "checkpoint_id": "5f0c…", "budget": {"max_weight_fraction": 0.25}, "tolerance": {"max_predicted_drop": 0.02},
+        "options": {"limit": 500, "search_puzzles": 128}, "tags": ["release-1.4"]}]})
+
+
+class Progress(_Schema):
+    fraction: float = Field(ge=0.0, le=1.0)
+    stage: str | None = Field(None, description="the search stage that ran last, and the candidate evaluations so far")
+
+
+class RecommendedSpec(_Schema):
+    name: str
+    spec: dict[str, Any] = Field(description="the CompressionSpec (to_dict)")
+    yaml: str = Field(description="the spec as YAML: `carrygate gate --spec best.yaml` accepts it as it is")
+    finalist: Finalist = Field(description="its cost and its damage on the full probe")
+
+
+class RecommendationVerdict(_Schema):
+    decision: Decision = Field(description="the gate policy's decision on the recommended spec alone, on the full probe")
+    rules: list[RuleRead]
+    policy: dict[str, Any]
+
+
+class RecommendationRead(_Schema):
+    id: str
+    url: str
+    status: JobStatus
+    progress: Progress
+    attempts: int
+    error: str | None
+    checkpoint_id: str
+    budget: dict[str, Any]
+    tolerance: dict[str, Any]
+    policy: dict[str, Any]
+    options: dict[str, Any]
+    tags: list[str]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    recommended: RecommendedSpec | None = Field(None, description="null until it succeeded, or when nothing met the tolerance")
+    verdict: RecommendationVerdict | None = None
+    front: list[Point] | None = Field(None, description="the Pareto front (weight bytes vs damage, search probe), cheapest first")
+    sensitivity: SensitivityMap | None = None
+    finalists: list[Finalist] | None = None
+    notes: list[str] = Field(default_factory=list)
+    evaluations: int | None = Field(None, description="candidate evaluations the search ran")
+    result: dict[str, Any] | None = Field(None, description="the whole models/recommend Recommendation (every point evaluated)")
+
+
+class RecommendationList(_Schema):
+    data: list[RecommendationRead]
     count: int
 
 

@@ -60,3 +60,25 @@ def job_cost(config: TRMConfig | HRMConfig, specs: list[CompressionSpec], puzzle
         per_model[spec.name or f"candidates[{i}]"] = each
         total += each * (puzzles + _extra_puzzles(spec, puzzles))
     return JobCost(gflop=total, puzzles=puzzles, per_model_gflop_per_puzzle=per_model)
+
+
+SEARCH_EVALUATIONS = 100
+"""Candidate evaluations a recommendation search runs on its search probe, for the cost estimate (the zoo
+searches ran 65-70, `docs/recommend.md`); the finalists (at most 3 rounds of 3) run on the full probe."""
+FINALIST_EVALUATIONS = 9
+
+
+def recommend_cost(config: TRMConfig | HRMConfig, search_puzzles: int, puzzles: int) -> JobCost:
+    """Estimated GFLOPs of `recommend` on `puzzles` probe puzzles: the reference and its noise floor once
+    (their trajectories are replayed), `SEARCH_EVALUATIONS` candidates on the first `search_puzzles` and
+    `FINALIST_EVALUATIONS` on all, each at the reference's cost per puzzle."""
+    reference = flops_per_puzzle(config) / 1e9
+    runs = SEARCH_EVALUATIONS * min(search_puzzles, puzzles) + FINALIST_EVALUATIONS * puzzles
+    return JobCost(gflop=reference * (2 * puzzles + runs), puzzles=puzzles,
+                   per_model_gflop_per_puzzle={"reference": reference, "search evaluation": reference})
+
+
+def describe_recommend_cost(cost: JobCost, search_puzzles: int, limit: float) -> str:
+    return (f"the search is estimated at {cost.gflop:.4g} GFLOP (about {SEARCH_EVALUATIONS} candidate evaluations on "
+            f"{min(search_puzzles, cost.puzzles)} puzzles and {FINALIST_EVALUATIONS} finalists on {cost.puzzles}), over the limit "
+            f"of {limit:.4g} GFLOP (CARRYGATE_MAX_JOB_GFLOP); use fewer puzzles (options.limit, options.search_puzzles, probe.size)")

@@ -40,7 +40,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from carrygate.models.vocabulary import DECISIONS
-from carrygate.store.vocabulary import CHECKPOINT_SOURCES, FINISHED_STATUSES, JOB_STATUSES, SHARD_STATUSES
+from carrygate.store.vocabulary import CHECKPOINT_SOURCES, FINISHED_STATUSES, JOB_KINDS, JOB_STATUSES, SHARD_STATUSES
 
 __all__ = ["Base", "Candidate", "DropCalibrationRow", "Checkpoint", "Job", "ProbeSet", "Result", "Verdict", "JOB_STATUSES",
            "FINISHED_STATUSES", "DECISIONS", "JOB_SCOPE", "utcnow", "new_id", "JobShard", "SHARD_STATUSES", "JSONValue",
@@ -133,6 +133,10 @@ class ProbeSet(Base):
 class Job(Base):
     """One evaluation request: a reference checkpoint, K candidate specs, a probe set and a gate policy.
 
+    `kind` "recommend" is a budgeted search instead (`POST /recommendations`): no candidates; its budget,
+    tolerance and search size are in `options`, its `Recommendation` is the result, and `stage` says
+    which search stage ran last. Leases, cancellation, progress and webhooks are the same for both kinds.
+
     The embedded executor claims a queued job by setting `lease_owner` / `lease_expires_at` and renews
     the lease with each heartbeat; a running job whose lease expired is re-queued (`attempts` counts runs).
     """
@@ -141,11 +145,15 @@ class Job(Base):
     __table_args__ = (
         CheckConstraint(in_values("status", JOB_STATUSES), name="status"),
         CheckConstraint("progress >= 0 AND progress <= 1", name="progress"),
+        CheckConstraint(in_values("kind", JOB_KINDS), name="kind"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(16), default="evaluate", server_default="evaluate", index=True)
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
+    stage: Mapped[str | None] = mapped_column(String(200))
+    """What the worker is doing, in words (a recommendation's search stage); null for evaluations."""
     puzzles_done: Mapped[int] = mapped_column(Integer, default=0)
     puzzles_total: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

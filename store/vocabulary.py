@@ -11,14 +11,18 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+JobKind = Literal["evaluate", "recommend"]
+"""What a job row runs: an evaluation of given candidates (`POST /jobs`) or a budgeted search (`POST /recommendations`)."""
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FinishedStatus = Literal["succeeded", "failed", "cancelled"]
 ShardStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 CheckpointSource = Literal["upload", "registered"]
 ApiScope = Literal["read", "submit", "admin"]
-WebhookEvent = Literal["verdict.no_go", "fidelity.below_threshold", "job.failed", "job.succeeded"]
+WebhookEvent = Literal["verdict.no_go", "fidelity.below_threshold", "job.failed", "job.succeeded", "recommendation.ready",
+                       "recommendation.failed"]
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 
+JOB_KINDS: tuple[JobKind, ...] = get_args(JobKind)
 JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 FINISHED_STATUSES: tuple[FinishedStatus, ...] = get_args(FinishedStatus)
 SHARD_STATUSES: tuple[ShardStatus, ...] = get_args(ShardStatus)

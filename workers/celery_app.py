@@ -1,7 +1,8 @@
 """The Celery executor: `carrygate worker` with CARRYGATE_EXECUTOR=celery runs Celery workers on a Redis broker.
 
 Celery only dispatches (see `workers/distributed.py`): the message is a job id, the task claims the job
-under a lease in the database and runs the same `run_job` as the embedded executor.
+under a lease in the database and runs it as the embedded executor does (`workers/runner.py`: an
+evaluation's `run_job`, its shards, or a recommendation's search).
 
 Delivery guarantees:
 - `acks_late` + `reject_on_worker_lost`: a message is acknowledged after the task ran, so a worker
@@ -114,8 +115,8 @@ def run_job_task(task: Task, job_id: str) -> str:
     from sqlalchemy.exc import DBAPIError
 
     from carrygate.workers.distributed import claim_job, release_job
-    from carrygate.workers.pipeline import fail_crashed, run_job
-    from carrygate.workers.shards import fan_out, is_sharded
+    from carrygate.workers.pipeline import fail_crashed
+    from carrygate.workers.runner import run_claimed
 
     try:
         ctx = _ctx()
@@ -123,12 +124,11 @@ def run_job_task(task: Task, job_id: str) -> str:
             if not claim_job(session, job_id, ctx.worker_id, ctx.lease_seconds):
                 log.info("job %s is not claimable (done, cancelled or leased elsewhere): skipped", job_id)
                 return "skipped"
-            sharded = is_sharded(session, job_id)
     except DBAPIError as err:  # the database is away: nothing claimed, try again later
         raise task.retry(exc=err, countdown=RETRY_BASE_SECONDS * 2**task.request.retries) from err
-    log.info("worker %s runs job %s%s", ctx.worker_id, job_id, " (sends its shards)" if sharded else "")
+    log.info("worker %s runs job %s", ctx.worker_id, job_id)
     try:
-        status = fan_out(job_id, ctx, _shard_sender(task)) if sharded else run_job(job_id, ctx)
+        status = run_claimed(job_id, ctx, _shard_sender(task))
     except DBAPIError as err:  # infrastructure, not the job: give it back and retry with backoff
         log.warning("job %s: database error, retrying: %s", job_id, err)
         try:

@@ -55,13 +55,16 @@ class Heartbeat(threading.Thread):
         super().__init__(daemon=True, name=f"heartbeat-{job_id[:8]}")
         self.ctx, self.job_id = ctx, job_id
         self.progress: tuple[int, int] | None = None
+        self.fraction: float | None = None  # progress as a fraction, with `stage` (a recommendation's search)
+        self.stage: str | None = None
         self.cancelled = threading.Event()
         self.lost = threading.Event()
         self._stop_event = threading.Event()
 
     def beat(self) -> None:
         with self.ctx.session_factory() as session:
-            beat = heartbeat(session, self.job_id, self.ctx.worker_id, self.ctx.lease_seconds, self.progress)
+            beat = heartbeat(session, self.job_id, self.ctx.worker_id, self.ctx.lease_seconds, self.progress, fraction=self.fraction,
+                             stage=self.stage)
         if beat.cancel_requested:
             self.cancelled.set()
         if not beat.still_owner:

@@ -3,7 +3,8 @@
 `carrygate serve` starts the API and, beside it, `worker_concurrency` worker processes (spawned,
 so no torch state is shared with the API process, which therefore never blocks on model work).
 Each worker polls the table, claims a job atomically (`workers/queue.py`), runs it with a lease
-heartbeat, and goes back to polling. On start-up expired leases are re-queued, so jobs interrupted
+heartbeat, and goes back to polling. Every kind of job runs through `workers/runner.py` (evaluations,
+recommendations). On start-up expired leases are re-queued, so jobs interrupted
 by a killed server or worker run again; the unique constraints keep one result and verdict per job.
 A job with `options.shards` > 1 is split into puzzle shards (`workers/shards.py`) that the workers
 claim before new jobs, so the shards of one job run side by side.
@@ -24,9 +25,10 @@ from pathlib import Path
 from carrygate.store.sessions import make_engine, session_factory
 from carrygate.workers.artifacts import ArtifactStore
 from carrygate.workers.context import JobLimits, WorkerContext
-from carrygate.workers.pipeline import fail_crashed, run_job
+from carrygate.workers.pipeline import fail_crashed
 from carrygate.workers.queue import claim_next_job, requeue_expired
-from carrygate.workers.shards import fan_out, is_sharded, next_shard, run_shard
+from carrygate.workers.runner import run_claimed
+from carrygate.workers.shards import next_shard, run_shard
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +96,7 @@ def worker_loop(config: WorkerConfig, worker_id: str, max_jobs: int | None = Non
             continue
         log.info("worker %s runs job %s", worker_id, job_id)
         try:
-            with factory() as session:
-                sharded = is_sharded(session, job_id)
-            status = fan_out(job_id, ctx, _no_broker) if sharded else run_job(job_id, ctx)
+            status = run_claimed(job_id, ctx, _no_broker)
         except Exception as err:  # a bug or a resource failure: fail this job, keep the worker alive
             log.exception("job %s crashed", job_id)
             status = fail_crashed(ctx, job_id, err)

@@ -311,8 +311,8 @@ def enqueue_events(session: Session, job_id: str, status: str, **details: Any) -
 
     from carrygate.workers.webhooks import enqueue_job_events
 
-    checkpoint_id, tags = session.execute(select(Job.checkpoint_id, Job.tags).where(Job.id == job_id)).one()
-    return enqueue_job_events(session, job_id=job_id, checkpoint_id=checkpoint_id, tags=tags or [], status=status, **details)
+    kind, checkpoint_id, tags = session.execute(select(Job.kind, Job.checkpoint_id, Job.tags).where(Job.id == job_id)).one()
+    return enqueue_job_events(session, job_id=job_id, checkpoint_id=checkpoint_id, tags=tags or [], status=status, kind=kind, **details)
 
 
 def _store(ctx: WorkerContext, job_id: str, body: dict[str, Any], verdict: Any, candidates: list[tuple[str, str, Any]]) -> JobOutcome:

@@ -39,14 +39,15 @@ def settle_abandoned(session: Session, at: datetime) -> None:
                     .execution_options(synchronize_session=False))
     poisoned = (Job.status == "running", Job.lease_expires_at < at, Job.attempts >= MAX_ATTEMPTS)
     error = f"its worker died {MAX_ATTEMPTS} times while running it"
-    for job_id, checkpoint_id, tags in session.execute(select(Job.id, Job.checkpoint_id, Job.tags).where(*poisoned)).all():
+    for job_id, kind, checkpoint_id, tags in session.execute(select(Job.id, Job.kind, Job.checkpoint_id, Job.tags).where(*poisoned)).all():
         failed = session.execute(update(Job).where(Job.id == job_id, *poisoned)
                                  .values(status="failed", error=error, finished_at=at, lease_owner=None)
                                  .execution_options(synchronize_session=False))
-        if failed.rowcount == 1:  # its job.failed webhooks go out with the same commit (outbox)
+        if failed.rowcount == 1:  # its job.failed (recommendation.failed) webhooks go out with the same commit (outbox)
             from carrygate.workers.webhooks import enqueue_job_events
 
-            enqueue_job_events(session, job_id=job_id, checkpoint_id=checkpoint_id, tags=tags or [], status="failed", error=error)
+            enqueue_job_events(session, job_id=job_id, checkpoint_id=checkpoint_id, tags=tags or [], status="failed", error=error,
+                               kind=kind)
 
 
 def claim(session: Session, job_id: str, worker_id: str, lease_seconds: float, at: datetime) -> bool:
@@ -76,12 +77,18 @@ class Beat:
     cancel_requested: bool
 
 
-def heartbeat(session: Session, job_id: str, worker_id: str, lease_seconds: float, progress: tuple[int, int] | None = None) -> Beat:
-    """Renew the lease (and record progress) if `worker_id` still owns the job."""
+def heartbeat(session: Session, job_id: str, worker_id: str, lease_seconds: float, progress: tuple[int, int] | None = None, *,
+              fraction: float | None = None, stage: str | None = None) -> Beat:
+    """Renew the lease (and record progress: puzzles done of total, or a `fraction` and a `stage` text) if
+    `worker_id` still owns the job."""
     values: dict[str, object] = {}
     if progress is not None:
         done, total = progress
         values = {"puzzles_done": done, "puzzles_total": total, "progress": min(1.0, done / total) if total else 0.0}
+    if fraction is not None:
+        values["progress"] = min(1.0, max(0.0, fraction))
+    if stage is not None:
+        values["stage"] = stage[:200]
     renewed = JOBS.renew(session, job_id, worker_id, lease_seconds, values)
     cancel = session.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one_or_none()
     session.commit()

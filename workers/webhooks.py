@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from carrygate.store.api_tables import Webhook, WebhookAttempt, WebhookDelivery
 from carrygate.store.tables import utcnow
+from carrygate.store.vocabulary import JobKind
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +146,42 @@ def _fidelity_means(result: dict[str, Any] | None) -> dict[str, float | None]:
     return out
 
 
+def _evaluation_events(hook: Webhook, status: str, decision: str | None,
+                       fidelity: dict[str, float | None]) -> list[tuple[str, dict[str, Any]]]:
+    events: list[tuple[str, dict[str, Any]]] = []
+    if status == "succeeded" and "job.succeeded" in hook.events:
+        events.append(("job.succeeded", {}))
+    if status == "failed" and "job.failed" in hook.events:
+        events.append(("job.failed", {}))
+    if status == "succeeded" and decision == "no_go" and "verdict.no_go" in hook.events:
+        events.append(("verdict.no_go", {}))
+    if status == "succeeded" and "fidelity.below_threshold" in hook.events and hook.fidelity_threshold is not None:
+        below = sorted(name for name, mean in fidelity.items() if mean is None or mean < hook.fidelity_threshold)
+        if below:
+            events.append(("fidelity.below_threshold", {"threshold": hook.fidelity_threshold, "below": below}))
+    return events
+
+
+def _recommendation_events(hook: Webhook, status: str, recommendation: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+    """A recommendation's events: `recommendation.ready` when it succeeded, `recommendation.failed` when not."""
+    if status == "succeeded" and "recommendation.ready" in hook.events:
+        return [("recommendation.ready", {"recommendation": recommendation})]
+    if status == "failed" and "recommendation.failed" in hook.events:
+        return [("recommendation.failed", {})]
+    return []
+
+
 def enqueue_job_events(session: Session, *, job_id: str, checkpoint_id: str, tags: Iterable[str], status: str,
                        error: str | None = None, decision: str | None = None, reasons: Iterable[str] = (),
-                       result: dict[str, Any] | None = None) -> int:
+                       result: dict[str, Any] | None = None, kind: JobKind = "evaluate",
+                       recommendation: dict[str, Any] | None = None) -> int:
     """Queue the events of a finished job for every matching subscription, in the caller's transaction.
 
-    Events: `job.succeeded` / `job.failed`; `verdict.no_go` when the decision is no_go;
+    Evaluations: `job.succeeded` / `job.failed`; `verdict.no_go` when the decision is no_go;
     `fidelity.below_threshold` when some candidate's mean fidelity is below the subscription's threshold
-    (a candidate without a finite fidelity counts as below). Returns the number of rows queued.
+    (a candidate without a finite fidelity counts as below). Recommendations (`kind` "recommend"):
+    `recommendation.ready` (with the `recommendation` summary) / `recommendation.failed`.
+    Returns the number of rows queued.
     """
     tags = list(tags)
     webhooks = session.execute(select(Webhook).where(Webhook.active.is_(True))).scalars().all()
@@ -160,24 +189,18 @@ def enqueue_job_events(session: Session, *, job_id: str, checkpoint_id: str, tag
         return 0
     fidelity = _fidelity_means(result)
     at = utcnow()
-    base = {"job": {"id": job_id, "status": status, "checkpoint_id": checkpoint_id, "tags": tags, "error": error},
-            "verdict": {"decision": decision, "reasons": list(reasons)} if decision else None,
-            "fidelity_mean": fidelity}
+    base = {"job": {"id": job_id, "kind": kind, "status": status, "checkpoint_id": checkpoint_id, "tags": tags, "error": error},
+            "verdict": {"decision": decision, "reasons": list(reasons)} if decision else None}
+    if kind == "evaluate":
+        base["fidelity_mean"] = fidelity
     queued = 0
     for hook in webhooks:
         if (hook.checkpoint_id and hook.checkpoint_id != checkpoint_id) or (hook.tag and hook.tag not in tags):
             continue
-        events: list[tuple[str, dict[str, Any]]] = []
-        if status == "succeeded" and "job.succeeded" in hook.events:
-            events.append(("job.succeeded", {}))
-        if status == "failed" and "job.failed" in hook.events:
-            events.append(("job.failed", {}))
-        if status == "succeeded" and decision == "no_go" and "verdict.no_go" in hook.events:
-            events.append(("verdict.no_go", {}))
-        if status == "succeeded" and "fidelity.below_threshold" in hook.events and hook.fidelity_threshold is not None:
-            below = sorted(name for name, mean in fidelity.items() if mean is None or mean < hook.fidelity_threshold)
-            if below:
-                events.append(("fidelity.below_threshold", {"threshold": hook.fidelity_threshold, "below": below}))
+        if kind == "recommend":
+            events = _recommendation_events(hook, status, recommendation)
+        else:
+            events = _evaluation_events(hook, status, decision, fidelity)
         for event, extra in events:
             eid = event_id(job_id, event)
             payload = {"id": eid, "type": event, "created_at": at.isoformat(), "webhook_id": hook.id, **base, **extra}

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from carrygate.app.errors import Conflict, NotFound, Unprocessable, get_or_404
-from carrygate.app.schemas import BuilderProbe, JobCreate
+from carrygate.app.schemas import BuilderProbe, JobCreate, RecommendationCreate
 from carrygate.app.services.pages import Page, paginate
 from carrygate.app.services.paths import confined_checkpoint
 from carrygate.app.settings import Settings
@@ -21,7 +21,7 @@ from carrygate.models.compress.fit import spec_problems
 from carrygate.models.config import HRMConfig, ModelConfig, TRMConfig
 from carrygate.models.files import SMALL_FILE_LIMIT, check_regular
 from carrygate.store.tables import FINISHED_STATUSES, JOB_SCOPE, Checkpoint, Job, ProbeSet, Verdict
-from carrygate.store.vocabulary import JobStatus
+from carrygate.store.vocabulary import JobKind, JobStatus
 from carrygate.workers.artifacts import ArtifactStore
 from carrygate.workers.pipeline import candidate_rows, probe_hash
 from carrygate.workers.queue import now
@@ -38,7 +38,7 @@ class Submitted:
     created: bool
 
 
-def _config_of(checkpoint: Checkpoint) -> TRMConfig | HRMConfig | None:
+def config_of(checkpoint: Checkpoint) -> TRMConfig | HRMConfig | None:
     """The model config when the checkpoint's metadata fixes it (carrygate format), else None."""
     body = (checkpoint.config or {}).get("config_json")
     if not body:
@@ -62,7 +62,8 @@ def _check_budget(body: JobCreate, config: TRMConfig | HRMConfig, settings: Sett
         raise Unprocessable(f"compute budget: {at_least}{cost.describe(settings.max_job_gflop)}")
 
 
-def _probe_row(body: JobCreate, settings: Settings) -> ProbeSet:
+def probe_row(body: JobCreate | RecommendationCreate, settings: Settings) -> ProbeSet:
+    """The probe set row a submission names; a dataset folder outside the register roots is a 422."""
     if isinstance(body.probe, BuilderProbe):
         args = {"size": body.probe.size, "seed": body.probe.seed, **body.probe.args}
         return ProbeSet(builder=body.probe.builder, builder_args=args, dataset_path=None,
@@ -80,20 +81,24 @@ def _probe_row(body: JobCreate, settings: Settings) -> ProbeSet:
                     content_hash=probe_hash(None, args, body.probe.dataset_path), puzzles=body.options.limit or 0, labels=True)
 
 
-def _by_key(session: Session, idempotency_key: str | None) -> Job | None:
+def by_key(session: Session, idempotency_key: str | None, kind: JobKind) -> Job | None:
+    """The job an Idempotency-Key created; a 409 when it created the other kind (an evaluation, a recommendation)."""
     if not idempotency_key:
         return None
-    return session.execute(select(Job).where(Job.idempotency_key == idempotency_key)).scalar_one_or_none()
+    job = session.execute(select(Job).where(Job.idempotency_key == idempotency_key)).scalar_one_or_none()
+    if job is not None and job.kind != kind:
+        raise Conflict(f"Idempotency-Key {idempotency_key!r} already names {job.kind} job {job.id}")
+    return job
 
 
 def create_job(*, session: Session, body: JobCreate, settings: Settings, idempotency_key: str | None = None) -> Submitted:
     """Queue an evaluation: the specs must fit the checkpoint's architecture and the compute budget, every
     path must lie under the register roots. The same Idempotency-Key returns the job it created."""
-    existing = _by_key(session, idempotency_key)
+    existing = by_key(session, idempotency_key, "evaluate")
     if existing is not None:
         return Submitted(existing, created=False)
     checkpoint = get_or_404(session, Checkpoint, body.checkpoint_id, "checkpoint")
-    config = _config_of(checkpoint)
+    config = config_of(checkpoint)
     if config is not None:
         problems = [f"candidates[{i}].{p}" for i, spec in enumerate(body.candidates) for p in spec_problems(spec, config)]
         if problems:
@@ -102,7 +107,7 @@ def create_job(*, session: Session, body: JobCreate, settings: Settings, idempot
     for i, spec in enumerate(body.candidates):
         if spec.checkpoint is not None:  # the worker loads it: the same roots as a registered checkpoint
             confined_checkpoint(settings, spec.checkpoint, f"candidates[{i}].checkpoint")
-    job = Job(checkpoint_id=checkpoint.id, probe_set=_probe_row(body, settings), policy=body.policy.model_dump(mode="json"),
+    job = Job(checkpoint_id=checkpoint.id, probe_set=probe_row(body, settings), policy=body.policy.model_dump(mode="json"),
               options=body.options.model_dump(mode="json"), tags=body.tags, idempotency_key=idempotency_key,
               candidates=candidate_rows(body.candidates))
     session.add(job)
@@ -110,7 +115,7 @@ def create_job(*, session: Session, body: JobCreate, settings: Settings, idempot
         session.commit()
     except IntegrityError:  # a concurrent request with the same Idempotency-Key won the race
         session.rollback()
-        existing = _by_key(session, idempotency_key)
+        existing = by_key(session, idempotency_key, "evaluate")
         if existing is None:
             raise
         return Submitted(existing, created=False)
@@ -120,10 +125,10 @@ def create_job(*, session: Session, body: JobCreate, settings: Settings, idempot
     return Submitted(job, created=True)
 
 
-def cancel_job(*, session: Session, job_id: str) -> Job:
+def cancel_job(*, session: Session, job_id: str, kind: JobKind = "evaluate") -> Job:
     """A queued job is cancelled at once; a running one is flagged, and its worker stops before its next ACT
-    step (the heartbeat reads the flag). 404 for no such job, 409 for a finished one."""
-    job = get_or_404(session, Job, job_id, "job")
+    step (the heartbeat reads the flag). 404 for no such job (of this kind), 409 for a finished one."""
+    job = get_job(session=session, job_id=job_id, kind=kind)
     if job.status in FINISHED_STATUSES:
         raise Conflict(f"job {job_id} already {job.status}")
     # Conditional updates: a worker may claim or finish the job between our read and our write.
@@ -139,9 +144,13 @@ def cancel_job(*, session: Session, job_id: str) -> Job:
     return job
 
 
-def get_job(*, session: Session, job_id: str) -> Job:
-    """The job, or a 404."""
-    return get_or_404(session, Job, job_id, "job")
+def get_job(*, session: Session, job_id: str, kind: JobKind = "evaluate") -> Job:
+    """The job, or a 404 (also when it is of the other kind: `/jobs` and `/recommendations` name their own)."""
+    what = "recommendation" if kind == "recommend" else "job"
+    job = get_or_404(session, Job, job_id, what)
+    if job.kind != kind:
+        raise NotFound(f"{what} {job_id} not found")
+    return job
 
 
 def _has_tag(tag: str, dialect: str) -> ColumnElement[bool]:
@@ -153,9 +162,9 @@ def _has_tag(tag: str, dialect: str) -> ColumnElement[bool]:
 
 
 def list_jobs(*, session: Session, status: JobStatus | None, checkpoint_id: str | None, tag: str | None,
-              limit: int, offset: int) -> Page[Job]:
-    """Newest first, filtered; candidates and verdicts loaded (results are not)."""
-    query = select(Job)
+              limit: int, offset: int, kind: JobKind = "evaluate") -> Page[Job]:
+    """Newest first, filtered, of one kind; candidates and verdicts loaded (results are not)."""
+    query = select(Job).where(Job.kind == kind)
     if status is not None:
         query = query.where(Job.status == status)
     if checkpoint_id is not None:

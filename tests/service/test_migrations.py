@@ -177,3 +177,22 @@ def test_settings_read_carrygate_environment(monkeypatch: pytest.MonkeyPatch, tm
         assert settings.upload_limit_bytes == 4 * 1024**3 and settings.lease_seconds == 60
     finally:
         get_settings.cache_clear()
+
+
+def test_0005_job_kind_defaults_existing_rows_and_is_reversible(db_url: str) -> None:
+    """Rows written before 0005 read as evaluations; the kind is checked; down to 0004 drops the columns and up again works."""
+    upgrade_to_head(db_url)
+    engine = make_engine(db_url)
+    try:
+        job_id = _job_chain(engine)
+        downgrade_to(db_url, "0004")
+        assert {"kind", "stage"}.isdisjoint(c["name"] for c in inspect(engine).get_columns("jobs"))
+        upgrade_to_head(db_url)
+        with session_factory(engine)() as session:
+            job = session.get_one(Job, job_id)
+            assert (job.kind, job.stage) == ("evaluate", None)
+            job.kind = "train"
+            with pytest.raises(IntegrityError):
+                session.commit()
+    finally:
+        engine.dispose()
