@@ -127,7 +127,8 @@ def test_job_stage_end_to_end_against_the_fake(tmp_path: Path, monkeypatch: pyte
     probe = Probe.from_split(read_split(ZOO / "maze-att" / "data", "test"), 2)
     spec = CompressionSpec.from_yaml("name: dyn\nonnxruntime: {quantization: dynamic, profile_repeats: 0}")
     result = evaluate(model, [spec], probe, batch_size=2, artifact_dir=tmp_path)
-    policy = GatePolicy(min_fidelity_mean=0.99, min_fidelity_p05=None, min_answer_agreement=None, max_puzzle_exact_drop=None)
+    policy = GatePolicy(min_fidelity_mean=0.99, min_fidelity_p05=None, min_answer_agreement=None, max_puzzle_exact_drop=None,
+                        max_predicted_exact_drop=None)
     options = AiHubOptions(devices=[S24], token_ref="env:TEST_AIHUB_TOKEN")
 
     monkeypatch.setenv("TEST_AIHUB_TOKEN", "good-token")

@@ -38,6 +38,7 @@ from carrygate.workers.pipeline import candidate_rows
 from carrygate.workers.profile.aihub import attach_device_profiles
 from tests import fake_qai_hub
 from tests.conftest import REPO, make_tiny_zoo_model, tiny_trm
+from tests.policies import FIDELITY_FLOORS
 from tests.service.conftest import pg_url  # noqa: F401  (fixture used through database_url)
 
 SUDOKU_CONFIG = {"config_json": {"vocab_size": 11, "seq_len": 81, "H_cycles": 2}}
@@ -197,13 +198,16 @@ def test_overview_points_traces_and_filters(session: Session) -> None:
     assert data.load_points(session, data.Filters(until=t0 - timedelta(days=1)))[0] == []
 
     shapes = data.threshold_shapes(data.policy_of(jobs), "puzzle_exact_drop")
-    assert [(s["name"], s.get("x0"), s.get("y0")) for s in shapes] == [("min_fidelity_mean", 0.99, 0), ("max_puzzle_exact_drop", 0, 0.02)]
+    # the default policy has no fidelity floor: only the drop line is drawn
+    assert [(s["name"], s.get("x0"), s.get("y0")) for s in shapes] == [("max_puzzle_exact_drop", 0, 0.02)]
+    floors = data.threshold_shapes(FIDELITY_FLOORS, "puzzle_exact_drop")
+    assert [(s["name"], s.get("x0"), s.get("y0")) for s in floors] == [("min_fidelity_mean", 0.99, 0), ("max_puzzle_exact_drop", 0, 0.02)]
 
 
 def test_job_traces_and_verdict_rows(session: Session) -> None:
     ckpt = add_checkpoint(session, "m", "a", datetime(2026, 1, 1, tzinfo=UTC))
     job = add_job(session, ckpt, [(INT8, {"fidelity": 0.999, "exact": 0.8, "cell": 0.95}),
-                                  (NAIVE, {"fidelity": 0.9, "exact": 0.5, "cell": 0.9})])
+                                  (NAIVE, {"fidelity": 0.9, "exact": 0.5, "cell": 0.9})], policy=FIDELITY_FLOORS)
     body = job.result.body
     steps = data.step_traces(body)
     assert [t["name"] for t in steps] == ["int8", "int4-naive", "reference consecutive similarity"]

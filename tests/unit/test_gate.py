@@ -9,11 +9,13 @@ import pytest
 from pydantic import ValidationError
 
 from carrygate.gate import CandidateVerdict, GatePolicy, JobVerdict, judge, judge_candidate
-from carrygate.models.results import Curve, EvaluationResult, Footprint, ModelResult, NonFinite, Summary
+from carrygate.models.results import Curve, DropPrediction, EvaluationResult, Footprint, ModelResult, NonFinite, Summary
+from tests.policies import FIDELITY_FLOORS
 
 FULL_POLICY = GatePolicy(
     min_fidelity_mean=0.99, min_fidelity_p05=0.95, min_answer_agreement=0.95, max_puzzle_exact_drop=0.02,
     max_cell_accuracy_drop=0.01, sram_budget_bytes=4 * 2**20, max_step_latency_ms=25.0, max_artifact_bytes=8 * 2**20,
+    max_predicted_exact_drop=0.02,
 )
 PROFILE = {"step_latency_ms_p50": 18.4, "step_latency_ms_p95": 21.0}
 
@@ -47,6 +49,13 @@ def candidate(name: str = "int8-channel", **overrides: Any) -> ModelResult:
     return ModelResult(**fields)
 
 
+def predicted(lo: float, hi: float) -> DropPrediction:
+    return DropPrediction(mean=(lo + hi) / 2, lo=lo, hi=hi, calibration="test")
+
+
+SAFE_DROP = predicted(0.0, 0.01)  # the whole 90% interval below the default 0.02
+
+
 def job(*candidates: ModelResult, labels: bool = True) -> EvaluationResult:
     return EvaluationResult(puzzles=512, labels=labels, reference=reference(), candidates=list(candidates), seconds=41.7)
 
@@ -61,6 +70,7 @@ def test_go_when_every_rule_passes_and_each_is_recorded() -> None:
     verdict = judge_candidate(candidate(), reference(), True, FULL_POLICY, PROFILE)
     assert verdict.decision == "go"
     assert verdict.candidate == "int8-channel" and verdict.spec_hash == "ab12" * 16
+    # labels were evaluated: the measured puzzle_exact drop supersedes max_predicted_exact_drop
     assert [r.rule for r in verdict.rules] == [
         "finite", "min_fidelity_mean", "min_fidelity_p05", "min_answer_agreement", "max_puzzle_exact_drop",
         "max_cell_accuracy_drop", "sram_budget_bytes", "max_artifact_bytes", "max_step_latency_ms",
@@ -95,7 +105,7 @@ def test_non_finite_candidate_is_no_go_on_the_finite_rule() -> None:
 
 
 def test_missing_fidelity_is_inconclusive() -> None:
-    verdict = judge_candidate(candidate(fidelity=None), reference(), True, GatePolicy())
+    verdict = judge_candidate(candidate(fidelity=None), reference(), True, FIDELITY_FLOORS)
     assert verdict.decision == "inconclusive"
     assert rule(verdict, "min_fidelity_mean").passed is None
     assert rule(verdict, "min_fidelity_mean").observed is None
@@ -120,19 +130,23 @@ def test_labels_absent_with_require_labels_is_inconclusive() -> None:
 
 
 def test_labels_absent_without_require_labels_skips_the_drop_rules() -> None:
-    unlabelled = candidate(cell_accuracy=None, puzzle_exact=None)
+    unlabelled = candidate(cell_accuracy=None, puzzle_exact=None, predicted_puzzle_exact_drop=SAFE_DROP)
     verdict = judge_candidate(unlabelled, reference(), False, FULL_POLICY, PROFILE)
     assert verdict.decision == "go"
     names = {r.rule for r in verdict.rules}
     assert "max_puzzle_exact_drop" not in names and "max_cell_accuracy_drop" not in names
+    # without labels the prediction is what judges the accuracy loss
+    assert rule(verdict, "max_predicted_exact_drop").passed is True
 
 
 def test_require_labels_without_label_rules_still_blocks() -> None:
     policy = GatePolicy(max_puzzle_exact_drop=None, require_labels=True)
-    verdict = judge_candidate(candidate(), reference(), False, policy)
+    predicted_safe = candidate(predicted_puzzle_exact_drop=SAFE_DROP)
+    verdict = judge_candidate(predicted_safe, reference(), False, policy)
     assert verdict.decision == "inconclusive"
     assert rule(verdict, "require_labels").passed is None
-    assert judge_candidate(candidate(), reference(), True, policy).decision == "go"
+    assert rule(verdict, "max_predicted_exact_drop").passed is True  # only the missing labels block
+    assert judge_candidate(predicted_safe, reference(), True, policy).decision == "go"
 
 
 def test_puzzle_exact_collapse_is_no_go_even_when_cell_accuracy_survives() -> None:
@@ -195,22 +209,29 @@ def test_non_finite_reference_is_a_no_go() -> None:
 
 
 def test_job_aggregation_over_mixed_candidates() -> None:
-    good = candidate("int8-channel")
-    unsure = candidate("bf16", fidelity=None)
-    bad = candidate("int4-per-tensor", fidelity=Summary(mean=0.35, p05=0.12, min=0.03))
+    # Unlabelled, under the default policy: the predicted drop decides each candidate.
+    good = candidate("int8-channel", predicted_puzzle_exact_drop=SAFE_DROP)
+    unsure = candidate("bf16", predicted_puzzle_exact_drop=predicted(0.01, 0.03))  # straddles 0.02
+    bad = candidate("int4-per-tensor", fidelity=Summary(mean=0.35, p05=0.12, min=0.03), predicted_puzzle_exact_drop=predicted(0.3, 0.6))
 
-    all_good = judge(job(good, candidate("int8-bnb")), GatePolicy())
+    all_good = judge(job(good, candidate("int8-bnb", predicted_puzzle_exact_drop=SAFE_DROP), labels=False), GatePolicy())
     assert all_good.decision == "go" and len(all_good.candidates) == 2
 
-    mixed = judge(job(good, unsure), GatePolicy())
+    mixed = judge(job(good, unsure, labels=False), GatePolicy())
     assert mixed.decision == "inconclusive"
-    assert len(mixed.reasons) == 1 and "bf16" in mixed.reasons[0] and "min_fidelity_mean" in mixed.reasons[0]
+    assert len(mixed.reasons) == 1 and "bf16" in mixed.reasons[0] and "max_predicted_exact_drop" in mixed.reasons[0]
 
-    failing = judge(job(good, unsure, bad), GatePolicy())
+    failing = judge(job(good, unsure, bad, labels=False), GatePolicy())
     assert failing.decision == "no_go"
     assert [c.decision for c in failing.candidates] == ["go", "inconclusive", "no_go"]
-    assert any("int4-per-tensor" in r and "min_fidelity_mean" in r for r in failing.reasons)
+    assert any("int4-per-tensor" in r and "max_predicted_exact_drop" in r for r in failing.reasons)
     assert not any("int8-channel" in r for r in failing.reasons)
+
+    # The same aggregation on the fidelity floors, where the fidelity measurements decide.
+    floors = judge(job(good, candidate("bf16", fidelity=None), bad), FIDELITY_FLOORS)
+    assert [c.decision for c in floors.candidates] == ["go", "inconclusive", "no_go"] and floors.decision == "no_go"
+    assert any("bf16" in r and "min_fidelity_mean" in r for r in floors.reasons)
+    assert any("int4-per-tensor" in r and "min_fidelity_mean" in r for r in floors.reasons)
 
 
 def test_job_passes_profiles_by_candidate_name() -> None:
@@ -227,7 +248,8 @@ def test_empty_job_is_inconclusive() -> None:
 
 
 def test_all_none_policy_still_checks_finiteness() -> None:
-    open_policy = GatePolicy(min_fidelity_mean=None, min_fidelity_p05=None, min_answer_agreement=None, max_puzzle_exact_drop=None)
+    open_policy = GatePolicy(min_fidelity_mean=None, min_fidelity_p05=None, min_answer_agreement=None, max_puzzle_exact_drop=None,
+                             max_predicted_exact_drop=None)
     verdict = judge_candidate(candidate(fidelity=None, answer_agreement=None), reference(), False, open_policy)
     assert verdict.decision == "go" and [r.rule for r in verdict.rules] == ["finite"]
     nan = candidate(non_finite=NonFinite(step=0, tensor="z_L", puzzles=512))
@@ -270,6 +292,8 @@ def test_policy_yaml_round_trip() -> None:
     assert policy.min_fidelity_mean == 0.98 and policy.min_fidelity_p05 is None
     assert policy.sram_budget_bytes == 4_194_304 and policy.require_labels is True
     assert policy.min_answer_agreement is None and policy.max_puzzle_exact_drop == 0.02  # defaults fill the rest
+    assert policy.max_predicted_exact_drop == 0.02
+    assert GatePolicy().min_fidelity_mean is None and GatePolicy().min_fidelity_p05 is None
     assert GatePolicy.from_yaml(policy.to_yaml()) == policy
     assert GatePolicy.from_yaml("") == GatePolicy()
     with pytest.raises(ValueError, match="mapping"):
@@ -278,7 +302,80 @@ def test_policy_yaml_round_trip() -> None:
 
 def test_thresholds_are_inclusive() -> None:
     at_edge = candidate(fidelity=Summary(mean=0.99, p05=0.95, min=0.91), answer_agreement=0.95,
-                        footprint=footprint(sram_streaming_bytes=2**21, artifact_bytes=2**21))
-    policy = GatePolicy(sram_budget_bytes=2**21, max_artifact_bytes=2**21, max_step_latency_ms=20.0)
-    verdict = judge_candidate(at_edge, reference(), True, policy, {"step_latency_ms_p50": 20.0})
-    assert verdict.decision == "go", [r.reason for r in verdict.rules]
+                        footprint=footprint(sram_streaming_bytes=2**21, artifact_bytes=2**21),
+                        predicted_puzzle_exact_drop=predicted(0.0, 0.02))
+    policy = GatePolicy(min_fidelity_mean=0.99, min_fidelity_p05=0.95, min_answer_agreement=0.95, max_predicted_exact_drop=0.02,
+                        sram_budget_bytes=2**21, max_artifact_bytes=2**21, max_step_latency_ms=20.0)
+    for labels in (True, False):  # without labels the predicted drop's upper end sits on its threshold
+        verdict = judge_candidate(at_edge, reference(), labels, policy, {"step_latency_ms_p50": 20.0})
+        assert verdict.decision == "go", [r.reason for r in verdict.rules]
+        assert {"min_fidelity_mean", "min_fidelity_p05", "min_answer_agreement", "sram_budget_bytes", "max_artifact_bytes",
+                "max_step_latency_ms"} <= {r.rule for r in verdict.rules}
+    assert rule(verdict, "max_predicted_exact_drop").passed is True
+
+
+# -- the default label-free rule: the predicted drop (docs/validity.md) ---------------------------
+
+def test_default_policy_without_labels_judges_the_predicted_drop_and_no_fidelity() -> None:
+    unlabelled = candidate(cell_accuracy=None, puzzle_exact=None, predicted_puzzle_exact_drop=SAFE_DROP)
+    verdict = judge_candidate(unlabelled, reference(), False, GatePolicy())
+    assert [r.rule for r in verdict.rules] == ["finite", "max_predicted_exact_drop"]
+    drop = rule(verdict, "max_predicted_exact_drop")
+    assert drop.passed is True and drop.threshold == pytest.approx(0.02) and drop.interval == (0.0, 0.01)
+    assert verdict.decision == "go"
+    # low fidelity alone no longer decides anything by default
+    low_fidelity = unlabelled.model_copy(update={"fidelity": Summary(mean=0.35, p05=0.12, min=0.03)})
+    assert judge_candidate(low_fidelity, reference(), False, GatePolicy()).decision == "go"
+    # and a candidate without a prediction is not a pass
+    unpredicted = judge_candidate(candidate(puzzle_exact=None), reference(), False, GatePolicy())
+    assert unpredicted.decision == "inconclusive" and "missing" in rule(unpredicted, "max_predicted_exact_drop").reason
+
+
+def test_with_labels_the_measured_drop_supersedes_the_prediction() -> None:
+    straddling = candidate(puzzle_exact=reference().puzzle_exact, predicted_puzzle_exact_drop=predicted(0.01, 0.05))
+    verdict = judge_candidate(straddling, reference(), True, GatePolicy())
+    assert [r.rule for r in verdict.rules] == ["finite", "max_puzzle_exact_drop"]
+    assert rule(verdict, "max_puzzle_exact_drop").observed == pytest.approx(0.0)
+    assert verdict.decision == "go"
+    # the same candidate without labels is only as good as its prediction
+    assert judge_candidate(straddling, reference(), False, GatePolicy()).decision == "inconclusive"
+    # and a measured loss is a no-go whatever the prediction says
+    lossy = candidate(puzzle_exact=0.604, predicted_puzzle_exact_drop=SAFE_DROP)
+    assert judge_candidate(lossy, reference(), True, GatePolicy()).decision == "no_go"
+
+
+def test_with_labels_but_no_measured_drop_rule_the_prediction_is_judged() -> None:
+    policy = GatePolicy(max_puzzle_exact_drop=None)
+    straddling = candidate(puzzle_exact=reference().puzzle_exact, predicted_puzzle_exact_drop=predicted(0.01, 0.05))
+    verdict = judge_candidate(straddling, reference(), True, policy)
+    assert [r.rule for r in verdict.rules] == ["finite", "max_predicted_exact_drop"]
+    assert rule(verdict, "max_predicted_exact_drop").passed is None and verdict.decision == "inconclusive"
+    safe = judge_candidate(candidate(predicted_puzzle_exact_drop=SAFE_DROP), reference(), True, policy)
+    assert safe.decision == "go" and rule(safe, "max_predicted_exact_drop").passed is True
+    # only max_puzzle_exact_drop supersedes: the cell-accuracy rule alone leaves the prediction listed
+    cell_only = GatePolicy(max_puzzle_exact_drop=None, max_cell_accuracy_drop=0.01)
+    assert [r.rule for r in judge_candidate(straddling, reference(), True, cell_only).rules] == [
+        "finite", "max_predicted_exact_drop", "max_cell_accuracy_drop"]
+
+
+def test_only_heads_false_go_is_caught_by_the_default_not_by_the_fidelity_floors() -> None:
+    # `only-heads-int2` (docs/validity.md): the quantised output heads leave z_H untouched (fidelity 1.0)
+    # while every answer changes; the predicted drop sees the changed answers.
+    perfect = Summary(mean=1.0, p05=1.0, min=1.0, ci95=(1.0, 1.0), p05_ci95=(1.0, 1.0))
+    only_heads = candidate("only-heads-int2", fidelity=perfect, answer_agreement=0.0, cell_accuracy=None, puzzle_exact=None,
+                           predicted_puzzle_exact_drop=predicted(0.55, 0.9))
+    unlabelled = job(only_heads, labels=False)
+
+    default = judge(unlabelled, GatePolicy())
+    assert default.decision == "no_go"
+    drop = rule(default.candidates[0], "max_predicted_exact_drop")
+    assert drop.passed is False and drop.interval == (0.55, 0.9)
+    assert "only-heads-int2" in default.reasons[0] and "max_predicted_exact_drop" in default.reasons[0]
+
+    floors = judge(unlabelled, FIDELITY_FLOORS)
+    assert floors.decision == "go"  # the false go the default no longer gives
+    assert {r.rule for r in floors.candidates[0].rules} == {"finite", "min_fidelity_mean", "min_fidelity_p05"}
+
+    # with labels the measured collapse is a no-go under the default as well
+    collapsed = only_heads.model_copy(update={"puzzle_exact": 0.0, "cell_accuracy": 0.1})
+    assert judge(job(collapsed), GatePolicy()).decision == "no_go"

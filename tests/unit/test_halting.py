@@ -173,13 +173,13 @@ def test_halting_rules_are_off_by_default() -> None:
     assert GatePolicy().max_steps_used_increase is None and GatePolicy().max_adaptive_exact_drop is None
     ref = with_adaptive("reference", adaptive_block(6.0, 0.8))
     verdict = judge_candidate(with_adaptive("c", adaptive_block(16.0, 0.1)), ref, True, GatePolicy(min_fidelity_mean=None,
-                              min_fidelity_p05=None, max_puzzle_exact_drop=None))
+                              min_fidelity_p05=None, max_puzzle_exact_drop=None, max_predicted_exact_drop=None))
     assert [r.rule for r in verdict.rules] == ["finite"] and verdict.decision == "go"
 
 
 def test_steps_used_increase_and_adaptive_exact_drop() -> None:
-    policy = GatePolicy(min_fidelity_mean=None, min_fidelity_p05=None, max_puzzle_exact_drop=None, max_steps_used_increase=1.0,
-                        max_adaptive_exact_drop=0.02)
+    policy = GatePolicy(min_fidelity_mean=None, min_fidelity_p05=None, max_puzzle_exact_drop=None, max_predicted_exact_drop=None,
+                        max_steps_used_increase=1.0, max_adaptive_exact_drop=0.02)
     ref = with_adaptive("reference", adaptive_block(6.0, 0.80))
     ok = judge_candidate(with_adaptive("ok", adaptive_block(6.5, 0.79)), ref, True, policy)
     assert ok.decision == "go" and rule(ok, "max_steps_used_increase").observed == pytest.approx(0.5)

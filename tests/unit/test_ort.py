@@ -146,7 +146,7 @@ def test_local_profile_schema_and_latency_gate(tmp_path: Path) -> None:
     print("profile", profile.model_dump(exclude={"ops"}), [(o.op_type, round(o.us_per_step)) for o in profile.ops[:6]])
 
     relaxed: dict[str, object] = {"min_fidelity_mean": None, "min_fidelity_p05": None, "min_answer_agreement": None,
-                                  "max_puzzle_exact_drop": None}
+                                  "max_puzzle_exact_drop": None, "max_predicted_exact_drop": None}
     roomy = judge(result, GatePolicy(**relaxed, max_step_latency_ms=1e6, max_artifact_bytes=10**9))
     assert [v.decision for v in roomy.candidates] == ["go", "inconclusive"]  # the torch candidate has no profile
     tight = judge(result, GatePolicy(**relaxed, max_step_latency_ms=1e-6))

@@ -177,7 +177,7 @@ REF = ModelResult(name="reference", steps=2, consecutive_similarity={"curve": [N
 
 @pytest.mark.parametrize(("ci", "decision"), [((0.991, 0.995), "go"), ((0.985, 0.989), "no_go"), ((0.988, 0.993), "inconclusive")])
 def test_fidelity_rules_judge_the_bootstrap_interval(ci: tuple[float, float], decision: str) -> None:
-    policy = GatePolicy(min_fidelity_mean=0.99, min_fidelity_p05=None, max_puzzle_exact_drop=None)
+    policy = GatePolicy(min_fidelity_mean=0.99, min_fidelity_p05=None, max_puzzle_exact_drop=None, max_predicted_exact_drop=None)
     verdict = judge_candidate(_result(0.992, ci), REF, False, policy)
     assert verdict.decision == decision
     rule = verdict.rules[-1]

@@ -26,11 +26,16 @@ def test_validate_writes_candidates_verdicts_and_a_reproducible_report(tmp_path:
         assert candidate["verdict"]["decision"] in ("go", "no_go", "inconclusive"), candidate["name"]
         if candidate["non_finite"] is None:
             assert candidate["predicted_puzzle_exact_drop"]["calibration"] == "leave-one-family-out"
+            # the default policy, label-free: judged on the predicted drop, not on the fidelity floors
+            rules = {r["rule"] for r in candidate["verdict"]["rules"]}
+            assert "max_predicted_exact_drop" in rules and not rules & {"min_fidelity_mean", "min_fidelity_p05"}, candidate["name"]
     validity = body["validity"]
     assert validity["puzzles"] == 40 and {s["signal"] for s in validity["signals"]} == {*signals.SIGNALS, "predicted_drop"}
-    assert set(validity["gates"]) == {"policy", "predicted_drop_only", "policy_and_predicted_drop"}
+    assert set(validity["gates"]) == {"fidelity_floors", "predicted_drop_only", "fidelity_and_predicted_drop"}
     assert validity["prediction"]["held_out_by"] == "family"
-    gate = validity["gates"]["policy"]
+    assert validity["gates"]["fidelity_floors"]["policy"]["min_fidelity_mean"] == 0.99
+    assert validity["gates"]["predicted_drop_only"]["policy"]["min_fidelity_mean"] is None
+    gate = validity["gates"]["fidelity_floors"]
     assert sum(gate["confusion"].values()) == gate["decided"] + len(gate["inconclusive"])
 
     again = tmp_path / "again.json"
