@@ -332,7 +332,7 @@ def report_figures(report: Report) -> dict[str, Markup]:
     """The dashboard's job-page plots of this result, as script-safe figure JSON (app/dashboard/figures.py)."""
     from carrygate.app.dashboard.figures import job_figures
 
-    return job_figures(report.result.model_dump(mode="json"), budget_labels=False)
+    return job_figures(report.result, budget_labels=False)
 
 
 def render_html(report: Report) -> str:

@@ -4,10 +4,10 @@ Runtime profile, kernel time per op type, and the AI Hub devices it ran on, with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from carrygate.app.dashboard.data import RuleRow, Trace
 from carrygate.models.numbers import finite
+from carrygate.models.results import DeviceProfile, EvaluationResult, ModelResult
 
 TOP_OPS = 8
 """The op chart names the op types that take the most kernel time in any candidate; each candidate's rest is one bar."""
@@ -69,29 +69,29 @@ class ArtifactSection:
     rules: list[RuleRow]
 
 
-def _op_traces(candidates: list[dict[str, Any]], top: int) -> tuple[list[Trace], list[str]]:
+def _op_traces(candidates: list[ModelResult], top: int) -> tuple[list[Trace], list[str]]:
     """Horizontal bars of kernel µs per ACT step: the `top` op types by their largest time in any candidate, plus
     each candidate's remaining ops summed into one bar; one trace per profiled candidate."""
-    profiled = [(str(c["name"]), (c.get("profile") or {}).get("ops") or []) for c in candidates]
+    profiled = [(c.name, c.profile.ops if c.profile is not None else []) for c in candidates]
     peak: dict[str, float] = {}
     for _, ops in profiled:
         for op in ops:
-            us = finite(op.get("us_per_step"))
+            us = finite(op.us_per_step)
             if us is not None:
-                peak[str(op.get("op_type"))] = max(peak.get(str(op.get("op_type")), 0.0), us)
+                peak[op.op_type] = max(peak.get(op.op_type, 0.0), us)
     shown = sorted(peak, key=lambda op_type: -peak[op_type])[:top]
     traces, has_rest = [], False
     for name, ops in profiled:
-        by_type = {str(op.get("op_type")): op for op in ops if finite(op.get("us_per_step")) is not None}
+        by_type = {op.op_type: op for op in ops if finite(op.us_per_step) is not None}
         if not by_type:
             continue
-        bars = [(op_type, finite(by_type[op_type]["us_per_step"]), finite(by_type[op_type].get("calls_per_step")),
-                 finite(by_type[op_type].get("share"))) for op_type in shown if op_type in by_type]
+        bars = [(op_type, finite(by_type[op_type].us_per_step), finite(by_type[op_type].calls_per_step),
+                 finite(by_type[op_type].share)) for op_type in shown if op_type in by_type]
         rest = [op for op_type, op in by_type.items() if op_type not in shown]
         if rest:
             has_rest = True
-            bars.append((OTHER_OPS, sum(finite(op["us_per_step"]) or 0.0 for op in rest),
-                         sum(finite(op.get("calls_per_step")) or 0.0 for op in rest), sum(finite(op.get("share")) or 0.0 for op in rest)))
+            bars.append((OTHER_OPS, sum(finite(op.us_per_step) or 0.0 for op in rest),
+                         sum(finite(op.calls_per_step) or 0.0 for op in rest), sum(finite(op.share) or 0.0 for op in rest)))
         traces.append({"type": "bar", "orientation": "h", "name": name, "y": [b[0] for b in bars], "x": [b[1] for b in bars],
                        "customdata": [[b[2], b[3]] for b in bars],
                        "hovertemplate": f"{name}<br>%{{y}}: %{{x:.1f}} µs per step, %{{customdata[0]:.1f}} calls per step,"
@@ -99,41 +99,47 @@ def _op_traces(candidates: list[dict[str, Any]], top: int) -> tuple[list[Trace],
     return traces, shown + ([OTHER_OPS] if has_rest else [])
 
 
-def _device_row(candidate: str, device: dict[str, Any]) -> DeviceRow:
-    summary = device.get("execution_summary") or {}
-    fidelity = [v for v in map(finite, device.get("step_fidelity") or []) if v is not None]
-    diffs = [v for v in map(finite, device.get("step_max_abs_diff") or []) if v is not None]
+def _device_row(candidate: str, device: DeviceProfile) -> DeviceRow:
+    summary = device.execution_summary  # AI Hub's own document: its fields are AI Hub's, not ours
+    fidelity = [v for v in map(finite, device.step_fidelity) if v is not None]
+    diffs = [v for v in map(finite, device.step_max_abs_diff) if v is not None]
     inference_us = finite(summary.get("estimated_inference_time"))
-    return DeviceRow(candidate=candidate, device=str(device.get("device_name") or device.get("device_requested") or "?"),
-                     device_os=device.get("device_os"), status=str(device.get("status")), reason=device.get("reason"),
-                     compute_units={str(k): int(v) for k, v in (device.get("compute_units") or {}).items() if _int(v) is not None},
-                     inference_ms=None if inference_us is None else inference_us / 1000,
+    return DeviceRow(candidate=candidate, device=device.device_name or device.device_requested or "?",
+                     device_os=device.device_os, status=device.status, reason=device.reason,
+                     compute_units=dict(device.compute_units), inference_ms=None if inference_us is None else inference_us / 1000,
                      peak_memory_bytes=_int(summary.get("estimated_inference_peak_memory")),
                      step_fidelity_min=min(fidelity) if fidelity else None,
                      step_fidelity_mean=sum(fidelity) / len(fidelity) if fidelity else None, max_abs_diff=max(diffs) if diffs else None)
 
 
-def artifact_section(body: dict[str, Any], rules: list[RuleRow], top_ops: int = TOP_OPS) -> ArtifactSection | None:
-    """The job page's "Deployable artifact" section from a result document: one row per candidate that has an
+def _artifact_row(cand: ModelResult) -> ArtifactRow:
+    artifact, profile = cand.artifact, cand.profile
+    return ArtifactRow(
+        candidate=cand.name, filename=artifact.filename if artifact else None, quantization=artifact.quantization if artifact else None,
+        file_bytes=(artifact.bytes if artifact else None) or (profile.model_file_bytes if profile else None),
+        stored=bool(artifact and artifact.store_key),
+        runtime=profile.runtime if profile else None, threads=profile.threads if profile else None,
+        batch_size=profile.batch_size if profile else None, steps=profile.steps if profile else None,
+        puzzles=profile.puzzles if profile else None,
+        step_ms_p50=finite(profile.step_latency_ms_p50) if profile else None,
+        step_ms_p95=finite(profile.step_latency_ms_p95) if profile else None,
+        puzzle_ms_p50=finite(profile.puzzle_latency_ms_p50) if profile else None,
+        puzzle_ms_p95=finite(profile.puzzle_latency_ms_p95) if profile else None,
+        host_overhead_ms=finite(profile.host_overhead_ms_per_puzzle) if profile else None,
+        session_load_ms=finite(profile.session_load_ms) if profile else None,
+        peak_memory_bytes=profile.peak_memory_bytes if profile else None)
+
+
+def artifact_section(result: EvaluationResult, rules: list[RuleRow], top_ops: int = TOP_OPS) -> ArtifactSection | None:
+    """The job page's "Deployable artifact" section from a result: one row per candidate that has an
     ONNX file, a local profile or AI Hub device profiles, the per-op chart, the device rows and the gate's
     latency / size / device rules of those candidates. None when no candidate has any of them."""
-    candidates = [c for c in body.get("candidates", []) if c.get("artifact") or c.get("profile") or c.get("device_profiles")]
+    candidates = [c for c in result.candidates if c.artifact or c.profile or c.device_profiles]
     if not candidates:
         return None
-    rows = []
-    for cand in candidates:
-        artifact, profile = cand.get("artifact") or {}, cand.get("profile") or {}
-        rows.append(ArtifactRow(
-            candidate=str(cand["name"]), filename=artifact.get("filename"), quantization=artifact.get("quantization"),
-            file_bytes=_int(artifact.get("bytes")) or _int(profile.get("model_file_bytes")), stored=bool(artifact.get("store_key")),
-            runtime=profile.get("runtime"), threads=_int(profile.get("threads")), batch_size=_int(profile.get("batch_size")),
-            steps=_int(profile.get("steps")), puzzles=_int(profile.get("puzzles")),
-            step_ms_p50=finite(profile.get("step_latency_ms_p50")), step_ms_p95=finite(profile.get("step_latency_ms_p95")),
-            puzzle_ms_p50=finite(profile.get("puzzle_latency_ms_p50")), puzzle_ms_p95=finite(profile.get("puzzle_latency_ms_p95")),
-            host_overhead_ms=finite(profile.get("host_overhead_ms_per_puzzle")), session_load_ms=finite(profile.get("session_load_ms")),
-            peak_memory_bytes=_int(profile.get("peak_memory_bytes"))))
+    rows = [_artifact_row(cand) for cand in candidates]
     traces, order = _op_traces(candidates, top_ops)
-    devices = [_device_row(str(c["name"]), d) for c in candidates for d in c.get("device_profiles") or []]
+    devices = [_device_row(c.name, d) for c in candidates for d in c.device_profiles]
     names = {row.candidate for row in rows}
     return ArtifactSection(rows=rows, op_traces=traces, op_order=order, devices=devices,
                            rules=[r for r in rules if r.rule in ARTIFACT_RULES and r.candidate in names])

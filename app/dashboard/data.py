@@ -1,8 +1,9 @@
-"""Dashboard data: query jobs, results and verdicts and turn them into Plotly traces.
+"""Dashboard data: turn jobs, their typed results and verdicts into the points and Plotly traces the pages draw.
 
-Everything the templates draw is shaped here, so that it can be tested without a browser. Traces are
-plain JSON-able dicts (Plotly's figure format); non-finite numbers become None (JSON has no NaN).
-Nothing here writes to the database.
+Everything the templates draw is shaped here, so that it can be tested without a browser. The rows
+come from the dashboard's service (`app.services.dashboard`), which runs the queries and validates each
+stored result into an `EvaluationResult`; nothing here runs SQL. Traces are plain JSON-able dicts
+(Plotly's figure format); non-finite numbers become None (JSON has no NaN).
 
 Conventions:
 - a "drop" is reference minus candidate (positive = the candidate lost accuracy), as in the gate;
@@ -17,13 +18,15 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
+from carrygate.app.services import dashboard as service
 from carrygate.gate import GatePolicy
 from carrygate.models.compress.spec import CompressionSpec, describe
 from carrygate.models.numbers import finite, fixed
-from carrygate.store.tables import JOB_SCOPE, Checkpoint, Job, ProbeSet, Verdict
+from carrygate.models.results import EvaluationResult, ModelResult
+from carrygate.store.tables import JOB_SCOPE, Checkpoint, Job, ProbeSet
+from carrygate.store.vocabulary import JobStatus
 
 Trace = dict[str, Any]
 
@@ -82,27 +85,11 @@ class Filters:
     until: datetime | None = None
 
 
-def load_jobs(session: Session, *, status: str | None = None, checkpoint_id: str | None = None, since: datetime | None = None,
+def load_jobs(session: Session, *, status: JobStatus | None = None, checkpoint_id: str | None = None, since: datetime | None = None,
               until: datetime | None = None, with_result: bool = True, limit: int | None = None) -> list[Job]:
-    """Jobs newest first, with what the pages read loaded up front; `with_result=False` leaves the result
-    documents (curves and per-puzzle arrays, the bulk of the data) unread."""
-    options = [selectinload(Job.checkpoint), selectinload(Job.probe_set), selectinload(Job.candidates),
-               selectinload(Job.verdicts).selectinload(Verdict.candidate)]
-    if with_result:  # otherwise left unloaded (not noload: a later query in the same session must still be able to load it)
-        options.append(selectinload(Job.result))
-    query = select(Job).options(*options)
-    if status is not None:
-        query = query.where(Job.status == status)
-    if checkpoint_id is not None:
-        query = query.where(Job.checkpoint_id == checkpoint_id)
-    if since is not None:
-        query = query.where(Job.created_at >= since)
-    if until is not None:
-        query = query.where(Job.created_at < until)
-    query = query.order_by(Job.created_at.desc())
-    if limit is not None:
-        query = query.limit(limit)
-    return list(session.execute(query).scalars())
+    """Jobs newest first (`app.services.dashboard.load_jobs`); `with_result=False` leaves the result documents unread."""
+    return service.load_jobs(session=session, status=status, checkpoint_id=checkpoint_id, since=since, until=until,
+                             with_result=with_result, limit=limit)
 
 
 @dataclass(frozen=True)
@@ -134,26 +121,28 @@ def _decisions(job: Job) -> dict[str, str]:
 
 
 def points_of(job: Job) -> list[CandidatePoint]:
-    """The candidates of a finished job (none when it has no result)."""
-    if job.result is None:
+    """The candidates of a finished job (none when it has no result it can read)."""
+    result = service.stored_result(job)
+    if result is None:
         return []
-    body, decisions = job.result.body, _decisions(job)
-    reference = body.get("reference") or {}
+    decisions = _decisions(job)
     hashes = {c.name: c.spec_hash for c in job.candidates}
     task = task_of(job.checkpoint, job.probe_set)
+    reference = result.reference
     points = []
-    for cand in body.get("candidates", []):
-        fidelity, footprint = cand.get("fidelity") or {}, cand.get("footprint") or {}
+    for cand in result.candidates:
+        fidelity, footprint = cand.fidelity, cand.footprint
         points.append(CandidatePoint(
             job_id=job.id, job_created_at=job.created_at, checkpoint_id=job.checkpoint_id,
-            checkpoint_name=job.checkpoint.original_name or job.checkpoint.sha256[:12], task=task, candidate=cand["name"],
-            spec=cand.get("spec") or {}, spec_hash=cand.get("spec_hash") or hashes.get(cand["name"]), method=method_of(cand.get("spec")),
-            decision=decisions.get(cand["name"]), fidelity=finite(fidelity.get("mean")), fidelity_p05=finite(fidelity.get("p05")),
-            answer_agreement=finite(cand.get("answer_agreement")), puzzle_exact=finite(cand.get("puzzle_exact")),
-            puzzle_exact_drop=_drop(reference.get("puzzle_exact"), cand.get("puzzle_exact")),
-            cell_accuracy_drop=_drop(reference.get("cell_accuracy"), cand.get("cell_accuracy")),
-            gflops_per_puzzle=finite(footprint.get("gflops_per_puzzle")),
-            total_bytes=int(footprint["total_bytes"]) if isinstance(footprint.get("total_bytes"), int) else None,
+            checkpoint_name=job.checkpoint.original_name or job.checkpoint.sha256[:12], task=task, candidate=cand.name,
+            spec=cand.spec or {}, spec_hash=cand.spec_hash or hashes.get(cand.name), method=method_of(cand.spec),
+            decision=decisions.get(cand.name), fidelity=finite(fidelity.mean) if fidelity else None,
+            fidelity_p05=finite(fidelity.p05) if fidelity else None,
+            answer_agreement=finite(cand.answer_agreement), puzzle_exact=finite(cand.puzzle_exact),
+            puzzle_exact_drop=_drop(reference.puzzle_exact, cand.puzzle_exact),
+            cell_accuracy_drop=_drop(reference.cell_accuracy, cand.cell_accuracy),
+            gflops_per_puzzle=finite(footprint.gflops_per_puzzle) if footprint else None,
+            total_bytes=footprint.total_bytes if footprint else None,
         ))
     return points
 
@@ -168,8 +157,7 @@ def load_points(session: Session, filters: Filters) -> tuple[list[CandidatePoint
 
 
 def recent_jobs(session: Session, limit: int = 20) -> list[Job]:
-    return list(session.execute(select(Job).options(selectinload(Job.checkpoint), selectinload(Job.verdicts))
-                                .order_by(Job.created_at.desc()).limit(limit)).scalars())
+    return service.recent_jobs(session=session, limit=limit)
 
 
 def job_decision(job: Job) -> str | None:
@@ -259,63 +247,63 @@ def _clean(values: list[Any]) -> list[float | None]:
     return [finite(v) for v in values]
 
 
-def step_traces(body: dict[str, Any]) -> list[Trace]:
+def step_traces(result: EvaluationResult) -> list[Trace]:
     """Per-step fidelity (z_H vs the reference at the same ACT step) of every candidate, and the reference's
     consecutive-step similarity (dashed): a candidate that leaves the reference shows where in the recursion."""
     traces = []
-    for cand in body.get("candidates", []):
-        curve = _clean(cand.get("step_fidelity") or [])
-        traces.append({"type": "scatter", "mode": "lines+markers", "name": cand["name"], "x": list(range(len(curve))), "y": curve,
-                       "hovertemplate": f"{cand['name']}<br>step %{{x}}: fidelity %{{y:.5f}}<extra></extra>"})
-    reference = body.get("reference") or {}
-    consecutive = _clean((reference.get("consecutive_similarity") or {}).get("curve") or [])
+    for cand in result.candidates:
+        curve = _clean(cand.step_fidelity)
+        traces.append({"type": "scatter", "mode": "lines+markers", "name": cand.name, "x": list(range(len(curve))), "y": curve,
+                       "hovertemplate": f"{cand.name}<br>step %{{x}}: fidelity %{{y:.5f}}<extra></extra>"})
+    consecutive = _clean(result.reference.consecutive_similarity.curve)
     traces.append({"type": "scatter", "mode": "lines", "name": "reference consecutive similarity", "x": list(range(len(consecutive))),
                    "y": consecutive, "line": {"dash": "dash", "color": "#000"},
                    "hovertemplate": "reference<br>step %{x}: cos(z_H[t], z_H[t-1]) %{y:.5f}<extra></extra>"})
     return traces
 
 
-def histogram_traces(body: dict[str, Any]) -> list[Trace]:
+def histogram_traces(result: EvaluationResult) -> list[Trace]:
     """Per-puzzle fidelity of every candidate that has it, overlaid."""
     traces = []
-    for cand in body.get("candidates", []):
-        values = [v for v in _clean((cand.get("per_puzzle") or {}).get("fidelity") or []) if v is not None]
+    for cand in result.candidates:
+        values = [v for v in _clean(cand.per_puzzle.get("fidelity") or []) if v is not None]
         if values:
-            traces.append({"type": "histogram", "name": cand["name"], "x": values, "opacity": 0.6, "nbinsx": 30,
-                           "hovertemplate": f"{cand['name']}<br>fidelity %{{x}}: %{{y}} puzzles<extra></extra>"})
+            traces.append({"type": "histogram", "name": cand.name, "x": values, "opacity": 0.6, "nbinsx": 30,
+                           "hovertemplate": f"{cand.name}<br>fidelity %{{x}}: %{{y}} puzzles<extra></extra>"})
     return traces
 
 
-def steps_used_traces(body: dict[str, Any]) -> list[Trace]:
+def _label(model: ModelResult, result: EvaluationResult) -> str:
+    """A model's name on a bar chart: the reference says so."""
+    return f"{model.name} (reference)" if model is result.reference else model.name
+
+
+def steps_used_traces(result: EvaluationResult) -> list[Trace]:
     """Under adaptive halting: how many ACT steps each model ran per puzzle (grouped bars, step 1..max_steps), the
     reference first. A candidate whose bars sit right of the reference's halts later, and costs more on the device."""
     traces = []
-    reference = body.get("reference") or {}
-    for model in [reference, *body.get("candidates", [])]:
-        adaptive = model.get("adaptive") or {}
-        histogram = (adaptive.get("steps_used") or {}).get("histogram") or []
+    for model in [result.reference, *result.candidates]:
+        histogram = model.adaptive.steps_used.histogram if model.adaptive is not None else []
         if not histogram:
             continue
-        name = f"{model.get('name', 'reference')} (reference)" if model is reference else str(model.get("name"))
+        name = _label(model, result)
         trace: Trace = {"type": "bar", "name": name, "x": list(range(1, len(histogram) + 1)), "y": [int(v) for v in histogram],
                         "hovertemplate": f"{name}<br>%{{y}} puzzles halted after %{{x}} steps<extra></extra>"}
-        if model is reference:
+        if model is result.reference:
             trace["marker"] = {"color": "#000"}
         traces.append(trace)
     return traces
 
 
-def footprint_traces(body: dict[str, Any]) -> list[Trace]:
+def footprint_traces(result: EvaluationResult) -> list[Trace]:
     """Deployed weights and streaming SRAM peak (MB) of the reference and each candidate, grouped bars."""
-    models = [body.get("reference") or {}, *body.get("candidates", [])]
     names, weights, sram = [], [], []
-    for m in models:
-        footprint = m.get("footprint")
-        if not footprint:
+    for m in [result.reference, *result.candidates]:
+        if m.footprint is None:
             continue
-        names.append(m.get("name", "?") if m is not body.get("reference") else f"{m.get('name', 'reference')} (reference)")
-        weights.append(footprint["total_bytes"] / MB)
-        sram.append(footprint["sram_streaming_bytes"] / MB)
+        names.append(_label(m, result))
+        weights.append(m.footprint.total_bytes / MB)
+        sram.append(m.footprint.sram_streaming_bytes / MB)
     if not names:
         return []
     return [{"type": "bar", "name": "weights MB", "x": names, "y": weights, "hovertemplate": "%{x}: %{y:.3f} MB weights<extra></extra>"},

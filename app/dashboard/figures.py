@@ -13,6 +13,7 @@ from typing import Any
 from markupsafe import Markup
 
 from carrygate.app.dashboard import data
+from carrygate.models.results import EvaluationResult
 
 STEPS_USED_LAYOUT = {"barmode": "group", "xaxis": {"title": {"text": "ACT steps used (halted after)"}, "dtick": 1},
                      "yaxis": {"title": {"text": "puzzles"}}, "margin": {"t": 30, "r": 10}, "legend": {"orientation": "h", "y": -0.25}}
@@ -27,22 +28,22 @@ def figure_json(traces: list[data.Trace], layout: dict[str, Any]) -> Markup:
     return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
-def job_figures(body: dict[str, Any], *, budget_labels: bool = True) -> dict[str, Markup]:
+def job_figures(result: EvaluationResult, *, budget_labels: bool = True) -> dict[str, Markup]:
     """Figure JSON by name (steps, histogram, steps_used, footprint) for a stored result; figures without
     data are left out. `budget_labels` writes "8 MB" / "4 MB" beside the budget lines (the report's
     legend names them instead)."""
-    figures = {"steps": figure_json(data.step_traces(body), {
+    figures = {"steps": figure_json(data.step_traces(result), {
         "xaxis": {"title": {"text": "ACT step"}, "dtick": 1}, "yaxis": {"title": {"text": "cosine similarity"}},
         "margin": {"t": 30, "r": 10}, "legend": _LEGEND})}
-    histogram = data.histogram_traces(body)
+    histogram = data.histogram_traces(result)
     if histogram:
         figures["histogram"] = figure_json(histogram, {
             "barmode": "overlay", "xaxis": {"title": {"text": "per-puzzle fidelity"}}, "yaxis": {"title": {"text": "puzzles"}},
             "margin": {"t": 30, "r": 10}, "legend": _LEGEND})
-    steps_used = data.steps_used_traces(body)
+    steps_used = data.steps_used_traces(result)
     if steps_used:
         figures["steps_used"] = figure_json(steps_used, STEPS_USED_LAYOUT)
-    footprint = data.footprint_traces(body)
+    footprint = data.footprint_traces(result)
     if footprint:
         layout: dict[str, Any] = {"barmode": "group", "yaxis": {"title": {"text": "MB"}}, "shapes": data.budget_shapes(),
                                   "margin": {"t": 30, "r": 10}, "legend": {"orientation": "h", "y": -0.35}}

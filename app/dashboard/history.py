@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from carrygate.app.dashboard.data import Trace, job_decision, load_jobs, points_of
+from carrygate.app.services.dashboard import list_checkpoints
 from carrygate.store.tables import JOB_SCOPE, Checkpoint, Job
 
 
@@ -32,7 +32,7 @@ def family_of(checkpoint: Checkpoint) -> str:
 
 
 def checkpoint_rows(session: Session) -> list[CheckpointRow]:
-    checkpoints = list(session.execute(select(Checkpoint).order_by(Checkpoint.created_at.desc())).scalars())
+    checkpoints = list_checkpoints(session=session)
     jobs = load_jobs(session, with_result=False)
     rows = []
     for ckpt in checkpoints:
@@ -47,7 +47,7 @@ def checkpoint_rows(session: Session) -> list[CheckpointRow]:
 def history_traces(session: Session, family: str) -> tuple[list[Trace], list[str]]:
     """Fidelity of each spec (by content hash) over the family's checkpoint versions, oldest first: one line per spec,
     named after the candidate's newest name. Returns the traces and the version labels (the x axis)."""
-    versions = [c for c in session.execute(select(Checkpoint).order_by(Checkpoint.created_at)).scalars() if family_of(c) == family]
+    versions = [c for c in list_checkpoints(session=session, newest_first=False) if family_of(c) == family]
     labels = [f"v{i + 1} {c.sha256[:8]} ({c.created_at:%Y-%m-%d %H:%M})" for i, c in enumerate(versions)]
     series: dict[str, dict[str, float | None]] = {}
     names: dict[str, str] = {}
@@ -70,5 +70,5 @@ def history_traces(session: Session, family: str) -> tuple[list[Trace], list[str
 
 def families(session: Session) -> list[tuple[str, int]]:
     """(family, number of versions), most versions first."""
-    counts = Counter(family_of(c) for c in session.execute(select(Checkpoint)).scalars())
+    counts = Counter(family_of(c) for c in list_checkpoints(session=session))
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))

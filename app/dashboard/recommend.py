@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
-from carrygate.app.dashboard.routes import _error, _page, read_access
+from carrygate.app.dashboard.routes import error_page, page, read_access
 from carrygate.app.dashboard.validity import REPO_RESULTS
 from carrygate.models.recommend.plot import front_svg
 from carrygate.models.recommend.results import Recommendation
@@ -67,7 +67,7 @@ def recommendation_page(model: str, request: Request) -> HTMLResponse:
 def _recommend(request: Request, model: str | None) -> HTMLResponse:
     files = recommend_files(REPO_RESULTS)
     if model is not None and model not in files:
-        return _error(request, 404, f"There is no recommendation file for {model}.")
+        return error_page(request, 404, f"There is no recommendation file for {model}.")
     selected = model or next(iter(files), None)
     rec, context, problem = None, {}, None
     if selected is not None:
@@ -75,5 +75,5 @@ def _recommend(request: Request, model: str | None) -> HTMLResponse:
             rec, context = load(files[selected])
         except (OSError, ValueError) as exc:
             problem = f"{files[selected].name}: {exc}"
-    return _page(request, "recommend.html", title="Recommendations", files=files, selected=selected, rec=rec, context=context,
+    return page(request, "recommend.html", title="Recommendations", files=files, selected=selected, rec=rec, context=context,
                  problem=problem, svg=Markup(front_svg(rec)) if rec else None, heat=heatmap(rec) if rec else None, colour=heat)

@@ -1,6 +1,7 @@
 """Dashboard pages (server-rendered HTML, read-only): overview, job, depth x precision grid, checkpoints, signal validity.
 
-Each page asks `app.dashboard.data` for its numbers and Plotly traces and hands them to a Jinja2
+Each page asks `app.dashboard.data` (and `grid`, `history`, `validity`) for its numbers and Plotly
+traces, which read the database only through `app.services.dashboard`, and hands them to a Jinja2
 template; `app/static/dashboard.js` draws the figures with the Plotly bundle of the installed
 `plotly` package (served from here, so the dashboard works offline) and polls the JSON API for a
 running job's progress.
@@ -17,15 +18,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
-from sqlalchemy.orm import selectinload
 
 from carrygate.app.dashboard import data, grid, history, validity
 from carrygate.app.dashboard.artifact import artifact_section
 from carrygate.app.dashboard.figures import figure_json, job_figures
 from carrygate.app.dashboard.verdicts import verdict_pivot
 from carrygate.app.deps import SessionDep, SettingsDep, require_scope
+from carrygate.app.services import dashboard as service
 from carrygate.models.numbers import fixed
-from carrygate.store.tables import FINISHED_STATUSES, Checkpoint, Job, Verdict
+from carrygate.store.tables import FINISHED_STATUSES
 from carrygate.workers.queue import now
 
 APP_DIR = Path(__file__).resolve().parent.parent
@@ -56,12 +57,14 @@ TEMPLATES.env.filters["num"] = fixed
 TEMPLATES.env.globals["decision_label"] = lambda d: data.DECISION_LABELS.get(d, d)
 
 
-def _page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    """A dashboard page: `template` rendered with `context` (every page router renders through this)."""
     return TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
 
 
-def _error(request: Request, status_code: int, message: str) -> HTMLResponse:
-    return _page(request, "error.html", status_code=status_code, title="Not found" if status_code == 404 else "Error", message=message)
+def error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
+    """The dashboard's error page (404 "Not found", else "Error") saying `message`."""
+    return page(request, "error.html", status_code=status_code, title="Not found" if status_code == 404 else "Error", message=message)
 
 
 def _parse_day(value: str | None, field_name: str, errors: list[str]) -> date | None:
@@ -104,9 +107,9 @@ def overview(request: Request, session: SessionDep, checkpoint: str | None = Non
     unlabelled = sum(1 for p in points if p.puzzle_exact_drop is None)
     if len(jobs) >= data.OVERVIEW_JOB_LIMIT:
         errors.append(f"showing the newest {data.OVERVIEW_JOB_LIMIT} matching jobs; narrow the dates or pick a checkpoint to see others")
-    checkpoints = session.query(Checkpoint).order_by(Checkpoint.created_at.desc()).all()
+    checkpoints = service.list_checkpoints(session=session)
     tasks = sorted({data.task_of(j.checkpoint, j.probe_set) for j in data.load_jobs(session, status="succeeded", with_result=False)})
-    return _page(request, "overview.html", title="Overview", points=points, figures=figures, policy=policy, unlabelled=unlabelled,
+    return page(request, "overview.html", title="Overview", points=points, figures=figures, policy=policy, unlabelled=unlabelled,
                  checkpoints=checkpoints, tasks=tasks, filters={"checkpoint": checkpoint or "", "task": task or "", "since": since or "",
                                                                 "until": until or ""},
                  errors=errors, recent=data.recent_jobs(session), job_decision=data.job_decision)
@@ -116,15 +119,13 @@ def overview(request: Request, session: SessionDep, checkpoint: str | None = Non
 def job_page(job_id: str, request: Request, session: SessionDep) -> HTMLResponse:
     """A job's status and live progress; once finished its verdicts, per-step curves, histogram, footprint and, for
     onnxruntime candidates, the deployable artifact (file, local ORT profile, per-op times, AI Hub devices)."""
-    job = session.get(Job, job_id, options=[selectinload(Job.verdicts).selectinload(Verdict.candidate)])
+    job = service.job_with_verdicts(session=session, job_id=job_id)
     if job is None:
-        return _error(request, 404, f"There is no job {job_id}.")
-    figures: dict[str, Markup] = {}
-    body = job.result.body if job.result is not None else None
-    if body is not None:
-        figures = job_figures(body)
+        return error_page(request, 404, f"There is no job {job_id}.")
+    result = service.stored_result(job)
+    figures = job_figures(result) if result is not None else {}
     rules = data.verdict_rows(job)
-    artifact = artifact_section(body, rules) if body is not None else None
+    artifact = artifact_section(result, rules) if result is not None else None
     if artifact is not None and artifact.op_traces:
         figures["ops"] = figure_json(artifact.op_traces, {
             "barmode": "group", "xaxis": {"title": {"text": "kernel µs per ACT step"}},
@@ -132,7 +133,7 @@ def job_page(job_id: str, request: Request, session: SessionDep) -> HTMLResponse
                       "automargin": True},
             "margin": {"t": 30, "r": 10}, "legend": {"orientation": "h", "y": -0.25}})
     stale = (job.status == "running" and job.lease_expires_at is not None and job.lease_expires_at < now())
-    return _page(request, "job.html", title=f"Job {job.id[:8]}", job=job, body=body, figures=figures, verdicts=verdict_pivot(rules),
+    return page(request, "job.html", title=f"Job {job.id[:8]}", job=job, body=result, figures=figures, verdicts=verdict_pivot(rules),
                  artifact=artifact,
                  decision=data.job_decision(job), reasons=data.job_reasons(job), finished=job.status in FINISHED_STATUSES,
                  task=data.task_of(job.checkpoint, job.probe_set), stale=stale)
@@ -142,8 +143,8 @@ def job_page(job_id: str, request: Request, session: SessionDep) -> HTMLResponse
 def grid_page(request: Request, session: SessionDep, checkpoint: str | None = None) -> HTMLResponse:
     """Depth x precision heatmaps of fidelity and puzzle-exact, with GFLOPs per puzzle and the cheapest passing cell."""
     candidates = grid.grid_checkpoints(session)
-    if checkpoint and session.get(Checkpoint, checkpoint) is None:
-        return _error(request, 404, f"There is no checkpoint {checkpoint}.")
+    if checkpoint and service.find_checkpoint(session=session, checkpoint_id=checkpoint) is None:
+        return error_page(request, 404, f"There is no checkpoint {checkpoint}.")
     selected = checkpoint or (candidates[0][0].id if candidates else None)
     view = grid.grid_view(session, selected) if selected else None
     figures: dict[str, Markup] = {}
@@ -152,8 +153,8 @@ def grid_page(request: Request, session: SessionDep, checkpoint: str | None = No
             figures[key] = figure_json(grid.heatmap_traces(view, attribute, title), {
                 "xaxis": {"title": {"text": "precision"}, "type": "category"}, "yaxis": {"title": {"text": "H_cycles"}, "type": "category"},
                 "margin": {"t": 30, "r": 10}, "showlegend": False, "shapes": grid.cheapest_shapes(view)})
-    return _page(request, "grid.html", title="Depth × precision", view=view, figures=figures, checkpoints=candidates, selected=selected,
-                 selected_checkpoint=session.get(Checkpoint, selected) if selected else None)
+    return page(request, "grid.html", title="Depth × precision", view=view, figures=figures, checkpoints=candidates, selected=selected,
+                 selected_checkpoint=service.find_checkpoint(session=session, checkpoint_id=selected) if selected else None)
 
 
 @router.get("/checkpoints", response_class=HTMLResponse)
@@ -166,7 +167,7 @@ def checkpoints_page(request: Request, session: SessionDep, family: str | None =
     history_figure = figure_json(traces, {"xaxis": {"title": {"text": "checkpoint version (registration order)"}, "type": "category"},
                                   "yaxis": {"title": {"text": "fidelity (mean)"}}, "margin": {"t": 30, "r": 10},
                                   "legend": {"orientation": "h", "y": -0.3}}) if traces else None
-    return _page(request, "checkpoints.html", title="Checkpoints", rows=rows, families=families, selected=selected,
+    return page(request, "checkpoints.html", title="Checkpoints", rows=rows, families=families, selected=selected,
                  history_figure=history_figure, versions=versions, lines=len(traces))
 
 
@@ -186,7 +187,7 @@ def _validity(request: Request, configured: Path | None, model: str | None) -> H
     folder = validity.validity_dir(configured)
     files = validity.validity_files(folder)
     if model is not None and model not in files:
-        return _error(request, 404, f"There is no validity file for {model}.")
+        return error_page(request, 404, f"There is no validity file for {model}.")
     selected = model or next(iter(files), None)
     view, problem, figures = None, None, {}
     if selected is not None:
@@ -196,5 +197,5 @@ def _validity(request: Request, configured: Path | None, model: str | None) -> H
             problem = f"{files[selected].name}: {exc}"
         else:
             figures = {p.signal: figure_json(p.traces, validity.scatter_layout(p)) for p in view.panels}
-    return _page(request, "validity.html", title="Signal validity", folder=folder, files=files, selected=selected, view=view,
+    return page(request, "validity.html", title="Signal validity", folder=folder, files=files, selected=selected, view=view,
                  figures=figures, problem=problem, near=validity.NEAR_BASELINE, damage=validity.DAMAGE)

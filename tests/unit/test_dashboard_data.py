@@ -25,6 +25,7 @@ from carrygate.app.dashboard.artifact import OTHER_OPS, TOP_OPS, artifact_sectio
 from carrygate.app.dashboard.figures import figure_json
 from carrygate.app.dashboard.verdicts import verdict_pivot
 from carrygate.app.db import make_engine, session_factory, upgrade_to_head
+from carrygate.app.services.dashboard import stored_result
 from carrygate.gate import GatePolicy, judge
 from carrygate.models.aihub import AiHubOptions
 from carrygate.models.checkpoint import load_checkpoint
@@ -70,8 +71,10 @@ def test_grid_cell_recognises_the_precision_depth_grid_only() -> None:
 
 
 def test_non_finite_measurements_become_gaps() -> None:
-    body = {"reference": {"consecutive_similarity": {"curve": [None, float("inf")]}},
-            "candidates": [{"name": "c", "step_fidelity": [1.0, float("nan")], "per_puzzle": {"fidelity": [0.5, float("nan")]}}]}
+    reference = ModelResult(name="reference", steps=2, consecutive_similarity=Curve(curve=[None, float("inf")], mean=None))
+    candidate = ModelResult(name="c", steps=2, step_fidelity=[1.0, float("nan")], per_puzzle={"fidelity": [0.5, float("nan")]},
+                            consecutive_similarity=Curve(curve=[None, None], mean=None))
+    body = EvaluationResult(puzzles=2, labels=False, reference=reference, candidates=[candidate], seconds=1.0)
     steps = data.step_traces(body)
     assert steps[0]["y"] == [1.0, None] and steps[1]["y"] == [None, None]
     assert data.histogram_traces(body)[0]["x"] == [0.5]
@@ -208,7 +211,8 @@ def test_job_traces_and_verdict_rows(session: Session) -> None:
     ckpt = add_checkpoint(session, "m", "a", datetime(2026, 1, 1, tzinfo=UTC))
     job = add_job(session, ckpt, [(INT8, {"fidelity": 0.999, "exact": 0.8, "cell": 0.95}),
                                   (NAIVE, {"fidelity": 0.9, "exact": 0.5, "cell": 0.9})], policy=FIDELITY_FLOORS)
-    body = job.result.body
+    body = stored_result(job)
+    assert body is not None
     steps = data.step_traces(body)
     assert [t["name"] for t in steps] == ["int8", "int4-naive", "reference consecutive similarity"]
     assert steps[1]["y"] == [1.0, 0.9, None]
@@ -343,7 +347,9 @@ BUDGETS = GatePolicy(min_fidelity_mean=None, min_fidelity_p05=None, min_answer_a
 def test_artifact_section_from_a_real_ort_evaluation(session: Session, ort_measured: OrtMeasured) -> None:
     ckpt = add_checkpoint(session, "m", "a", datetime(2026, 1, 1, tzinfo=UTC))
     job = store_job(session, ckpt, ort_measured.specs, ort_measured.result, policy=BUDGETS)
-    section = artifact_section(job.result.body, data.verdict_rows(job))
+    result = stored_result(job)
+    assert result is not None
+    section = artifact_section(result, data.verdict_rows(job))
     assert section is not None
     ort = ort_measured.result.candidates[0]
     artifact, profile = ort.artifact, ort.profile
@@ -376,7 +382,8 @@ def test_artifact_section_from_a_real_ort_evaluation(session: Session, ort_measu
     assert data.method_of(job.result.body["candidates"][0]["spec"]) == "ort-dynamic"
 
     plain = add_job(session, ckpt, [(INT8, {"fidelity": 0.999, "exact": 0.8, "cell": 0.95})])
-    assert artifact_section(plain.result.body, data.verdict_rows(plain)) is None
+    plain_result = stored_result(plain)
+    assert plain_result is not None and artifact_section(plain_result, data.verdict_rows(plain)) is None
 
 
 def hub_client(**knobs: object) -> Any:
@@ -405,7 +412,9 @@ def test_artifact_section_shows_ai_hub_devices_and_an_inconclusive_reason(sessio
     ckpt = add_checkpoint(session, "m", "a", datetime(2026, 1, 1, tzinfo=UTC))
     job = store_job(session, ckpt, ort_measured.specs, result, policy=BUDGETS)
     stored = job.result.body["candidates"][0]["device_profiles"]
-    section = artifact_section(job.result.body, data.verdict_rows(job))
+    typed = stored_result(job)
+    assert typed is not None
+    section = artifact_section(typed, data.verdict_rows(job))
     assert section is not None
 
     ok, limited = section.devices

@@ -192,7 +192,7 @@ def test_adaptive_halting_adds_steps_used_to_the_table_and_a_histogram() -> None
     rows = table_rows(markdown)
     steps_at = header.strip("|").split("|").index(" steps used ")
     assert [rows[n][steps_at] for n in ("*reference*", "int8", "late")] == ["1.0", "2.5", "3.0"]
-    traces = steps_used_traces(evaluation.model_dump(mode="json"))
+    traces = steps_used_traces(evaluation)
     assert [(t["name"], t["x"], t["y"]) for t in traces] == [("reference (reference)", [1, 2, 3], [4, 0, 0]),
                                                              ("int8", [1, 2, 3], [0, 2, 2]), ("late", [1, 2, 3], [0, 0, 4])]
     html = render_html(report)
