@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     register_limit_bytes: int = Field(64 * GIB, ge=1, description="Largest weights file POST /checkpoints/register reads.")
     lease_seconds: int = Field(60, ge=1)
     heartbeat_seconds: float = Field(5.0, gt=0)
-    # -- compute budget (app/budget.py, workers/pipeline.py) --
+    # -- compute budget (models/budget.py, app/services/jobs.py, workers/pipeline.py) --
     max_job_gflop: float = Field(
         1e7, gt=0, allow_inf_nan=False,
         description="Largest job accepted, in GFLOPs: gflops per puzzle x puzzles, summed over the reference and every "

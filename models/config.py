@@ -28,7 +28,9 @@ def swiglu_intermediate(width: int, expansion: float) -> int:
     return find_multiple(round(expansion * width * 2 / 3), 256)
 
 
-class _ReasonerConfig(BaseModel):
+class ReasonerConfigBase(BaseModel):
+    """The fields TRM and HRM share: the base of both configs, never a config of its own (`ModelConfig` is their union)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seq_len: int = Field(gt=0, description="Task tokens per example (81 Sudoku, 900 Maze/ARC).")
@@ -51,7 +53,7 @@ class _ReasonerConfig(BaseModel):
     forward_dtype: ForwardDtype = "bfloat16"
 
     @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> _ReasonerConfig:
+    def _heads_divide_hidden(self) -> ReasonerConfigBase:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         return self
@@ -71,7 +73,7 @@ class _ReasonerConfig(BaseModel):
         return self.seq_len + self.puzzle_prefix_len
 
 
-class TRMConfig(_ReasonerConfig):
+class TRMConfig(ReasonerConfigBase):
     """Tiny Recursive Model (Jolicoeur-Martineau 2025)."""
 
     arch: Literal["trm"] = "trm"
@@ -96,7 +98,7 @@ class TRMConfig(_ReasonerConfig):
         return self
 
 
-class HRMConfig(_ReasonerConfig):
+class HRMConfig(ReasonerConfigBase):
     """Hierarchical Reasoning Model (Wang et al. 2025): separate H and L modules."""
 
     arch: Literal["hrm"] = "hrm"

@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -46,13 +46,13 @@ from torch import nn
 
 from carrygate.models.config import ModelConfig
 from carrygate.models.reasoner import Carry, RecursiveReasoner, StepOutput, SteppedModel, host_loop
+from carrygate.models.vocabulary import Exporter
 
 OPSET = 17
 DYNAMO_OPSET = 18
 INPUT_NAMES = ("z_H", "z_L", "inputs", "puzzle_identifiers")
 FLASH_ROW_INPUT = "puzzle_embedding"
 OUTPUT_NAMES = ("z_H_next", "z_L_next", "logits", "q_halt_logits", "q_continue_logits")
-Exporter = Literal["torchscript", "dynamo"]
 
 
 class StepGraph(nn.Module):

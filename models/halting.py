@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from carrygate.models.metrics import per_puzzle_accuracy, token_cosine
 from carrygate.models.reasoner import StepOutput
-
-HaltingMode = Literal["fixed", "adaptive"]
+from carrygate.models.vocabulary import HaltingMode
 
 
 class Halting(BaseModel):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from carrygate.models.config import _ReasonerConfig, swiglu_intermediate
+from carrygate.models.config import ReasonerConfigBase, swiglu_intermediate
 
 CosSin = tuple[torch.Tensor, torch.Tensor]
 
@@ -161,7 +161,7 @@ class SwiGLU(nn.Module):
 class ReasoningBlock(nn.Module):
     """Post-norm block: token mixing (attention, or an MLP across tokens) then a channel MLP."""
 
-    def __init__(self, config: _ReasonerConfig, mlp_t: bool = False) -> None:
+    def __init__(self, config: ReasonerConfigBase, mlp_t: bool = False) -> None:
         super().__init__()
         self.eps = config.rms_norm_eps
         self.self_attn: Attention | None = None

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from carrygate.models.config import _ReasonerConfig
+from carrygate.models.config import ReasonerConfigBase
 from carrygate.models.layers import CastedEmbedding, CastedLinear, CosSin, PuzzleEmbedding, RotaryEmbedding, trunc_normal_init_
 
 
@@ -42,9 +42,9 @@ class StepOutput(NamedTuple):
 class RecursiveReasoner(nn.Module):
     """Base class; subclasses implement `recurse`, the inner loop of one ACT step."""
 
-    config: _ReasonerConfig
+    config: ReasonerConfigBase
 
-    def __init__(self, config: _ReasonerConfig) -> None:
+    def __init__(self, config: ReasonerConfigBase) -> None:
         super().__init__()
         self.config = config
         dtype = config.torch_dtype

@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from carrygate.models.vocabulary import HaltingMode
+
 SCHEMA_VERSION = 1
 
 
@@ -217,7 +219,7 @@ class EvaluationResult(_Result):
     reference: ModelResult
     candidates: list[ModelResult]
     seconds: float
-    halting: Literal["fixed", "adaptive"] = Field("fixed", description="adaptive: each model also carries its `adaptive` block")
+    halting: HaltingMode = Field("fixed", description="adaptive: each model also carries its `adaptive` block")
     max_steps: int | None = Field(None, description="ACT steps per puzzle at most (fixed: exactly); null = each model's halt_max_steps")
     noise_floor: ModelResult | None = Field(None, description="the reference under a harmless perturbation (bf16, or fp32 for "
                                             "a half-precision reference): its fidelity spread sets fidelity_tail_tau")

@@ -418,8 +418,7 @@ def finish(partial: Partial, candidates: list[Candidate], *, seed: int = 0) -> E
     reported = iter(result.candidates)
     for candidate, acc, adaptive in zip(candidates, partial.candidates, partial.adaptive[1:], strict=True):
         # the noise floor (a role other than candidate) is reported apart, in result.noise_floor
-        role = getattr(candidate, "role", "candidate")
-        model = next(reported) if role == "candidate" else getattr(result, "noise_floor", None)
+        model = next(reported) if candidate.role == "candidate" else result.noise_floor
         if model is None or acc.non_finite is not None:  # a non-finite model has no deployed answer to report
             continue
         model.adaptive = adaptive_result(adaptive, reference, result.labels)

@@ -274,7 +274,7 @@ def report(result: EvaluationResult, *, resamples: int = 1000, seed: int = 0,
     Args:
         result: an evaluation with labels and per-puzzle values (`carrygate validate` writes one).
         resamples: bootstrap resamples of the puzzles.
-        gate: judges the result label-free (a `workers.gate`-style judge over a policy with no label
+        gate: judges the result label-free (a `carrygate.gate.judge`-style judge over a policy with no label
             rules), returning per-candidate verdicts with `.candidate` and `.decision`.
         drops: `leave_one_out_drops(result)` when the caller has it already (it refits per family).
     """

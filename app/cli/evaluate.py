@@ -102,11 +102,11 @@ def print_table(result) -> None:  # result: EvaluationResult
             fixed(m.consecutive_similarity.mean),
             fixed(m.cell_accuracy),
             fixed(m.puzzle_exact, 3),
-            "" if is_ref else (fixed(m.delta_puzzle_exact, 3) if m.delta_puzzle_exact is not None else "—"),
+            "" if is_ref else fixed(m.delta_puzzle_exact, 3),
             # an onnxruntime candidate's deployed size is its .onnx file
             f"{m.artifact.bytes / 2**20:.2f}" if m.artifact is not None else "—" if fp is None else f"{fp.total_bytes / 2**20:.2f}",
             fits,
-            "—" if fp is None else f"{fp.gflops_per_puzzle:.3f}",
+            fixed(fp.gflops_per_puzzle if fp else None, 3),
         )
 
     row(ref, True)

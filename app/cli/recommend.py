@@ -16,6 +16,7 @@ from rich.table import Table
 
 from carrygate.app.cli.console import console, fail, stdout_console
 from carrygate.app.cli.evaluate import build_probe_folder
+from carrygate.models.numbers import fixed
 
 
 def print_sensitivity(rec: object) -> None:  # rec: models.recommend.Recommendation
@@ -58,7 +59,7 @@ def print_front(rec: object) -> None:
     for p in rec.points:  # type: ignore[attr-defined]
         hi = p.damage.predicted_drop_hi
         table.add_row("*" if p.on_front else "", p.name, p.stage, f"{p.cost.weight_fraction:.3f}", f"{p.cost.gflop_per_puzzle:.3f}",
-                      "—" if p.damage.fidelity is None else f"{p.damage.fidelity:.4f}", "—" if hi is None else f"{hi:.3f}",
+                      fixed(p.damage.fidelity), fixed(hi, 3),
                       "✓" if p.within_budget else "✗", "✓" if p.within_tolerance else "✗")
     stdout_console().print(table)
     finals = Table(title="finalists on the full probe")
@@ -66,9 +67,8 @@ def print_front(rec: object) -> None:
         finals.add_column(column)
     for f in rec.finalists:  # type: ignore[attr-defined]
         d = f.damage
-        finals.add_row(f.name, f"{f.cost.weight_fraction:.3f}", f"{d.fidelity:.4f}" if d.fidelity is not None else "—",
-                       f"{d.predicted_drop_hi:.3f}" if d.predicted_drop_hi is not None else "—",
-                       f"{d.puzzle_exact_drop:.3f}" if d.puzzle_exact_drop is not None else "—", f.verdict or "—",
+        finals.add_row(f.name, f"{f.cost.weight_fraction:.3f}", fixed(d.fidelity), fixed(d.predicted_drop_hi, 3),
+                       fixed(d.puzzle_exact_drop, 3), f.verdict or "—",
                        "✓" if f.confirmed else "✗", f.reason)
     stdout_console().print(finals)
 

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
-Granularity = Literal["per_tensor", "per_channel", "group"]
+from carrygate.models.vocabulary import Granularity
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from carrygate.models.files import yaml_mapping
+from carrygate.models.vocabulary import Exporter, Granularity
 
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -74,7 +75,7 @@ class IntWeights(_Part):
 
     method: Literal["int"] = "int"
     bits: int = Field(4, ge=2, le=8)
-    granularity: Literal["per_tensor", "per_channel", "group"] = "per_channel"
+    granularity: Granularity = "per_channel"
     symmetric: bool = False
     group_size: int | None = Field(None, ge=2, le=65_536)
 
@@ -190,7 +191,7 @@ class OnnxRuntimeSpec(_Part):
     symmetric: bool = Field(True, description="int4: symmetric (no zero point)")
     batch_size: int | None = Field(None, ge=1, description="fixed batch of the exported graph; null = dynamic batch axis")
     flash_row: bool = Field(False, description="the puzzle-embedding row is a graph input; the table stays on the host")
-    exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    exporter: Exporter = "torchscript"
     profile_repeats: int = Field(20, ge=0, le=10_000, description="local ORT profile: timed puzzles (0 = no profile)")
 
     @model_validator(mode="after")

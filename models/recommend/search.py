@@ -17,6 +17,10 @@
 
 The reference's (and the noise floor's) trajectories are computed once and replayed in every run
 (`replay.Replay`); the engine, the signals and the drop model are the ones every job uses.
+
+Over 400 lines on purpose: the stages above are methods of one `Searcher`, which holds the replayed
+reference and noise floor, the probes, the evaluation count and the points found so far, state that
+every stage reads and extends; split across modules, each stage would take that state apart again.
 """
 
 from __future__ import annotations
