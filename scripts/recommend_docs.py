@@ -157,8 +157,8 @@ LIMITS = [
     "- The tolerance is the label-free predicted drop; the default gate policy adds fidelity floors (mean ≥ 0.99, "
     "p05 ≥ 0.95) that the recommendation is not searched against, so its verdict can be no_go while its measured drop "
     "is within 2 pp.",
-    "- The REST job kind (`POST /recommendations`, webhook `recommendation.ready`) is not built; the dashboard page "
-    "(`/dashboard/recommendations/{model}`) reads these result files.", "",
+    "- The REST job kind (`POST /recommendations`, webhook `recommendation.ready`, docs/service.md) stores its result in "
+    "the database; the dashboard page (`/dashboard/recommendations/{model}`) reads only these result files.", "",
 ]
 
 

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from carrygate.gate import GatePolicy, JobVerdict, judge
@@ -26,7 +27,7 @@ from carrygate.models.budget import describe_recommend_cost, recommend_cost
 from carrygate.models.compress import CompressionSpec
 from carrygate.models.recommend import Budget, Recommendation, Tolerance, recommend
 from carrygate.models.results import EvaluationResult
-from carrygate.store.tables import Result
+from carrygate.store.tables import Job, Result
 from carrygate.workers.calibrations import active_calibration
 from carrygate.workers.context import Deadline, Heartbeat, JobFailed, WorkerContext
 from carrygate.workers.pipeline import enqueue_events, finish_job, load_job, load_model_and_probe
@@ -156,6 +157,8 @@ def _store(ctx: WorkerContext, job_id: str, rec: Recommendation, judged: dict[st
             if not finish(session, job_id, ctx.worker_id, "succeeded"):
                 session.rollback()
                 return "lost"
+            session.execute(update(Job).where(Job.id == job_id).values(stage=f"done ({rec.evaluations} evaluations)")
+                            .execution_options(synchronize_session=False))
             session.add(Result(job_id=job_id, body=body))
             enqueue_events(session, job_id, "succeeded", decision=verdict["decision"] if verdict else None,
                            reasons=[r["reason"] for r in verdict["rules"] if r.get("passed") is False] if verdict else [],
