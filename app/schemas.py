@@ -7,7 +7,7 @@ library's own pydantic models, so a malformed spec is a 422 that names the field
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -16,6 +16,8 @@ from carrygate.models.aihub import AiHubOptions
 from carrygate.models.compress.spec import CompressionSpec
 from carrygate.models.halting import Halting
 from carrygate.models.recommend.results import Budget, Finalist, Point, SensitivityMap, Tolerance
+from carrygate.models.tasks.arc import ArcVersion
+from carrygate.models.tasks.probes import Builder
 from carrygate.store.vocabulary import ApiScope, DeliveryStatus, JobStatus, WebhookEvent
 
 
@@ -71,7 +73,7 @@ class MazeArgs(_Input):
 
 
 class ArcArgs(_Input):
-    version: Literal["arc1", "arc2"] = "arc1"
+    version: ArcVersion = "arc1"
 
 
 BUILDER_ARGS: dict[str, type[_Input]] = {"sudoku": SudokuArgs, "maze": MazeArgs, "arc": ArcArgs}
@@ -80,7 +82,7 @@ BUILDER_ARGS: dict[str, type[_Input]] = {"sudoku": SudokuArgs, "maze": MazeArgs,
 class BuilderProbe(_Input):
     """Probe puzzles made by one of the offline builders (held out from any training data)."""
 
-    builder: Literal["sudoku", "maze", "arc"]
+    builder: Builder
     size: int = Field(64, ge=1, le=100_000, description="number of probe puzzles")
     seed: int = Field(1234, ge=0, le=2**32 - 1)
     args: dict[str, Any] = Field(default_factory=dict, examples=[{"givens": 30}],

@@ -30,6 +30,9 @@ import numpy as np
 
 from carrygate.models.tasks.dataset import write_identifiers, write_split
 
+ArcVersion = Literal["arc1", "arc2"]
+"""The ARC benchmark versions the builder reads (also the API's `probe.args.version`)."""
+
 GRID_SIZE = 30
 SEQ_LEN = GRID_SIZE * GRID_SIZE
 PAD, EOS, COLOUR_OFFSET = 0, 1, 2
@@ -244,7 +247,7 @@ def _write(out_dir: Path, split: str, groups: list[list[_Puzzle]], ids: dict[str
 def build_arc(
     out_dir: str | Path,
     *,
-    version: Literal["arc1", "arc2"] = "arc1",
+    version: ArcVersion = "arc1",
     source: str | None = None,
     subsets: Sequence[str] = ("train", "eval"),
     num_aug: int = 0,
