@@ -15,12 +15,13 @@ import pytest
 
 from tests.conftest import REPO, make_tiny_zoo_model
 
+# Fidelity-only policies: the default's predicted-drop rule is switched off so that the fidelity floor alone decides.
+ONLY_FIDELITY = "min_fidelity_p05: null\nmin_answer_agreement: null\nmax_puzzle_exact_drop: null\nmax_predicted_exact_drop: null\n"
 POLICIES = {
-    "go": "min_fidelity_mean: 0.5\nmin_fidelity_p05: null\nmin_answer_agreement: null\nmax_puzzle_exact_drop: null\n",
-    "no_go": "min_fidelity_mean: 1.0\nmin_fidelity_p05: null\nmin_answer_agreement: null\nmax_puzzle_exact_drop: null\n",
+    "go": "min_fidelity_mean: 0.5\n" + ONLY_FIDELITY,
+    "no_go": "min_fidelity_mean: 1.0\n" + ONLY_FIDELITY,
     # a latency budget with nothing profiled cannot be decided
-    "inconclusive": "min_fidelity_mean: 0.5\nmin_fidelity_p05: null\nmin_answer_agreement: null\nmax_puzzle_exact_drop: null\n"
-                    "max_step_latency_ms: 5\n",
+    "inconclusive": "min_fidelity_mean: 0.5\n" + ONLY_FIDELITY + "max_step_latency_ms: 5\n",
 }
 EXPECTED = {"go": 0, "no_go": 1, "inconclusive": 2}
 
