@@ -28,7 +28,7 @@ def client(sqlite_url: str, tmp_path: Path) -> Iterator[TestClient]:
 def test_ort_candidate_job_stores_a_downloadable_artifact(client: TestClient, tmp_path: Path) -> None:
     checkpoint = make_tiny_zoo_model(tmp_path / "zoo" / "tiny", steps=3, puzzles=8, seed=0)
     policy = {"min_fidelity_mean": 0.5, "min_fidelity_p05": None, "min_answer_agreement": None, "max_puzzle_exact_drop": None,
-              "max_step_latency_ms": 10_000, "max_artifact_bytes": 50_000_000}
+              "max_predicted_exact_drop": None, "max_step_latency_ms": 10_000, "max_artifact_bytes": 50_000_000}
     body = {"checkpoint_id": register(client, checkpoint), "candidates": [ORT_DYNAMIC, TORCH_INT8], "policy": policy,
             "options": {"limit": 8}}
     created = client.post("/jobs", json=body)
@@ -65,7 +65,8 @@ def test_aihub_requested_without_reachable_hub_is_inconclusive(client: TestClien
     """The real client in a real worker on this offline machine: the job succeeds, the device profile
     is inconclusive with its reason, and the verdict is inconclusive (never a false go)."""
     checkpoint = make_tiny_zoo_model(tmp_path / "zoo" / "tiny", steps=2, puzzles=4, seed=1)
-    policy = {"min_fidelity_mean": None, "min_fidelity_p05": None, "min_answer_agreement": None, "max_puzzle_exact_drop": None}
+    policy = {"min_fidelity_mean": None, "min_fidelity_p05": None, "min_answer_agreement": None, "max_puzzle_exact_drop": None,
+              "max_predicted_exact_drop": None}  # every threshold off: only the device profile can leave it undecided
     options = {"limit": 4, "aihub": {"devices": ["Samsung Galaxy S24 (Family)"], "token_ref": "env:CARRYGATE_TEST_NO_SUCH_TOKEN",
                                      "connect_timeout_seconds": 2}}
     spec = {"name": "ort-none", "onnxruntime": {"quantization": "none", "profile_repeats": 0}}
