@@ -91,9 +91,10 @@ def test_overview_plots_every_candidate_with_gate_lines(dashboard_server: Dashbo
         assert plotted == len(expected), (chart, plotted, len(expected))
         assert count(browser, f"#{chart} .scatterlayer path.point") == len(expected)
         assert sorted(j for t in state["traces"] for j in t["customdata"]) == sorted(job_id for job_id, _ in expected)
-    assert shape_names(figure(browser, "chart-exact")) == ["min_fidelity_mean", "max_puzzle_exact_drop"]
-    # The default policy has no cell-accuracy limit: only the fidelity line on that panel.
-    assert shape_names(figure(browser, "chart-cell")) == ["min_fidelity_mean"]
+    # The lines are the newest job's policy, the default one (sweep_v2): no fidelity floor, so no vertical line;
+    # the puzzle-exact drop limit on its panel and, with no cell-accuracy limit, no line on that one.
+    assert shape_names(figure(browser, "chart-exact")) == ["max_puzzle_exact_drop"]
+    assert shape_names(figure(browser, "chart-cell")) == []
     fidelities = sorted(round(c["fidelity"]["mean"], 9) for _, c in expected)
     state = figure(browser, "chart-exact")
     assert sorted(round(x, 9) for t in state["traces"] for x in t["x"]) == fidelities

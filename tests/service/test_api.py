@@ -55,7 +55,8 @@ def register(client: TestClient, path: Path) -> str:
 def test_submit_progress_verdict_and_idempotency(client: TestClient, tiny_checkpoint: Path) -> None:
     ckpt = register(client, tiny_checkpoint)
     body = {"checkpoint_id": ckpt, "candidates": [INT8, NAIVE], "policy": {"min_fidelity_mean": 0.9, "min_fidelity_p05": None,
-                                                                       "min_answer_agreement": None, "max_puzzle_exact_drop": None}}
+                                                                       "min_answer_agreement": None, "max_puzzle_exact_drop": None,
+                                                                       "max_predicted_exact_drop": None}}
     first = client.post("/jobs", json=body, headers={"Idempotency-Key": "release-42"})
     assert first.status_code == 202 and first.headers["location"].endswith(first.json()["id"])
     again = client.post("/jobs", json=body, headers={"Idempotency-Key": "release-42"})
