@@ -93,6 +93,7 @@ def main() -> None:
     }
     body = {
         "model": args.model,
+        "policy": policy.model_dump(mode="json"),  # the gate that judged every verdict below
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "OMP_NUM_THREADS=1 python bench/recommend_zoo.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), shared 2-core host",

@@ -31,23 +31,22 @@ def _neg(x: float | None) -> float | None:
     return None if x is None else -x
 
 
-def _why(chosen: dict[str, Any]) -> str:
-    """Why the default gate disagrees with the search's tolerance, from the policy's own defaults."""
-    import sys
+# Files written before the policy was recorded were judged by the default of the day: the fidelity floors.
+OLD_DEFAULT = {"min_fidelity_mean": 0.99, "min_fidelity_p05": 0.95, "max_predicted_exact_drop": None}
 
-    sys.path.insert(0, str(ROOT))
-    from carrygate.gate import GatePolicy
 
-    policy, fid = GatePolicy(), chosen["damage"]["fidelity_p05"]
-    mean = chosen["damage"]["fidelity"]
-    problems = []
-    if mean is not None and policy.min_fidelity_mean is not None and mean < policy.min_fidelity_mean:
-        problems.append(f"fidelity mean {mean:.4f} < the default floor {policy.min_fidelity_mean}")
-    if fid is not None and policy.min_fidelity_p05 is not None and fid < policy.min_fidelity_p05:
-        problems.append(f"fidelity p05 {fid:.4f} < {policy.min_fidelity_p05}")
+def _why(chosen: dict[str, Any], policy: dict[str, Any] | None) -> str:
+    """Why the gate that judged the run disagrees with the search's tolerance, from that gate's thresholds."""
+    policy = policy or OLD_DEFAULT
+    damage = chosen["damage"]
+    checks = [("fidelity mean", damage["fidelity"], policy.get("min_fidelity_mean"), "<"),
+              ("fidelity p05", damage["fidelity_p05"], policy.get("min_fidelity_p05"), "<"),
+              ("predicted drop's upper end", damage.get("predicted_drop_hi"), policy.get("max_predicted_exact_drop"), ">")]
+    problems = [f"{what} {value:.4f} {op} the policy's {bound}" for what, value, bound, op in checks
+                if value is not None and bound is not None and (value < bound if op == "<" else value > bound)]
     if not problems:
         return ""
-    return f" ({'; '.join(problems)}: the default policy's fidelity floor is stricter than the search's predicted-drop tolerance)"
+    return f" ({'; '.join(problems)}: the policy is stricter there than the search's tolerance)"
 
 
 def model_section(body: dict[str, Any]) -> list[str]:
@@ -78,7 +77,7 @@ def model_section(body: dict[str, Any]) -> list[str]:
                   f"{', '.join(g['name'] for g in rec['groups'])}; `f` = float): {chosen['cost']['weight_fraction']:.3f} of fp32 "
                   f"({chosen['cost']['weight_bytes']:,} bytes), fidelity {_f(chosen['damage']['fidelity'])}, predicted drop 90% upper "
                   f"end {_f(chosen['damage']['predicted_drop_hi'], 3)}, measured Δ puzzle-exact {_pp(_neg(drop))}; "
-                  f"default gate policy: **{rec['verdict']}**{_why(chosen)}.", "", "```yaml"]
+                  f"default gate policy: **{rec['verdict']}**{_why(chosen, body.get('policy'))}.", "", "```yaml"]
         import yaml
 
         lines += [yaml.safe_dump(chosen["spec"], sort_keys=False).rstrip(), "```", ""]

@@ -319,21 +319,31 @@ def _store(ctx: WorkerContext, job_id: str, body: dict[str, Any], verdict: Any, 
     """Result, verdicts and status in one transaction, only while this worker owns the job."""
     by_name = {name: cid for cid, name, _ in candidates}
     policy = verdict.policy.model_dump(mode="json")
+
+    def write(session: Session) -> None:
+        session.add(Result(job_id=job_id, body=body))
+        session.add(Verdict(job_id=job_id, candidate_id=None, decision=verdict.decision,
+                            rules=[{"rule": "job", "observed": None, "threshold": None, "passed": verdict.decision == "go",
+                                    "reason": "; ".join(verdict.reasons)}], policy=policy))
+        for cv in verdict.candidates:
+            session.add(Verdict(job_id=job_id, candidate_id=by_name[cv.candidate], decision=cv.decision,
+                                rules=[r.model_dump(mode="json") for r in cv.rules], policy=policy))
+        enqueue_events(session, job_id, "succeeded", decision=verdict.decision, reasons=verdict.reasons, result=body)
+
+    return store_success(ctx, job_id, write)
+
+
+def store_success(ctx: WorkerContext, job_id: str, write: Callable[[Session], None]) -> JobOutcome:
+    """Mark the job succeeded and `write` its rows in one transaction, only while this worker owns it. A
+    result row that already exists (an earlier run stored it before losing its lease) makes it a duplicate."""
     with ctx.session_factory() as session:
         try:
             if not finish(session, job_id, ctx.worker_id, "succeeded"):
                 session.rollback()
                 return "lost"
-            session.add(Result(job_id=job_id, body=body))
-            session.add(Verdict(job_id=job_id, candidate_id=None, decision=verdict.decision,
-                                rules=[{"rule": "job", "observed": None, "threshold": None, "passed": verdict.decision == "go",
-                                        "reason": "; ".join(verdict.reasons)}], policy=policy))
-            for cv in verdict.candidates:
-                session.add(Verdict(job_id=job_id, candidate_id=by_name[cv.candidate], decision=cv.decision,
-                                    rules=[r.model_dump(mode="json") for r in cv.rules], policy=policy))
-            enqueue_events(session, job_id, "succeeded", decision=verdict.decision, reasons=verdict.reasons, result=body)
+            write(session)
             session.commit()
-        except IntegrityError:  # an earlier run already stored this job's result: the job is done
+        except IntegrityError:
             session.rollback()
             with ctx.session_factory() as again:
                 finish(again, job_id, ctx.worker_id, "succeeded")

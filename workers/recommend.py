@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from carrygate.gate import GatePolicy, JobVerdict, judge
 from carrygate.models.budget import describe_recommend_cost, recommend_cost
@@ -30,8 +30,8 @@ from carrygate.models.results import EvaluationResult
 from carrygate.store.tables import Job, Result
 from carrygate.workers.calibrations import active_calibration
 from carrygate.workers.context import Deadline, Heartbeat, JobFailed, WorkerContext
-from carrygate.workers.pipeline import enqueue_events, finish_job, load_job, load_model_and_probe
-from carrygate.workers.queue import JobOutcome, finish
+from carrygate.workers.pipeline import enqueue_events, finish_job, load_job, load_model_and_probe, store_success
+from carrygate.workers.queue import JobOutcome
 
 __all__ = ["STAGE_FRACTIONS", "run_recommendation"]
 
@@ -152,22 +152,13 @@ def _store(ctx: WorkerContext, job_id: str, rec: Recommendation, judged: dict[st
     if where is not None:
         return finish_job(ctx, job_id, "failed", f"the recommendation holds a non-finite number at {where}")
     verdict = body["verdict"]
-    with ctx.session_factory() as session:
-        try:
-            if not finish(session, job_id, ctx.worker_id, "succeeded"):
-                session.rollback()
-                return "lost"
-            session.execute(update(Job).where(Job.id == job_id).values(stage=f"done ({rec.evaluations} evaluations)")
-                            .execution_options(synchronize_session=False))
-            session.add(Result(job_id=job_id, body=body))
-            enqueue_events(session, job_id, "succeeded", decision=verdict["decision"] if verdict else None,
-                           reasons=[r["reason"] for r in verdict["rules"] if r.get("passed") is False] if verdict else [],
-                           recommendation=_summary(rec, body))
-            session.commit()
-        except IntegrityError:  # an earlier run already stored this recommendation's result: it is done
-            session.rollback()
-            with ctx.session_factory() as again:
-                finish(again, job_id, ctx.worker_id, "succeeded")
-                again.commit()
-            return "duplicate"
-    return "succeeded"
+
+    def write(session: Session) -> None:
+        session.execute(update(Job).where(Job.id == job_id).values(stage=f"done ({rec.evaluations} evaluations)")
+                        .execution_options(synchronize_session=False))
+        session.add(Result(job_id=job_id, body=body))
+        enqueue_events(session, job_id, "succeeded", decision=verdict["decision"] if verdict else None,
+                       reasons=[r["reason"] for r in verdict["rules"] if r.get("passed") is False] if verdict else [],
+                       recommendation=_summary(rec, body))
+
+    return store_success(ctx, job_id, write)

@@ -107,15 +107,21 @@ def create_job(*, session: Session, body: JobCreate, settings: Settings, idempot
     for i, spec in enumerate(body.candidates):
         if spec.checkpoint is not None:  # the worker loads it: the same roots as a registered checkpoint
             confined_checkpoint(settings, spec.checkpoint, f"candidates[{i}].checkpoint")
-    job = Job(checkpoint_id=checkpoint.id, probe_set=probe_row(body, settings), policy=body.policy.model_dump(mode="json"),
+    job = Job(kind="evaluate", checkpoint_id=checkpoint.id, probe_set=probe_row(body, settings), policy=body.policy.model_dump(mode="json"),
               options=body.options.model_dump(mode="json"), tags=body.tags, idempotency_key=idempotency_key,
               candidates=candidate_rows(body.candidates))
+    return insert_once(session, job)
+
+
+def insert_once(session: Session, job: Job) -> Submitted:
+    """Commit a new job row; when a concurrent request with the same Idempotency-Key (and kind) won the
+    race, return that one instead."""
     session.add(job)
     try:
         session.commit()
-    except IntegrityError:  # a concurrent request with the same Idempotency-Key won the race
+    except IntegrityError:
         session.rollback()
-        existing = by_key(session, idempotency_key, "evaluate")
+        existing = by_key(session, job.idempotency_key, job.kind)
         if existing is None:
             raise
         return Submitted(existing, created=False)

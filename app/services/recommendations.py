@@ -12,13 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from carrygate.app.errors import Unprocessable, get_or_404
 from carrygate.app.schemas import BuilderProbe, RecommendationCreate
-from carrygate.app.services.jobs import Submitted, by_key, cancel_job, config_of, get_job, list_jobs, probe_row
+from carrygate.app.services.jobs import Submitted, by_key, cancel_job, config_of, get_job, insert_once, list_jobs, probe_row
 from carrygate.app.services.pages import Page
 from carrygate.app.settings import Settings
 from carrygate.models.budget import describe_recommend_cost, recommend_cost
@@ -61,17 +59,7 @@ def create_recommendation(*, session: Session, body: RecommendationCreate, setti
     job = Job(kind="recommend", checkpoint_id=checkpoint.id, probe_set=probe_row(body, settings),
               policy=body.policy.model_dump(mode="json"), options=options, tags=body.tags, idempotency_key=idempotency_key,
               candidates=[], stage="queued")
-    session.add(job)
-    try:
-        session.commit()
-    except IntegrityError:  # a concurrent request with the same Idempotency-Key won the race
-        session.rollback()
-        existing = by_key(session, idempotency_key, "recommend")
-        if existing is None:
-            raise
-        return Submitted(existing, created=False)
-    set_committed_value(job, "result", None)
-    return Submitted(job, created=True)
+    return insert_once(session, job)
 
 
 def get_recommendation(*, session: Session, recommendation_id: str) -> Job:

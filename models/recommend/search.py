@@ -377,10 +377,8 @@ class Searcher:
         if best is not None and "prune" not in best.spec:
             self.evaluate_points([(best.bits, best.depth_steps, {"precision": half}, "precision") for half in ("bf16", "fp16")])
         if self.with_ort:
-            self.evaluate_points([(dict.fromkeys(self.bits_keys()), self.ref_steps, {"onnxruntime": {"quantization": "dynamic"}}, "ort")])
-
-    def bits_keys(self) -> list[str]:
-        return [g.name for g in self.groups]
+            floats: Bits = {g.name: None for g in self.groups}
+            self.evaluate_points([(floats, self.ref_steps, {"onnxruntime": {"quantization": "dynamic"}}, "ort")])
 
     def best(self) -> Point | None:
         ranked = self.ranked()
@@ -454,14 +452,16 @@ class Searcher:
 def recommend(reference: RecursiveReasoner, probe: Probe, budget: Budget, tolerance: Tolerance, *, search_puzzles: int = 64,
               batch_size: int = 64, calibration: DropCalibration | None = None, on_progress: Progress | None = None,
               checkpoint: str | None = None, verdict_of: Callable[[EvaluationResult], str] | None = None,
-              require_go: bool = False) -> Recommendation:
+              require_go: bool = False, with_ort: bool | None = None) -> Recommendation:
     """Sensitivity map, label-free search under `budget` within `tolerance`, confirmation on the full `probe`.
 
     `verdict_of` judges each finalist's full-probe result alone (the caller passes the gate: models sits below
-    it); with `require_go` a finalist is confirmed only when that verdict is go."""
+    it); with `require_go` a finalist is confirmed only when that verdict is go. `with_ort` (default: when
+    onnxruntime is installed) adds the ONNX Runtime dynamic INT8 point, one export and ORT run."""
     start = time.perf_counter()
     searcher = Searcher(reference, probe, budget, tolerance, search_puzzles=search_puzzles, batch_size=batch_size,
-                        calibration=calibration, on_progress=on_progress, verdict_of=verdict_of, require_go=require_go)
+                        calibration=calibration, on_progress=on_progress, verdict_of=verdict_of, require_go=require_go,
+                        with_ort=with_ort)
     sensitivity = searcher.sensitivity()
     searcher.search(sensitivity.order)
     finalists, chosen, _ = searcher.confirm()
