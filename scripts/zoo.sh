@@ -18,13 +18,17 @@ has() { [ ${#names[@]} -eq 0 ] || [[ " ${names[*]} " == *" $1 "* ]]; }
 if has sudoku-mlp || has sudoku-att || has hrm-sudoku; then
   [ -f "$DATA/sudoku30/test/dataset.json" ] || $CG data sudoku "$DATA/sudoku30" --givens 30 --train-puzzles 2000 --num-aug 9 --test-puzzles 1000 --seed 0
 fi
-if has sudoku6-mlp || has sudoku6-att; then
+if has sudoku6-mlp || has sudoku6-att || has hrm-sudoku6; then
   [ -f "$DATA/sudoku6/test/dataset.json" ] || $CG data sudoku "$DATA/sudoku6" --size 6 --givens 14 --train-puzzles 10000 --num-aug 0 --test-puzzles 1000 --seed 0
   # The fresh probe scored into the cards: the same data command with another seed.
   [ -f "$DATA/sudoku6-seed1/test/dataset.json" ] || $CG data sudoku "$DATA/sudoku6-seed1" --size 6 --givens 14 --train-puzzles 10000 --num-aug 0 --test-puzzles 1000 --seed 1
 fi
 if has maze-att; then
   [ -f "$DATA/maze11/test/dataset.json" ] || $CG data maze "$DATA/maze11" --size 11 --train-mazes 20000 --test-mazes 1000 --loops 0.1 --seed 0
+fi
+if has maze9-mlp; then
+  [ -f "$DATA/maze9/test/dataset.json" ] || $CG data maze "$DATA/maze9" --size 9 --train-mazes 20000 --test-mazes 1000 --loops 0.1 --seed 0
+  [ -f "$DATA/maze9-seed1/test/dataset.json" ] || $CG data maze "$DATA/maze9-seed1" --size 9 --train-mazes 0 --test-mazes 1000 --loops 0.1 --seed 1
 fi
 
 # Each zoo folder ships its held-out split, so `carrygate predict` reproduces the card offline.
@@ -44,5 +48,12 @@ S6="$S6 --augment sudoku --eval-limit 300 --checkpoint-every 250 --probe $DATA/s
 has sudoku6-mlp && OMP_NUM_THREADS=1 $CG train --data "$DATA/sudoku6" --out $ZOO/sudoku6-mlp --name sudoku6-mlp --arch trm --mlp-t --pos-encodings none \
   $S6 --iterations 2500 --eval-every 250 --checkpoint "$DATA/runs/sudoku6-mlp.pt" && ship sudoku6-mlp "$DATA/sudoku6"
 has sudoku6-att && OMP_NUM_THREADS=1 $CG train --data "$DATA/sudoku6" --out $ZOO/sudoku6-att --name sudoku6-att --arch trm --pos-encodings rope --num-heads 4 \
-  --fp32-attention $S6 --iterations 7000 --eval-every 700 --stop-after 5500 --ship-stopped --checkpoint "$DATA/runs/sudoku6-att.pt" && ship sudoku6-att "$DATA/sudoku6"
+  --fp32-attention $S6 --iterations 7000 --eval-every 700 --stop-after 5500 --ship-stopped --checkpoint "$DATA/runs/sudoku6-att.pt" && ship sudoku6-att "$DATA/sudoku6"has hrm-sudoku6 && OMP_NUM_THREADS=1 $CG train --data "$DATA/sudoku6" --out $ZOO/hrm-sudoku6 --name hrm-sudoku6 --arch hrm --pos-encodings rope \
+  --num-heads 4 --fp32-attention --train-dtype float32 --h-layers 2 --l-layers 2 $S6 --iterations 7000 --eval-every 700 --checkpoint "$DATA/runs/hrm-sudoku6.pt" \
+  && ship hrm-sudoku6 "$DATA/sudoku6"
+has maze9-mlp && OMP_NUM_THREADS=1 $CG train --data "$DATA/maze9" --out $ZOO/maze9-mlp --name maze9-mlp --arch trm --mlp-t --pos-encodings none \
+  --train-dtype float32 --hidden-size 128 --expansion 2 --h-cycles 2 --l-cycles 2 --halt-max-steps 8 --batch-size 64 --lr 2e-3 \
+  --lr-min-ratio 0.1 --ema-rate 0.999 --augment maze --iterations 4000 --eval-every 250 --eval-limit 300 --checkpoint-every 250 \
+  --probe "$DATA/maze9-seed1" --seed 0 --checkpoint "$DATA/runs/maze9-mlp.pt" && ship maze9-mlp "$DATA/maze9"
+
 true
