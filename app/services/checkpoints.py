@@ -52,9 +52,14 @@ def _existing(session: Session, sha256: str, meta: dict[str, Any]) -> Checkpoint
 
 def record_checkpoint(*, session: Session, sha256: str, size_bytes: int, meta: dict[str, Any], original_name: str,
                       storage_path: str, source: CheckpointSource) -> Recorded:
-    """The row for these weights: the one stored before (same sha256 and config), else a new one."""
+    """The row for these weights: the one stored before (same sha256 and config), else a new one. Weights
+    registered again by path are read from where they were registered last (a moved or re-cloned checkout:
+    the old folder may be gone, or lack what the new one ships, such as its data/)."""
     existing = _existing(session, sha256, meta)
     if existing is not None:
+        if source == "registered" and existing.source == "registered" and existing.storage_path != storage_path:
+            existing.storage_path = storage_path
+            session.commit()
         return Recorded(existing, created=False)
     row = Checkpoint(sha256=sha256, architecture=architecture(meta), config=meta, size_bytes=size_bytes,
                      original_name=original_name, storage_path=storage_path, source=source)
