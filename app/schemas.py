@@ -133,7 +133,7 @@ class JobCreate(_Input):
                     "candidates": [{"name": "int8", "weights": {"method": "int8-channel"}},
                                    {"name": "int4-naive", "weights": {"method": "int4", "granularity": "per_tensor", "symmetric": True}}],
                     "probe": {"builder": "sudoku", "size": 64},
-                    "policy": {"min_fidelity_mean": 0.99, "max_puzzle_exact_drop": 0.02},
+                    "policy": {"max_predicted_exact_drop": 0.02, "max_puzzle_exact_drop": 0.02},
                     "options": {"labels": True},
                     "tags": ["release-1.4"],
                 }
@@ -194,10 +194,10 @@ class VerdictList(_Schema):
 class JobRead(_Schema):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "id": "3d2c…", "url": "http://127.0.0.1:8000/jobs/3d2c…", "status": "running", "progress": 0.5, "puzzles_done": 32,
-        "puzzles_total": 64, "attempts": 1, "error": None, "checkpoint_id": "0b6f…",
+        "puzzles_total": 64, "attempts": 1, "error": None, "checkpoint_id": "0b6f…", "task": "sudoku",
         "candidates": [{"id": "a1…", "position": 0, "name": "int8", "spec": {"name": "int8", "weights": {"method": "int8-channel"}},
                         "spec_hash": "5e0d…"}],
-        "policy": {"min_fidelity_mean": 0.99}, "options": {"labels": True, "limit": None, "batch_size": 64, "profile": False},
+        "policy": {"max_predicted_exact_drop": 0.02}, "options": {"labels": True, "limit": None, "batch_size": 64, "profile": False},
         "tags": ["release-1.4"], "created_at": "2026-11-29T05:40:00Z", "started_at": "2026-11-29T05:40:01Z", "finished_at": None,
         "verdict": None, "candidate_verdicts": [], "result": None}]})
 
@@ -210,6 +210,7 @@ class JobRead(_Schema):
     attempts: int
     error: str | None
     checkpoint_id: str
+    task: Builder | None = Field(None, description="what the probe set holds (its builder, or what its dataset says); null = unknown")
     candidates: list[CandidateRead]
     policy: dict[str, Any]
     options: dict[str, Any]

@@ -122,6 +122,8 @@ class ProbeSet(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     builder: Mapped[str | None] = mapped_column(String(32))
+    task: Mapped[str | None] = mapped_column(String(16))
+    """sudoku / maze / arc: the builder, or what the dataset folder says it holds (`dataset_task`); None = unknown."""
     builder_args: Mapped[dict[str, Any]] = mapped_column(JSONValue, default=dict)
     dataset_path: Mapped[str | None] = mapped_column(Text)
     content_hash: Mapped[str] = mapped_column(String(64), index=True)

@@ -33,7 +33,7 @@ from carrygate.models.compress import CompressionSpec
 from carrygate.models.evaluate import Probe, evaluate
 from carrygate.models.files import SMALL_FILE_LIMIT, UnsafeFile, check_regular, confine, sha256_regular
 from carrygate.models.results import EvaluationResult
-from carrygate.models.tasks.dataset import read_split
+from carrygate.models.tasks.dataset import read_split, shipped_data
 from carrygate.models.tasks.probes import BUILDERS, build_probe
 from carrygate.store.tables import Candidate, Checkpoint, Job, ProbeSet, Result, Verdict
 from carrygate.store.vocabulary import FinishedStatus
@@ -133,7 +133,7 @@ def probe_folder(probe: ProbeSet, checkpoint_path: Path, cache_dir: Path, seq_le
     if probe.builder is None:
         if probe.dataset_path:
             return Path(probe.dataset_path), str(probe.builder_args.get("split", "test"))
-        shipped = (checkpoint_path if checkpoint_path.is_dir() else checkpoint_path.parent) / "data"
+        shipped = shipped_data(checkpoint_path)
         if not (shipped / "test" / "dataset.json").is_file():
             raise JobFailed(f"probe: no dataset_path given and the checkpoint ships no data/ folder ({shipped})")
         return shipped, "test"

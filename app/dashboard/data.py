@@ -57,19 +57,9 @@ def method_of(spec: dict[str, Any] | None) -> str:
         return "unrecognised spec"
 
 
-def task_of(checkpoint: Checkpoint, probe: ProbeSet | None) -> str:
-    """The task a job evaluated: the probe builder's name, else recognised from the model's vocabulary."""
-    if probe is not None and probe.builder:
-        return probe.builder
-    config = (checkpoint.config or {}).get("config_json") or {}
-    vocab, seq_len = config.get("vocab_size"), config.get("seq_len")
-    if vocab == 11 and seq_len == 81:
-        return "sudoku"
-    if vocab == 6:
-        return "maze"
-    if vocab == 12:
-        return "arc"
-    return "unknown"
+def task_of(probe: ProbeSet | None) -> str:
+    """The task a job evaluated, as its probe set stores it (`ProbeSet.task`); "unknown" when nothing said."""
+    return (probe.task if probe is not None else None) or "unknown"
 
 
 def config_value(checkpoint: Checkpoint, key: str) -> Any:
@@ -127,7 +117,7 @@ def points_of(job: Job) -> list[CandidatePoint]:
         return []
     decisions = _decisions(job)
     hashes = {c.name: c.spec_hash for c in job.candidates}
-    task = task_of(job.checkpoint, job.probe_set)
+    task = task_of(job.probe_set)
     reference = result.reference
     points = []
     for cand in result.candidates:
@@ -152,7 +142,7 @@ def load_points(session: Session, filters: Filters) -> tuple[list[CandidatePoint
     jobs = load_jobs(session, status="succeeded", checkpoint_id=filters.checkpoint_id, since=filters.since, until=filters.until,
                      limit=OVERVIEW_JOB_LIMIT)
     if filters.task:
-        jobs = [j for j in jobs if task_of(j.checkpoint, j.probe_set) == filters.task]
+        jobs = [j for j in jobs if task_of(j.probe_set) == filters.task]
     return [p for job in jobs for p in points_of(job)], jobs
 
 

@@ -108,7 +108,7 @@ def overview(request: Request, session: SessionDep, checkpoint: str | None = Non
     if len(jobs) >= data.OVERVIEW_JOB_LIMIT:
         errors.append(f"showing the newest {data.OVERVIEW_JOB_LIMIT} matching jobs; narrow the dates or pick a checkpoint to see others")
     checkpoints = service.list_checkpoints(session=session)
-    tasks = sorted({data.task_of(j.checkpoint, j.probe_set) for j in data.load_jobs(session, status="succeeded", with_result=False)})
+    tasks = sorted({data.task_of(j.probe_set) for j in data.load_jobs(session, status="succeeded", with_result=False)})
     return page(request, "overview.html", title="Overview", points=points, figures=figures, policy=policy, unlabelled=unlabelled,
                  checkpoints=checkpoints, tasks=tasks, filters={"checkpoint": checkpoint or "", "task": task or "", "since": since or "",
                                                                 "until": until or ""},
@@ -136,7 +136,7 @@ def job_page(job_id: str, request: Request, session: SessionDep) -> HTMLResponse
     return page(request, "job.html", title=f"Job {job.id[:8]}", job=job, body=result, figures=figures, verdicts=verdict_pivot(rules),
                  artifact=artifact,
                  decision=data.job_decision(job), reasons=data.job_reasons(job), finished=job.status in FINISHED_STATUSES,
-                 task=data.task_of(job.checkpoint, job.probe_set), stale=stale)
+                 task=data.task_of(job.probe_set), stale=stale)
 
 
 @router.get("/grid", response_class=HTMLResponse)

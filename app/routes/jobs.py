@@ -27,7 +27,8 @@ def job_read(job: Job, request: Request, with_result: bool = True) -> JobRead:
     return JobRead(
         id=job.id, url=str(request.url_for("get_job", job_id=job.id)), status=job.status, progress=job.progress,
         puzzles_done=job.puzzles_done, puzzles_total=job.puzzles_total, attempts=job.attempts, error=job.error,
-        checkpoint_id=job.checkpoint_id, candidates=job.candidates, policy=job.policy, options=job.options, tags=job.tags,
+        checkpoint_id=job.checkpoint_id, task=job.probe_set.task if job.probe_set else None, candidates=job.candidates,
+        policy=job.policy, options=job.options, tags=job.tags,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
         verdict=_verdict_read(job_verdict) if job_verdict else None,
         candidate_verdicts=[_verdict_read(v) for v in verdicts if v.scope != JOB_SCOPE],

@@ -20,6 +20,8 @@ from carrygate.models.budget import job_cost
 from carrygate.models.compress.fit import spec_problems
 from carrygate.models.config import HRMConfig, ModelConfig, TRMConfig
 from carrygate.models.files import SMALL_FILE_LIMIT, check_regular
+from carrygate.models.tasks.dataset import shipped_data
+from carrygate.models.tasks.probes import dataset_task
 from carrygate.store.tables import FINISHED_STATUSES, JOB_SCOPE, Checkpoint, Job, ProbeSet, Verdict
 from carrygate.store.vocabulary import JobKind, JobStatus
 from carrygate.workers.artifacts import ArtifactStore
@@ -62,11 +64,12 @@ def _check_budget(body: JobCreate, config: TRMConfig | HRMConfig, settings: Sett
         raise Unprocessable(f"compute budget: {at_least}{cost.describe(settings.max_job_gflop)}")
 
 
-def probe_row(body: JobCreate | RecommendationCreate, settings: Settings) -> ProbeSet:
-    """The probe set row a submission names; a dataset folder outside the register roots is a 422."""
+def probe_row(body: JobCreate | RecommendationCreate, settings: Settings, checkpoint: Checkpoint) -> ProbeSet:
+    """The probe set row a submission names, with its task; a dataset folder outside the register roots is a 422.
+    No dataset_path means the checkpoint's shipped `data/` (as the worker reads it)."""
     if isinstance(body.probe, BuilderProbe):
         args = {"size": body.probe.size, "seed": body.probe.seed, **body.probe.args}
-        return ProbeSet(builder=body.probe.builder, builder_args=args, dataset_path=None,
+        return ProbeSet(builder=body.probe.builder, task=body.probe.builder, builder_args=args, dataset_path=None,
                         content_hash=probe_hash(body.probe.builder, args, None), puzzles=body.probe.size, labels=True)
     if body.probe.dataset_path is not None:
         try:  # the worker checks every file it reads; the folder and its dataset.json are checked now
@@ -77,7 +80,8 @@ def probe_row(body: JobCreate | RecommendationCreate, settings: Settings) -> Pro
         except ValueError as err:
             raise Unprocessable(f"probe.dataset_path: {err}") from err
     args = {"split": body.probe.split}
-    return ProbeSet(builder=None, builder_args=args, dataset_path=body.probe.dataset_path,
+    task = dataset_task(folder if body.probe.dataset_path is not None else shipped_data(checkpoint.storage_path), body.probe.split)
+    return ProbeSet(builder=None, task=task, builder_args=args, dataset_path=body.probe.dataset_path,
                     content_hash=probe_hash(None, args, body.probe.dataset_path), puzzles=body.options.limit or 0, labels=True)
 
 
@@ -107,7 +111,8 @@ def create_job(*, session: Session, body: JobCreate, settings: Settings, idempot
     for i, spec in enumerate(body.candidates):
         if spec.checkpoint is not None:  # the worker loads it: the same roots as a registered checkpoint
             confined_checkpoint(settings, spec.checkpoint, f"candidates[{i}].checkpoint")
-    job = Job(kind="evaluate", checkpoint_id=checkpoint.id, probe_set=probe_row(body, settings), policy=body.policy.model_dump(mode="json"),
+    job = Job(kind="evaluate", checkpoint_id=checkpoint.id, probe_set=probe_row(body, settings, checkpoint),
+              policy=body.policy.model_dump(mode="json"),
               options=body.options.model_dump(mode="json"), tags=body.tags, idempotency_key=idempotency_key,
               candidates=candidate_rows(body.candidates))
     return insert_once(session, job)
@@ -177,7 +182,8 @@ def list_jobs(*, session: Session, status: JobStatus | None, checkpoint_id: str 
         query = query.where(Job.checkpoint_id == checkpoint_id)
     if tag is not None:
         query = query.where(_has_tag(tag, session.get_bind().dialect.name))
-    return paginate(session, query, options=[selectinload(Job.candidates), selectinload(Job.verdicts).selectinload(Verdict.candidate)],
+    return paginate(session, query, options=[selectinload(Job.candidates), selectinload(Job.probe_set),
+                                              selectinload(Job.verdicts).selectinload(Verdict.candidate)],
                     order_by=[Job.created_at.desc(), Job.id], limit=limit, offset=offset)
 
 

@@ -5,7 +5,7 @@ Revises:
 Create Date: 2026-11-29 03:12:03
 
 Written from `alembic revision --autogenerate` and reviewed by hand. Timestamps are
-`DateTime(timezone=True)` (app.orm.UTCDateTime stores UTC through it); JSON is JSONB on PostgreSQL.
+`DateTime(timezone=True)` (store.tables.UTCDateTime stores UTC through it); JSON is JSONB on PostgreSQL.
 """
 
 from __future__ import annotations

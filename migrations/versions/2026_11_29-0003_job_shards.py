@@ -4,7 +4,8 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-29 06:45:00
 
-Written by hand after `workers/orm.py`; `tests/service/test_migrations.py` checks there is no drift.
+Written by hand after the tables (now `store/tables.py`, `store/api_tables.py`);
+`tests/service/test_migrations.py` checks there is no drift.
 """
 
 from __future__ import annotations

@@ -67,6 +67,12 @@ class PuzzleSplit:
             )
 
 
+def shipped_data(checkpoint_path: str | Path) -> Path:
+    """The held-out split a zoo checkpoint ships beside its weights (`<folder>/data`), used when a job names no probe."""
+    path = Path(checkpoint_path)
+    return (path if path.is_dir() else path.parent) / "data"
+
+
 def read_split(data_dir: str | Path, split: str = "test", set_name: str = "all") -> PuzzleSplit:
     """Read `<data_dir>/<split>` in the official layout. Raises ValueError naming what is wrong."""
     folder = Path(data_dir) / split

@@ -7,13 +7,44 @@ ARC-AGI-1 tasks. Only the test split is written (no training puzzles, no augment
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from carrygate.models.files import read_text
+from carrygate.models.tasks.dataset import DatasetMetadata
+
 Builder = Literal["sudoku", "maze", "arc"]
 BUILDERS: tuple[Builder, ...] = get_args(Builder)
+"""The offline builders, which are also the tasks a probe set is stored with (`dataset_task`)."""
+
+
+def dataset_task(folder: Path, split: str = "test") -> Builder | None:
+    """The task of a dataset folder, stored on its probe set so nothing downstream has to guess it.
+
+    carrygate's own builds say it in `build.json` (`carrygate data maze ...`). An official build has no
+    `build.json`; its `dataset.json` shape names the task as the official builders write it (TRM_FACTS
+    §5): maze vocab 6, ARC vocab 12, and a size-n Sudoku vocab n + 2 with n² cells. Anything else
+    (or an unreadable file) is None: an unknown task, never a guess from the model.
+    """
+    try:
+        build = json.loads(read_text(folder / "build.json")) if (folder / "build.json").is_file() else {}
+        words = str(build.get("command", "")).split()
+        if len(words) >= 3 and words[:2] == ["carrygate", "data"] and words[2] in BUILDERS:
+            return words[2]  # type: ignore[return-value]
+        meta = DatasetMetadata.model_validate_json(read_text(folder / split / "dataset.json"))
+    except (OSError, ValueError, AttributeError):
+        return None
+    if meta.vocab_size == 6:
+        return "maze"
+    if meta.vocab_size == 12:
+        return "arc"
+    side = math.isqrt(meta.seq_len)
+    if side * side == meta.seq_len and meta.vocab_size == side + 2:
+        return "sudoku"
+    return None
 
 
 def build_probe(folder: Path, builder: str, *, seq_len: int, size: int, seed: int, args: Mapping[str, Any] | None = None) -> None:

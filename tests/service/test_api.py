@@ -64,6 +64,7 @@ def test_submit_progress_verdict_and_idempotency(client: TestClient, tiny_checkp
     job = wait_for(client, first.json()["id"])
     assert job["status"] == "succeeded", job["error"]
     assert job["progress"] == 1.0 and job["puzzles_done"] == job["puzzles_total"] == 48
+    assert job["task"] == "sudoku"  # stored on the probe set from the shipped data/, which no builder named
     names = [c["name"] for c in job["result"]["candidates"]]
     assert names == ["int8", "int4-naive"]
     by_name = {v["candidate"]: v for v in job["candidate_verdicts"]}
@@ -184,6 +185,7 @@ def test_upload_dedup_and_corrupt_checkpoint_fails_only_its_job(client: TestClie
     assert bad_job["status"] == "failed" and "not a readable torch checkpoint" in bad_job["error"]
     # judged (interval rules can leave a borderline candidate inconclusive, never unjudged)
     assert good_job["status"] == "succeeded" and good_job["verdict"]["decision"] in ("go", "no_go", "inconclusive")
+    assert good_job["task"] == "sudoku"
 
 
 def test_non_finite_candidate_gets_a_no_go(client: TestClient, tiny_checkpoint: Path, tmp_path: Path) -> None:

@@ -196,3 +196,24 @@ def test_0005_job_kind_defaults_existing_rows_and_is_reversible(db_url: str) -> 
                 session.commit()
     finally:
         engine.dispose()
+
+
+def test_0006_backfills_builder_probes_with_their_task_and_is_reversible(db_url: str) -> None:
+    """A builder probe written before 0006 gets its builder as its task; a dataset probe stays unknown (NULL)."""
+    upgrade_to_head(db_url)
+    engine = make_engine(db_url)
+    try:
+        job_id = _job_chain(engine)
+        with session_factory(engine)() as session, session.begin():
+            session.get_one(Job, job_id).probe_set.task = None
+            session.add(ProbeSet(builder=None, builder_args={"split": "test"}, dataset_path="/data/maze", content_hash="ef" * 32,
+                                 puzzles=0, labels=True))
+        downgrade_to(db_url, "0005")
+        assert "task" not in {c["name"] for c in inspect(engine).get_columns("probe_sets")}
+        upgrade_to_head(db_url)
+        with session_factory(engine)() as session:
+            assert session.get_one(Job, job_id).probe_set.task == "sudoku"
+            tasks = {p.dataset_path: p.task for p in session.query(ProbeSet)}
+            assert tasks == {None: "sudoku", "/data/maze": None}
+    finally:
+        engine.dispose()

@@ -123,7 +123,8 @@ def store_job(session: Session, checkpoint: Checkpoint, specs: list[CompressionS
     """Store a measured `result` of `specs` as the pipeline does: candidate rows, the result document, the gate's verdicts."""
     policy = policy or GatePolicy()
     labels = result.labels
-    probe = ProbeSet(builder=builder, builder_args={}, dataset_path=None, content_hash="x" * 64, puzzles=result.puzzles, labels=labels)
+    probe = ProbeSet(builder=builder, task=builder or "sudoku", builder_args={}, dataset_path=None, content_hash="x" * 64,
+                     puzzles=result.puzzles, labels=labels)
     rows = candidate_rows(specs)
     job = Job(checkpoint_id=checkpoint.id, probe_set=probe, status="succeeded", progress=1.0, puzzles_done=result.puzzles,
               puzzles_total=result.puzzles,

@@ -107,3 +107,28 @@ def test_reader_maps_ignore_label_and_expands_puzzle_ids(tmp_path: Path) -> None
     assert split.labels.tolist() == [[1, 2, IGNORE_LABEL_ID], [2, IGNORE_LABEL_ID, IGNORE_LABEL_ID], [3, 3, 3]]
     with pytest.raises(ValueError, match="no dataset.json"):
         read_split(tmp_path, "train")
+
+
+def test_dataset_task_reads_our_builds_and_the_official_shapes(tmp_path: Path) -> None:
+    from carrygate.models.tasks.dataset import write_split
+    from carrygate.models.tasks.probes import dataset_task
+
+    def official(name: str, vocab: int, seq_len: int) -> Path:  # no build.json, as the official builders write
+        folder = tmp_path / name
+        write_split(folder, "test", inputs=np.ones((1, seq_len), dtype=np.int64), labels=np.ones((1, seq_len), dtype=np.int64),
+                    puzzle_identifiers=np.array([0]), puzzle_indices=np.array([0, 1]), group_indices=np.array([0, 1]),
+                    vocab_size=vocab, num_puzzle_identifiers=1)
+        return folder
+
+    assert dataset_task(official("sudoku9", 11, 81)) == "sudoku"
+    assert dataset_task(official("sudoku6", 8, 36)) == "sudoku"
+    assert dataset_task(official("maze30", 6, 900)) == "maze"
+    assert dataset_task(official("arc", 12, 900)) == "arc"
+    assert dataset_task(official("other", 11, 80)) is None  # no shape guess past what the builders write
+    assert dataset_task(tmp_path / "missing") is None
+    # carrygate's own build says which builder wrote it, whatever the shape
+    maze.build_maze(tmp_path / "ours", size=9, train_mazes=0, test_mazes=2, seed=0)
+    (tmp_path / "ours" / "build.json").write_text(json.dumps({"command": "carrygate data maze out --size 9"}))
+    assert dataset_task(tmp_path / "ours") == "maze"
+    (tmp_path / "other" / "build.json").write_text(json.dumps({"command": "carrygate data arc out"}))
+    assert dataset_task(tmp_path / "other") == "arc"
