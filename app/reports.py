@@ -51,6 +51,7 @@ RULE_COLUMNS: dict[str, RuleColumn] = {
     "min_fidelity_p05": RuleColumn("fidelity p05", ">=", "fraction"),
     "min_answer_agreement": RuleColumn("answer agr.", ">=", "fraction"),
     "max_puzzle_exact_drop": RuleColumn("exact drop", "<=", "drop"),
+    "max_predicted_exact_drop": RuleColumn("predicted drop", "<=", "drop"),
     "max_cell_accuracy_drop": RuleColumn("cell-acc. drop", "<=", "drop"),
     "max_adaptive_exact_drop": RuleColumn("adaptive exact drop", "<=", "drop"),
     "max_steps_used_increase": RuleColumn("steps-used increase", "<=", "steps"),

@@ -17,11 +17,15 @@ import torch
 from carrygate.models.tasks.dataset import IGNORE_LABEL_ID
 
 
+def cells_correct(preds: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, S) predictions and labels -> (right scored cells per puzzle, scored cells per puzzle)."""
+    mask = labels != IGNORE_LABEL_ID
+    return (mask & (preds == labels)).sum(-1), mask.sum(-1)
+
+
 def per_puzzle_accuracy(preds: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(B, S) predictions and labels -> (cell accuracy per puzzle, exact per puzzle, valid mask)."""
-    mask = labels != IGNORE_LABEL_ID
-    counts = mask.sum(-1)
-    correct = (mask & (preds == labels)).sum(-1)
+    correct, counts = cells_correct(preds, labels)
     valid = counts > 0
     accuracy = torch.where(valid, correct.float() / counts.clamp_min(1).float(), torch.zeros_like(counts, dtype=torch.float32))
     exact = valid & (correct == counts)

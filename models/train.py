@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from carrygate.models.layers import Attention
-from carrygate.models.metrics import task_accuracy
+from carrygate.models.metrics import cells_correct, task_accuracy
 from carrygate.models.reasoner import Carry, RecursiveReasoner
 from carrygate.models.tasks.dataset import IGNORE_LABEL_ID, PuzzleSplit
 
@@ -362,12 +362,18 @@ def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @torch.inference_mode()
-def evaluate(model: RecursiveReasoner, data: PuzzleSplit, batch_size: int = 256, limit: int | None = None) -> dict[str, float]:
-    """Official evaluation: halt_max_steps steps, predictions from the last; task metrics."""
+def evaluate(model: RecursiveReasoner, data: PuzzleSplit, batch_size: int = 256, limit: int | None = None,
+             record: bool = False) -> dict[str, Any]:
+    """Official evaluation: halt_max_steps steps, predictions from the last; task metrics. With `record`
+    also `cells_correct`, the right cells of every puzzle, which a card keeps so that a prefix of the
+    split can be checked against it puzzle by puzzle (tests/unit/test_cli.py)."""
     model.eval()
     preds, labels = [], []
     for inputs, lab, pids in data.batches(batch_size, limit):
         out = model(torch.from_numpy(inputs), torch.from_numpy(pids))
         preds.append(out.logits.argmax(-1))
         labels.append(torch.from_numpy(lab))
-    return task_accuracy(torch.cat(preds), torch.cat(labels))
+    scores: dict[str, Any] = dict(task_accuracy(torch.cat(preds), torch.cat(labels)))
+    if record:
+        scores["cells_correct"] = cells_correct(torch.cat(preds), torch.cat(labels))[0].tolist()
+    return scores

@@ -127,7 +127,7 @@ def train(
     config = ship_config
     trained, model = model, build_model(config)
     load_state_into(model, trained.state_dict(), "trained model")
-    scores = evaluate(model, test_split)
+    scores = evaluate(model, test_split, record=True)
     save_checkpoint(model, out)
     build = json.loads((data / "build.json").read_text())["command"] if (data / "build.json").is_file() else "unknown"
     card: dict[str, Any] = {
@@ -153,7 +153,8 @@ def train(
         card["probe"] = {"data_command": probe_build, **evaluate(model, probe_split)}
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     (out / "card.md").write_text(render_card(card))
-    console.print({k: v for k, v in card.items() if k != "learning_curve"})
+    shown = {k: v for k, v in scores.items() if k != "cells_correct"}  # the per-puzzle record is for the tests
+    console.print({k: v for k, v in card.items() if k != "learning_curve"} | {"test": shown})
 
 
 def render_card(card: dict[str, Any]) -> str:
