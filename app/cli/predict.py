@@ -98,12 +98,12 @@ def export_command(
     from carrygate.models.compress import CompressionSpec, apply
     from carrygate.models.compress.spec import OnnxRuntimeSpec
     from carrygate.models.evaluate import Probe
-    from carrygate.models.tasks.dataset import read_split
+    from carrygate.models.tasks.dataset import read_split, shipped_data
 
     try:
         ckpt = load_checkpoint(checkpoint)
         compression = CompressionSpec.from_yaml(spec.read_text()) if spec is not None else CompressionSpec()
-        data = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "data"
+        data = shipped_data(checkpoint)
         if (data / "test" / "dataset.json").is_file():
             probe = Probe.from_split(read_split(data, "test"), max(check_puzzles, 1), labels=False)
             inputs, ids = torch.from_numpy(probe.inputs), torch.from_numpy(probe.puzzle_identifiers)
