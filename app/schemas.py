@@ -2,6 +2,10 @@
 
 Families follow `XCreate / XRead / XList{data, count}`. Compression specs and gate policies are the
 library's own pydantic models, so a malformed spec is a 422 that names the field.
+
+Over 400 lines on purpose: every request and response body of the API, one section per router in the
+order of the routes, so the OpenAPI document is read (and reviewed) from one file. Nothing here has logic
+beyond field validation.
 """
 
 from __future__ import annotations
@@ -262,6 +266,8 @@ class RecommendOptions(_Input):
     search_puzzles: int = Field(128, ge=1, le=100_000, description="probe puzzles each search evaluation runs on (the first ones)")
     batch_size: int = Field(64, ge=1, le=4096)
     require_go: bool = Field(False, description="confirm a finalist only when the gate policy says go")
+    onnxruntime: bool = Field(True, description="also try ONNX Runtime dynamic INT8 (when the worker has onnxruntime; "
+                                                "its export costs seconds per candidate)")
 
 
 class RecommendationCreate(_Input):

@@ -105,7 +105,8 @@ def run_recommendation(job_id: str, ctx: WorkerContext) -> JobOutcome:
                     rec = recommend(ckpt.model, probe, budget, tolerance, search_puzzles=search_puzzles, batch_size=inputs.batch_size,
                                     calibration=active_calibration(ctx.session_factory), on_progress=progress,
                                     checkpoint=inputs.checkpoint.original_name, verdict_of=verdict_of,
-                                    require_go=bool(options.get("require_go", False)))
+                                    require_go=bool(options.get("require_go", False)),
+                                    with_ort=None if options.get("onnxruntime", True) else False)
                 except ValueError as err:  # a model the search cannot compress (no module groups, a spec that does not fit)
                     raise JobFailed(f"search: {err}") from err
         except _Stopped:

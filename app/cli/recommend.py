@@ -93,6 +93,7 @@ def recommend_command(
     plot: Annotated[Path | None, typer.Option(help="Write the front as SVG here.")] = None,
     policy: Annotated[Path | None, typer.Option(help="Gate policy YAML the finalists are judged by (default: the default policy).")] = None,
     require_go: Annotated[bool, typer.Option("--require-go", help="Confirm a finalist only when the gate policy says go.")] = False,
+    onnxruntime: Annotated[bool, typer.Option(help="Also try ONNX Runtime dynamic INT8 (when onnxruntime is installed).")] = True,
 ) -> None:
     """Find the cheapest spec within the budget whose label-free damage stays within the tolerance."""
     from pydantic import ValidationError
@@ -103,7 +104,7 @@ def recommend_command(
     from carrygate.models.evaluate import Probe
     from carrygate.models.recommend import Budget, Tolerance, recommend
     from carrygate.models.recommend.plot import front_svg
-    from carrygate.models.tasks.dataset import read_split
+    from carrygate.models.tasks.dataset import read_split, shipped_data
 
     if max_predicted_drop is None and min_fidelity is None:
         max_predicted_drop = 0.02
@@ -121,15 +122,15 @@ def recommend_command(
         fail("give at most one of --data, --builder")
     try:
         ckpt = load_checkpoint(checkpoint)
-        folder = data or (build_probe_folder(builder, ckpt.config.seq_len, probe_size, 1234) if builder else
-                          (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "data")
+        folder = data or (build_probe_folder(builder, ckpt.config.seq_len, probe_size, 1234) if builder else shipped_data(checkpoint))
         probe = Probe.from_split(read_split(folder, "test"), limit)
     except (CheckpointError, ValueError, OSError) as err:
         fail(str(err))
     with console.status("searching") as status:
         rec = recommend(ckpt.model, probe, budget, tolerance, search_puzzles=search_puzzles, checkpoint=str(checkpoint),
                         on_progress=lambda stage, n: status.update(f"{stage}: {n} evaluations"),
-                        verdict_of=lambda result: judge(result, gate_policy).decision, require_go=require_go)
+                        verdict_of=lambda result: judge(result, gate_policy).decision, require_go=require_go,
+                        with_ort=None if onnxruntime else False)
     print_sensitivity(rec)
     print_front(rec)
     if json_out is not None:

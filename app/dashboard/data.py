@@ -77,7 +77,7 @@ class Filters:
 
 def load_jobs(session: Session, *, status: JobStatus | None = None, checkpoint_id: str | None = None, since: datetime | None = None,
               until: datetime | None = None, with_result: bool = True, limit: int | None = None) -> list[Job]:
-    """Jobs newest first (`app.services.dashboard.load_jobs`); `with_result=False` leaves the result documents unread."""
+    """Evaluation jobs newest first (`app.services.dashboard.load_jobs`); `with_result=False` leaves the result documents unread."""
     return service.load_jobs(session=session, status=status, checkpoint_id=checkpoint_id, since=since, until=until,
                              with_result=with_result, limit=limit)
 

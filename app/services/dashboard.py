@@ -16,21 +16,21 @@ from sqlalchemy.orm import Session, selectinload
 
 from carrygate.models.results import EvaluationResult
 from carrygate.store.tables import Checkpoint, Job, Verdict
-from carrygate.store.vocabulary import JobStatus
+from carrygate.store.vocabulary import JobKind, JobStatus
 
 log = logging.getLogger(__name__)
 
 
 def load_jobs(*, session: Session, status: JobStatus | None = None, checkpoint_id: str | None = None,
               since: datetime | None = None, until: datetime | None = None, with_result: bool = True,
-              limit: int | None = None) -> list[Job]:
-    """Jobs newest first, with what the pages read loaded up front; `with_result=False` leaves the result
-    documents (curves and per-puzzle arrays, the bulk of the data) unread."""
+              limit: int | None = None, kind: JobKind = "evaluate") -> list[Job]:
+    """Jobs of one kind (evaluations unless told), newest first, with what the pages read loaded up front;
+    `with_result=False` leaves the result documents (curves and per-puzzle arrays, the bulk of the data) unread."""
     options = [selectinload(Job.checkpoint), selectinload(Job.probe_set), selectinload(Job.candidates),
                selectinload(Job.verdicts).selectinload(Verdict.candidate)]
     if with_result:  # otherwise left unloaded (not noload: a later query in the same session must still be able to load it)
         options.append(selectinload(Job.result))
-    query = select(Job).options(*options)
+    query = select(Job).options(*options).where(Job.kind == kind)
     if status is not None:
         query = query.where(Job.status == status)
     if checkpoint_id is not None:
@@ -49,6 +49,12 @@ def recent_jobs(*, session: Session, limit: int = 20) -> list[Job]:
     """The newest jobs of any status, with their checkpoint and verdicts."""
     return list(session.execute(select(Job).options(selectinload(Job.checkpoint), selectinload(Job.verdicts))
                                 .order_by(Job.created_at.desc()).limit(limit)).scalars())
+
+
+def recommendation_job(*, session: Session, job_id: str) -> Job | None:
+    """A `POST /recommendations` job with its checkpoint and stored result, or None (also for an evaluation's id)."""
+    job = session.get(Job, job_id, options=[selectinload(Job.checkpoint), selectinload(Job.result)])
+    return job if job is not None and job.kind == "recommend" else None
 
 
 def job_with_verdicts(*, session: Session, job_id: str) -> Job | None:

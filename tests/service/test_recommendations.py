@@ -30,7 +30,7 @@ from tests.service.test_webhooks import SECRET, Receiver, wait_until
 # What the CLI test (tests/unit/test_recommend.py) shows finds a spec on this tiny model, kept to seconds.
 BUDGET = {"max_weight_fraction": 0.75}
 TOLERANCE = {"min_fidelity": 0.99}
-SMALL = {"limit": 12, "search_puzzles": 12}
+SMALL = {"limit": 12, "search_puzzles": 12, "onnxruntime": False}  # the ORT point is tested in tests/unit/test_recommend.py
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +184,13 @@ def test_embedded_worker_runs_a_recommendation_to_its_webhook(pg_url: str, tmp_p
             gated = wait_until(lambda: (j := client.get(f"/jobs/{job.json()['id']}").json())["status"] in ("succeeded", "failed") and j,
                                timeout=600, what="the gate job")
             assert gated["status"] == "succeeded" and gated["candidate_verdicts"][0]["decision"] == verdict["decision"]
+
+            # the dashboard shows the stored search; its evaluation pages and task list hold evaluations only
+            page = client.get(f"/dashboard/recommendations/jobs/{rec_id}")
+            assert page.status_code == 200 and recommended["name"] in page.text and 'id="front"' in page.text
+            assert f"/dashboard/recommendations/jobs/{rec_id}" in client.get("/dashboard/recommendations").text
+            assert f"/dashboard/recommendations/jobs/{rec_id}" in client.get("/dashboard").text  # the recent-jobs list
+            assert client.get(f"/dashboard/recommendations/jobs/{gated['id']}").status_code == 404
 
             ready = wait_until(lambda: [e for e in receiver.events.values() if e["type"] == "recommendation.ready"], what="webhook")
             assert len(ready) == 1 and receiver.bad_signatures == 0

@@ -200,6 +200,13 @@ def test_overview_points_traces_and_filters(session: Session) -> None:
     assert len(data.load_points(session, data.Filters(task="sudoku"))[0]) == 3
     assert [p.job_id for p in data.load_points(session, data.Filters(since=t0 + timedelta(hours=12)))[0]] == [job2.id]
     assert data.load_points(session, data.Filters(until=t0 - timedelta(days=1)))[0] == []
+    # a recommendation search is a jobs row too (kind "recommend"); the evaluation pages leave it out
+    search = Job(kind="recommend", checkpoint_id=v1.id, probe_set=ProbeSet(builder="sudoku", task="sudoku", builder_args={},
+                 content_hash="y" * 64, puzzles=8), status="succeeded", policy={}, options={}, candidates=[], created_at=t0)
+    session.add(search)
+    session.flush()
+    assert search.id not in {j.id for j in data.load_jobs(session)}
+    assert [j.id for j in data.load_points(session, data.Filters())[1]] == [job2.id, job1.id]
 
     shapes = data.threshold_shapes(data.policy_of(jobs), "puzzle_exact_drop")
     # the default policy has no fidelity floor: only the drop line is drawn
