@@ -223,7 +223,9 @@ def start_worker(settings: Settings, **env: str) -> subprocess.Popen[bytes]:
     environment = os.environ | {
         "CARRYGATE_DATA_DIR": str(settings.data_dir), "CARRYGATE_DATABASE_URL": settings.database_url,
         "CARRYGATE_ARTIFACT_STORE": settings.artifact_store, "CARRYGATE_LEASE_SECONDS": str(settings.lease_seconds),
-        "CARRYGATE_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds), **env,
+        "CARRYGATE_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
+        # one torch thread: two OpenMP threads sharing a core with another process ran this job > 180 s
+        "OMP_NUM_THREADS": "1", **env,
     }
     return subprocess.Popen([sys.executable, "-m", "carrygate.app", "worker"], cwd=REPO, env=environment,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
