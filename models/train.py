@@ -373,7 +373,8 @@ def evaluate(model: RecursiveReasoner, data: PuzzleSplit, batch_size: int = 256,
         out = model(torch.from_numpy(inputs), torch.from_numpy(pids))
         preds.append(out.logits.argmax(-1))
         labels.append(torch.from_numpy(lab))
-    scores: dict[str, Any] = dict(task_accuracy(torch.cat(preds), torch.cat(labels)))
+    all_preds, all_labels = torch.cat(preds), torch.cat(labels)
+    scores: dict[str, Any] = dict(task_accuracy(all_preds, all_labels))
     if record:
-        scores["cells_correct"] = cells_correct(torch.cat(preds), torch.cat(labels))[0].tolist()
+        scores["cells_correct"] = cells_correct(all_preds, all_labels)[0].tolist()
     return scores

@@ -37,12 +37,14 @@ def dataset_task(folder: Path, split: str = "test") -> Builder | None:
         meta = DatasetMetadata.model_validate_json(read_text(folder / split / "dataset.json"))
     except (OSError, ValueError, AttributeError):
         return None
-    if meta.vocab_size == 6:
+    from carrygate.models.tasks import arc, maze, sudoku
+
+    if meta.vocab_size == maze.VOCAB_SIZE:
         return "maze"
-    if meta.vocab_size == 12:
+    if meta.vocab_size == arc.VOCAB_SIZE:
         return "arc"
     side = math.isqrt(meta.seq_len)
-    if side * side == meta.seq_len and meta.vocab_size == side + 2:
+    if side * side == meta.seq_len and meta.vocab_size == sudoku.vocab_size(side):
         return "sudoku"
     return None
 
