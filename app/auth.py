@@ -11,6 +11,8 @@ Until the first key is created (in the database or in `CARRYGATE_API_KEYS`) the 
 embedded single-user set-up needs; from then on every route but the health probes needs a key (revoking
 every key does not reopen it).
 Keys from `CARRYGATE_API_KEYS` (the earlier, unscoped mechanism) keep working and hold every scope.
+The submission rate limit's state lives in the database or Redis (`app/ratelimit.py`), so it holds
+across the API processes of `carrygate serve --api-workers N`.
 """
 
 from __future__ import annotations
@@ -18,9 +20,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -139,7 +138,9 @@ def authenticate(request: Request, session: Session) -> Principal | None:
     for i, key in enumerate(settings_keys):
         if hmac.compare_digest(given.encode(), key.encode()):
             return Principal(key_id=f"settings:{i}", name=f"CARRYGATE_API_KEYS[{i}]", scopes=frozenset(API_SCOPES))
-    row = session.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(given), ApiKey.revoked_at.is_(None))).scalar_one_or_none()
+    # The columns the principal needs, not the ORM object: this runs on every request.
+    row = session.execute(select(ApiKey.id, ApiKey.name, ApiKey.scopes, ApiKey.rate_limit_per_minute, ApiKey.last_used_at)
+                          .where(ApiKey.key_hash == hash_key(given), ApiKey.revoked_at.is_(None))).one_or_none()
     if row is None:
         raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     at = utcnow()
@@ -147,26 +148,6 @@ def authenticate(request: Request, session: Session) -> Principal | None:
         session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=at).execution_options(synchronize_session=False))
         session.commit()
     return Principal(key_id=row.id, name=row.name, scopes=frozenset(row.scopes), rate_limit_per_minute=row.rate_limit_per_minute)
-
-
-class RateLimiter:
-    """Sliding one-minute window per key, in the API process (one uvicorn process per deployment)."""
-
-    def __init__(self) -> None:
-        self._events: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def hit(self, key: str, per_minute: int, now: float | None = None) -> float | None:
-        """Record one event; returns None if allowed, else the seconds until the next one would be."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            window = self._events.setdefault(key, deque())
-            while window and window[0] <= now - 60.0:
-                window.popleft()
-            if len(window) >= per_minute:
-                return max(0.0, window[0] + 60.0 - now)
-            window.append(now)
-            return None
 
 
 def _principal(request: Request, session: Session) -> Principal | None:

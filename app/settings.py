@@ -53,6 +53,12 @@ class Settings(BaseSettings):
         False, description="Serve /docs, /redoc and /openapi.json without a key once keys exist (off: they need a read key).")
     # -- API keys (app/auth.py) --
     submit_rate_limit_per_minute: int = Field(60, ge=1, description="Job submissions per API key per minute (a key may override it).")
+    rate_limit_storage: str = Field(
+        "database", description="Where the submission rate limit keeps its state, shared by every API process (app/ratelimit.py): "
+        "'database' (the rate_limit_hits table of CARRYGATE_DATABASE_URL) or a Redis URL (redis://host:6379/0).")
+    # -- the API processes (app/cli/service.py) --
+    api_workers: int = Field(1, ge=1, description="uvicorn worker processes serving the API on one port (`carrygate serve "
+                                                  "--api-workers` overrides it); the job workers and dispatchers run once, beside them.")
     # -- webhooks (workers/webhooks.py) --
     webhook_allow_private: bool = Field(
         False, description="Allow webhook URLs that resolve to loopback, link-local or private addresses (off: SSRF guard).")
@@ -79,6 +85,13 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _rate_limit_storage(cls, value: str) -> str:
+        if value != "database" and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"rate_limit_storage: 'database' or a Redis URL (redis://, rediss://, unix://), got {value!r}")
+        return value
 
     @field_validator("api_keys", "register_roots", mode="before")
     @classmethod

@@ -1,4 +1,5 @@
-"""API keys and webhook subscriptions, deliveries and attempts (revision 0002), on the job tables' metadata.
+"""API keys and webhook subscriptions, deliveries and attempts (revision 0002), and the per-key submission
+rate limit's sliding log (revision 0007), on the job tables' metadata.
 
 The API writes keys and subscriptions; the workers write deliveries in the transaction that finishes a
 job (the outbox, `workers/webhooks.py`), and the webhook dispatcher sends them.
@@ -9,13 +10,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, CheckConstraint, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from carrygate.store.tables import Base, JSONValue, UTCDateTime, in_values, new_id, utcnow
 from carrygate.store.vocabulary import API_SCOPES, DELIVERY_STATUSES, WEBHOOK_EVENTS
 
-__all__ = ["ApiKey", "Webhook", "WebhookDelivery", "WebhookAttempt", "API_SCOPES", "WEBHOOK_EVENTS", "DELIVERY_STATUSES"]
+__all__ = ["ApiKey", "RateLimitHit", "Webhook", "WebhookDelivery", "WebhookAttempt", "API_SCOPES", "WEBHOOK_EVENTS",
+           "DELIVERY_STATUSES"]
+
 
 class ApiKey(Base):
     """An API key: only the SHA-256 of the secret is stored; `prefix` is the visible part that names it."""
@@ -31,6 +34,22 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RateLimitHit(Base):
+    """One submission an API key made within the last minute: the rate limit's sliding log, shared by every
+    API process (`app/ratelimit.py`). The key's next submission deletes its rows older than the window.
+
+    `key_id` is the key's id (or `settings:N` for a key from CARRYGATE_API_KEYS), without a foreign key:
+    those keys have no row. `at` is wall-clock unix seconds.
+    """
+
+    __tablename__ = "rate_limit_hits"
+    __table_args__ = (Index("ix_rate_limit_hits_key_id_at", "key_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[float] = mapped_column(Float)
 
 
 class Webhook(Base):

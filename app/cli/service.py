@@ -21,18 +21,28 @@ def serve_command(
     port: int = 8000,
     workers: Annotated[bool, typer.Option("--workers/--no-workers", help="Start the embedded worker processes.")] = True,
     insecure: Annotated[bool, typer.Option("--insecure", help="Listen on a non-loopback address without any API key.")] = False,
+    api_workers: Annotated[int | None, typer.Option("--api-workers", min=1, help="uvicorn worker processes serving the API on "
+                                                    "this port (default CARRYGATE_API_WORKERS, 1); job workers and "
+                                                    "dispatchers still run once.")] = None,
 ) -> None:
     """Start the API (and the embedded workers) with uvicorn."""
     import uvicorn
 
     from carrygate.app.main import create_app
+    from carrygate.app.settings import get_settings
+    from carrygate.app.supervisor import serve_processes
 
     if not insecure and not is_loopback(host) and not keys_configured():
         console.print(f"[red]error:[/] refusing to listen on {host} without API keys: anyone who can reach it could submit "
                       "and read jobs. Create one (`carrygate keys create --name ci --scope admin`), listen on 127.0.0.1, or "
                       "pass --insecure.")
         raise typer.Exit(2)
-    console.print(f"carrygate API on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+    processes = api_workers or get_settings().api_workers
+    console.print(f"carrygate API on http://{host}:{port}  (docs: http://{host}:{port}/docs)"
+                  + (f", {processes} API processes" if processes > 1 else ""))
+    if processes > 1:  # the workers and dispatchers run here, once; the API processes run none (app/supervisor.py)
+        serve_processes(get_settings(), host=host, port=port, api_workers=processes, workers=workers)
+        return
     # --no-workers leaves out the embedded worker processes only: Celery dispatch and webhook delivery still run here
     uvicorn.run(create_app(start_workers=workers, start_dispatchers=True), host=host, port=port, log_level="info")
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import text
 
 from carrygate.app.db import current_revision_is_head
 from carrygate.app.deps import SessionDep
 from carrygate.app.services import jobs
+from carrygate.app.supervisor import read_status
 from carrygate.store.tables import JOB_STATUSES
 
 router = APIRouter(tags=["health"])
@@ -33,12 +36,26 @@ def readyz(request: Request, response: Response, session: SessionDep) -> dict[st
         response.status_code = 503
         return {"status": "unavailable", "reason": "migrations are not at head"}
     executor = getattr(request.app.state, "executor", None)
+    supervised = getattr(request.app.state, "supervisor_status", None)
+    if executor is None and supervised is not None:  # one of several API processes: the supervisor runs the workers
+        return _supervisor_ready(supervised, response)
     workers = executor.alive() if executor is not None else 0
     if executor is not None and workers == 0:
         # Jobs would queue forever; the supervisor is restarting workers, so this should pass again soon.
         response.status_code = 503
         return {"status": "unavailable", "reason": "no embedded worker is alive", "workers": 0}
     return {"status": "ok", "workers": workers}
+
+
+def _supervisor_ready(path: Path, response: Response) -> dict[str, object]:
+    status = read_status(path)
+    if status is None:
+        response.status_code = 503
+        return {"status": "unavailable", "reason": "the supervisor process's status is missing or stale (is it alive?)"}
+    if status["embedded"] and status["workers"] == 0:
+        response.status_code = 503
+        return {"status": "unavailable", "reason": "no embedded worker is alive", "workers": 0}
+    return {"status": "ok", "workers": status["workers"]}
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import FileResponse
+from starlette.datastructures import URLPath
 
 from carrygate.app.deps import SessionDep, SettingsDep, StoreDep
 from carrygate.app.schemas import JobCreate, JobList, JobRead, VerdictList, VerdictRead
@@ -21,11 +22,21 @@ def _verdict_read(v: Verdict) -> VerdictRead:
                        rules=v.rules, created_at=v.created_at)
 
 
-def job_read(job: Job, request: Request, with_result: bool = True) -> JobRead:
+def job_url(request: Request, job_id: str) -> str:
+    """`request.url_for("get_job", job_id=...)`, without searching the app's routes on every call: the path
+    template is looked up once per app."""
+    state = request.app.state
+    template = getattr(state, "job_path_template", None)
+    if template is None:
+        template = state.job_path_template = request.app.url_path_for("get_job", job_id="{job_id}")
+    return str(URLPath(template.replace("{job_id}", job_id)).make_absolute_url(request.base_url))
+
+
+def job_read(job: Job, request: Request, with_result: bool = True, url: str | None = None) -> JobRead:
     verdicts = jobs.ordered_verdicts(job)
     job_verdict = next((v for v in verdicts if v.scope == JOB_SCOPE), None)
     return JobRead(
-        id=job.id, url=str(request.url_for("get_job", job_id=job.id)), status=job.status, progress=job.progress,
+        id=job.id, url=url or job_url(request, job.id), status=job.status, progress=job.progress,
         puzzles_done=job.puzzles_done, puzzles_total=job.puzzles_total, attempts=job.attempts, error=job.error,
         checkpoint_id=job.checkpoint_id, task=job.probe_set.task if job.probe_set else None, candidates=job.candidates,
         policy=job.policy, options=job.options, tags=job.tags,
@@ -43,17 +54,17 @@ def job_read(job: Job, request: Request, with_result: bool = True) -> JobRead:
 def create_job(
     body: JobCreate,
     request: Request,
-    response: Response,
     session: SessionDep,
     settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> JobRead:
+) -> Response:
     """Queue an evaluation. Returns 202 with the job's URL in `Location`."""
-    submitted = jobs.create_job(session=session, body=body, settings=settings, idempotency_key=idempotency_key)
-    if not submitted.created:
-        response.status_code = status.HTTP_200_OK
-    response.headers["Location"] = str(request.url_for("get_job", job_id=submitted.job.id))
-    return job_read(submitted.job, request)
+    submitted = jobs.create_job(session=session, body=body, settings=settings, idempotency_key=idempotency_key,
+                                cache=request.app.state.submissions)
+    url = job_url(request, submitted.job.id)
+    # Serialised here, by the model that built it, rather than validated again against `response_model`.
+    return Response(job_read(submitted.job, request, url=url).model_dump_json(), media_type="application/json",
+                    status_code=status.HTTP_202_ACCEPTED if submitted.created else status.HTTP_200_OK, headers={"Location": url})
 
 
 @router.get("/jobs", response_model=JobList)

@@ -1,12 +1,20 @@
-"""Jobs: the checks a submission must pass, its rows, the cancel flag; reading, listing and metrics queries."""
+"""Jobs: the checks a submission must pass, its rows, the cancel flag; reading, listing and metrics queries.
+
+POST /jobs is the route a release train bursts on, so a submission does only what depends on the request:
+what is fixed for a checkpoint or a spec (the parsed model config, whether a spec fits it, the task of a
+shipped probe folder) is computed once per API process (`SubmissionCache`), and the new rows are
+inserted with three Core statements instead of the ORM's unit of work.
+"""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import ColumnElement, exists, func, select, update
+from sqlalchemy import ColumnElement, exists, func, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -18,11 +26,12 @@ from carrygate.app.services.paths import confined_checkpoint
 from carrygate.app.settings import Settings
 from carrygate.models.budget import job_cost
 from carrygate.models.compress.fit import spec_problems
+from carrygate.models.compress.spec import CompressionSpec
 from carrygate.models.config import HRMConfig, ModelConfig, TRMConfig
 from carrygate.models.files import SMALL_FILE_LIMIT, check_regular
 from carrygate.models.tasks.dataset import shipped_data
 from carrygate.models.tasks.probes import dataset_task
-from carrygate.store.tables import FINISHED_STATUSES, JOB_SCOPE, Checkpoint, Job, ProbeSet, Verdict
+from carrygate.store.tables import FINISHED_STATUSES, JOB_SCOPE, Base, Candidate, Checkpoint, Job, ProbeSet, Verdict
 from carrygate.store.vocabulary import JobKind, JobStatus
 from carrygate.workers.artifacts import ArtifactStore
 from carrygate.workers.pipeline import candidate_rows, probe_hash
@@ -42,13 +51,75 @@ class Submitted:
 
 def config_of(checkpoint: Checkpoint) -> TRMConfig | HRMConfig | None:
     """The model config when the checkpoint's metadata fixes it (carrygate format), else None."""
-    body = (checkpoint.config or {}).get("config_json")
+    return _parse_config(checkpoint.config)
+
+
+def _parse_config(meta: dict[str, Any] | None) -> TRMConfig | HRMConfig | None:
+    body = (meta or {}).get("config_json")
     if not body:
         return None
     try:
         return _model_config.validate_python(body)
     except ValidationError:
         return None
+
+
+def _file_signature(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+class SubmissionCache:
+    """Per API process (on `app.state.submissions`), what a submission would otherwise recompute each time.
+
+    - a checkpoint's parsed model config, by checkpoint id: a row's config never changes (the same weights
+      with another config are refused), and checkpoints are never deleted;
+    - whether a spec fits that config (`spec_problems`), by checkpoint id and the spec's content hash;
+    - the task of a probe folder (`dataset_task`), by folder and split, kept while the files it reads
+      (`build.json`, `<split>/dataset.json`) keep their modification time and size.
+
+    Each map is cleared when it passes `max_entries`, which bounds the memory a stream of distinct specs can take.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._configs: dict[str, TRMConfig | HRMConfig | None] = {}
+        self._problems: dict[tuple[str, str], list[str]] = {}
+        self._tasks: dict[tuple[str, str], tuple[Any, str | None]] = {}
+        self._lock = threading.Lock()
+
+    def _put(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        with self._lock:
+            if len(table) >= self.max_entries:
+                table.clear()
+            table[key] = value
+
+    def config(self, session: Session, checkpoint_id: str) -> TRMConfig | HRMConfig | None:
+        if checkpoint_id not in self._configs:
+            meta = session.execute(select(Checkpoint.config).where(Checkpoint.id == checkpoint_id)).scalar_one()
+            self._put(self._configs, checkpoint_id, _parse_config(meta))
+        return self._configs[checkpoint_id]
+
+    def spec_problems(self, checkpoint_id: str, spec: CompressionSpec, config: TRMConfig | HRMConfig) -> list[str]:
+        key = (checkpoint_id, spec.content_hash)
+        found = self._problems.get(key)
+        if found is None:
+            found = spec_problems(spec, config)
+            self._put(self._problems, key, found)
+        return found
+
+    def task(self, folder: Path, split: str) -> str | None:
+        signature = (_file_signature(folder / "build.json"), _file_signature(folder / split / "dataset.json"))
+        key = (str(folder), split)
+        cached = self._tasks.get(key)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        task = dataset_task(folder, split)
+        self._put(self._tasks, key, (signature, task))
+        return task
 
 
 def _check_budget(body: JobCreate, config: TRMConfig | HRMConfig, settings: Settings) -> None:
@@ -64,9 +135,10 @@ def _check_budget(body: JobCreate, config: TRMConfig | HRMConfig, settings: Sett
         raise Unprocessable(f"compute budget: {at_least}{cost.describe(settings.max_job_gflop)}")
 
 
-def probe_row(body: JobCreate | RecommendationCreate, settings: Settings, checkpoint: Checkpoint) -> ProbeSet:
+def probe_row(body: JobCreate | RecommendationCreate, settings: Settings, storage_path: str,
+              cache: SubmissionCache | None = None) -> ProbeSet:
     """The probe set row a submission names, with its task; a dataset folder outside the register roots is a 422.
-    No dataset_path means the checkpoint's shipped `data/` (as the worker reads it)."""
+    No dataset_path means the shipped `data/` beside the checkpoint at `storage_path` (as the worker reads it)."""
     if isinstance(body.probe, BuilderProbe):
         args = {"size": body.probe.size, "seed": body.probe.seed, **body.probe.args}
         return ProbeSet(builder=body.probe.builder, task=body.probe.builder, builder_args=args, dataset_path=None,
@@ -80,7 +152,8 @@ def probe_row(body: JobCreate | RecommendationCreate, settings: Settings, checkp
         except ValueError as err:
             raise Unprocessable(f"probe.dataset_path: {err}") from err
     args = {"split": body.probe.split}
-    task = dataset_task(folder if body.probe.dataset_path is not None else shipped_data(checkpoint.storage_path), body.probe.split)
+    probe_folder = folder if body.probe.dataset_path is not None else shipped_data(storage_path)
+    task = cache.task(probe_folder, body.probe.split) if cache is not None else dataset_task(probe_folder, body.probe.split)
     return ProbeSet(builder=None, task=task, builder_args=args, dataset_path=body.probe.dataset_path,
                     content_hash=probe_hash(None, args, body.probe.dataset_path), puzzles=body.options.limit or 0, labels=True)
 
@@ -95,34 +168,71 @@ def by_key(session: Session, idempotency_key: str | None, kind: JobKind) -> Job 
     return job
 
 
-def create_job(*, session: Session, body: JobCreate, settings: Settings, idempotency_key: str | None = None) -> Submitted:
+def create_job(*, session: Session, body: JobCreate, settings: Settings, idempotency_key: str | None = None,
+               cache: SubmissionCache | None = None) -> Submitted:
     """Queue an evaluation: the specs must fit the checkpoint's architecture and the compute budget, every
-    path must lie under the register roots. The same Idempotency-Key returns the job it created."""
+    path must lie under the register roots. The same Idempotency-Key returns the job it created.
+    `cache` (the API process's `SubmissionCache`) saves re-deriving what is fixed per checkpoint and spec."""
     existing = by_key(session, idempotency_key, "evaluate")
     if existing is not None:
         return Submitted(existing, created=False)
-    checkpoint = get_or_404(session, Checkpoint, body.checkpoint_id, "checkpoint")
-    config = config_of(checkpoint)
+    cache = cache or SubmissionCache()
+    # One column, not the row: its config document is parsed once per process (`SubmissionCache.config`).
+    storage_path = session.execute(select(Checkpoint.storage_path).where(Checkpoint.id == body.checkpoint_id)).scalar_one_or_none()
+    if storage_path is None:
+        raise NotFound(f"checkpoint {body.checkpoint_id} not found")
+    config = cache.config(session, body.checkpoint_id)
     if config is not None:
-        problems = [f"candidates[{i}].{p}" for i, spec in enumerate(body.candidates) for p in spec_problems(spec, config)]
+        problems = [f"candidates[{i}].{p}" for i, spec in enumerate(body.candidates)
+                    for p in cache.spec_problems(body.checkpoint_id, spec, config)]
         if problems:
             raise Unprocessable("; ".join(problems))
         _check_budget(body, config, settings)
     for i, spec in enumerate(body.candidates):
         if spec.checkpoint is not None:  # the worker loads it: the same roots as a registered checkpoint
             confined_checkpoint(settings, spec.checkpoint, f"candidates[{i}].checkpoint")
-    job = Job(kind="evaluate", checkpoint_id=checkpoint.id, probe_set=probe_row(body, settings, checkpoint),
+    job = Job(kind="evaluate", checkpoint_id=body.checkpoint_id, probe_set=probe_row(body, settings, storage_path, cache),
               policy=body.policy.model_dump(mode="json"),
               options=body.options.model_dump(mode="json"), tags=body.tags, idempotency_key=idempotency_key,
               candidates=candidate_rows(body.candidates))
     return insert_once(session, job)
 
 
+def _row_values(row: Base) -> dict[str, Any]:
+    """A new ORM object's column values with the Python-side column defaults applied, on the object too (the
+    response reads it)."""
+    mapper = inspect(type(row))
+    values: dict[str, Any] = {}
+    for column in mapper.local_table.columns:
+        attribute = mapper.get_property_by_column(column).key
+        value = getattr(row, attribute)
+        if value is None and column.default is not None:
+            default = column.default
+            value = default.arg(None) if default.is_callable else default.arg  # type: ignore[attr-defined,operator]
+            setattr(row, attribute, value)
+        values[column.key] = value
+    return values
+
+
 def insert_once(session: Session, job: Job) -> Submitted:
-    """Commit a new job row; when a concurrent request with the same Idempotency-Key (and kind) won the
-    race, return that one instead."""
-    session.add(job)
+    """Insert a new job with its probe set and candidates; when a concurrent request with the same
+    Idempotency-Key (and kind) won the race, return that one instead.
+
+    Three Core INSERTs in one transaction (the ORM's unit of work cost more than everything else of a
+    submission, and holds SQLite's write lock while it runs). The returned job is not attached to the session:
+    every column is filled in, and it has no verdicts or result yet."""
+    probe_values = _row_values(job.probe_set)
+    job.probe_set_id = job.probe_set.id
+    job_values = _row_values(job)
+    candidate_values = []
+    for candidate in job.candidates:
+        candidate.job_id = job.id
+        candidate_values.append(_row_values(candidate))
     try:
+        session.execute(insert(ProbeSet), [probe_values])
+        session.execute(insert(Job), [job_values])
+        if candidate_values:
+            session.execute(insert(Candidate), candidate_values)
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -130,7 +240,6 @@ def insert_once(session: Session, job: Job) -> Submitted:
         if existing is None:
             raise
         return Submitted(existing, created=False)
-    # A new job has no verdicts or result yet: say so instead of two lazy-load queries per POST.
     set_committed_value(job, "verdicts", [])
     set_committed_value(job, "result", None)
     return Submitted(job, created=True)

@@ -56,7 +56,7 @@ def create_recommendation(*, session: Session, body: RecommendationCreate, setti
     _check_budget(body, checkpoint, settings)
     options = body.options.model_dump(mode="json") | {"budget": body.budget.model_dump(mode="json", exclude_none=True),
                                                       "tolerance": body.tolerance.model_dump(mode="json", exclude_none=True)}
-    job = Job(kind="recommend", checkpoint_id=checkpoint.id, probe_set=probe_row(body, settings, checkpoint),
+    job = Job(kind="recommend", checkpoint_id=checkpoint.id, probe_set=probe_row(body, settings, checkpoint.storage_path),
               policy=body.policy.model_dump(mode="json"), options=options, tags=body.tags, idempotency_key=idempotency_key,
               candidates=[], stage="queued")
     return insert_once(session, job)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,10 +12,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from carrygate.app.auth import RateLimiter, grants
+from carrygate.app.auth import grants
 from carrygate.app.cli import app as cli_app
 from carrygate.app.cli.service import is_loopback
+from carrygate.app.db import upgrade_to_head
 from carrygate.app.main import create_app
+from carrygate.app.ratelimit import DatabaseRateLimiter, RateLimiter, RedisRateLimiter
 from carrygate.app.settings import Settings, get_settings
 from carrygate.store.api_tables import ApiKey
 from carrygate.store.sessions import make_engine, session_factory
@@ -101,11 +104,39 @@ def test_submission_rate_limit_is_per_key(client: TestClient) -> None:
     assert client.get("/jobs", headers={"X-API-Key": slow}).status_code == 200  # reads are not limited
 
 
-def test_rate_limiter_window_slides() -> None:
-    limiter = RateLimiter()
+@pytest.fixture(params=["database", "redis"])
+def limiter(request: pytest.FixtureRequest, database_url: str) -> Iterator[RateLimiter]:
+    """Each limiter the settings can name: the database one on both backends, and Redis (127.0.0.1:6379)."""
+    if request.param == "redis":
+        if "postgresql" in database_url:
+            pytest.skip("the Redis limiter does not depend on the database backend")
+        redis_limiter = RedisRateLimiter("redis://127.0.0.1:6379/0", prefix=f"carrygate-test:{uuid.uuid4().hex}:")
+        yield redis_limiter
+        for key in redis_limiter.client.scan_iter(match=redis_limiter.prefix + "*"):
+            redis_limiter.client.delete(key)
+        return
+    upgrade_to_head(database_url)
+    engine = make_engine(database_url)
+    yield DatabaseRateLimiter(engine)
+    engine.dispose()
+
+
+def test_rate_limiter_window_slides(limiter: RateLimiter) -> None:
     assert [limiter.hit("k", 2, now=t) for t in (0.0, 1.0)] == [None, None]
     assert limiter.hit("k", 2, now=30.0) == pytest.approx(30.0)
+    assert limiter.hit("other", 2, now=30.0) is None  # per key
     assert limiter.hit("k", 2, now=60.5) is None  # the first event left the window
+    assert limiter.hit("k", 2, now=60.75) == pytest.approx(0.25)  # 1.0 and 60.5 in the window; 1.0 leaves at 61.0
+    assert limiter.hit("k", 2, now=61.0) is None
+
+
+def test_rate_limiter_holds_under_concurrent_hits(limiter: RateLimiter) -> None:
+    """Many threads at once (as several API processes would be) get exactly the limit between them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: limiter.hit("burst", 5), range(24)))
+    assert sum(a is None for a in answers) == 5
 
 
 def test_scope_order() -> None:

@@ -21,7 +21,7 @@ from carrygate.models.compress.spec import CompressionSpec
 from carrygate.store.tables import JOB_SCOPE, Base, Candidate, Checkpoint, Job, ProbeSet, Result, Verdict
 
 TABLES = {"checkpoints", "probe_sets", "jobs", "candidates", "results", "verdicts", "api_keys", "webhooks", "webhook_deliveries",
-          "webhook_attempts", "job_shards", "drop_calibrations"}
+          "webhook_attempts", "job_shards", "drop_calibrations", "rate_limit_hits"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
