@@ -38,7 +38,10 @@ def worker_config(settings: Settings) -> WorkerConfig:
     return WorkerConfig(database_url=settings.database_url, artifact_store=settings.artifact_store,
                         cache_dir=str(Path(settings.data_dir) / "cache"), lease_seconds=settings.lease_seconds,
                         heartbeat_seconds=settings.heartbeat_seconds, register_roots=tuple(str(r) for r in settings.register_roots),
-                        max_job_seconds=settings.max_job_seconds, max_job_gflop=settings.max_job_gflop)
+                        max_job_seconds=settings.max_job_seconds, max_job_gflop=settings.max_job_gflop, device=settings.device,
+                        reference_cache_dir=str(settings.reference_cache_dir) if settings.reference_cache_dir else None,
+                        reference_cache_entry_bytes=settings.reference_cache_entry_bytes,
+                        reference_cache_total_bytes=settings.reference_cache_total_bytes)
 
 
 def _docs(app: FastAPI) -> None:

@@ -22,6 +22,7 @@ from carrygate.models.halting import Halting
 from carrygate.models.recommend.results import Budget, Finalist, Point, SensitivityMap, Tolerance
 from carrygate.models.tasks.arc import ArcVersion
 from carrygate.models.tasks.probes import Builder
+from carrygate.models.vocabulary import Numerics
 from carrygate.store.vocabulary import ApiScope, DeliveryStatus, JobStatus, WebhookEvent
 
 
@@ -117,6 +118,8 @@ class JobOptions(_Input):
                         "(on batch boundaries) run by several workers and reduced exactly; the result equals an unsharded run")
     halting: Halting = Field(default_factory=Halting, description="fixed (the official evaluation) or adaptive: also each "
                              "puzzle stopped at its own first halting step, as a device host loop runs it (models/halting.py)")
+    numerics: Numerics = Field("fast", description="fast: models/fast.py, the same maths as the official step with rounding "
+                               "differences only (docs/benchmarks.md measures them); exact: the official eager step, bit for bit")
 
 
 class JobCreate(_Input):

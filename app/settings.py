@@ -75,6 +75,15 @@ class Settings(BaseSettings):
     dispatch_poll_seconds: float = Field(1.0, gt=0, description="How often the API sends queued jobs to the broker.")
     redispatch_after_seconds: float = Field(
         600.0, gt=0, description="A queued job whose task was lost (broker flushed) is sent again after this long.")
+    # -- the engine (models/fast.py, models/reference_cache.py, models/devices.py) --
+    device: str = Field("cpu", description="Where workers run models: cpu, cuda or cuda:N. Checked when a worker starts; a missing "
+                                           "or unusable device stops it with that reason, never a silent CPU run.")
+    reference_cache_dir: Path | None = Field(
+        None, description="Reference cache across jobs (one trace per checkpoint, probe and settings); default: data_dir/reference-cache.")
+    reference_cache_entry_bytes: int = Field(
+        2 * GIB, ge=0, description="Largest trace kept (per-step reference states); a larger reference is recomputed. "
+                                   "0 turns the cache off.")
+    reference_cache_total_bytes: int = Field(8 * GIB, ge=0, description="The cache is trimmed to this, least recently used first.")
     validity_dir: Path | None = Field(
         None, description="Folder of `validity-<model>.json` files (carrygate validate --json) for /dashboard/validity; default: the "
                           "repository's results/ folder when it exists.")
@@ -115,6 +124,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.data_dir / 'carrygate.db'}"
         if not self.artifact_store:
             self.artifact_store = str(self.data_dir / "artifacts")
+        if self.reference_cache_dir is None:
+            self.reference_cache_dir = self.data_dir / "reference-cache"
         if self.heartbeat_seconds >= self.lease_seconds:
             raise ValueError(f"heartbeat_seconds ({self.heartbeat_seconds}) must be below lease_seconds ({self.lease_seconds})")
         if self.celery_visibility_timeout_seconds <= self.lease_seconds:

@@ -18,12 +18,15 @@ import torch
 
 from carrygate.models.compress import CompressedCandidate, CompressionSpec, apply
 from carrygate.models.drop_model import DropCalibration, default_calibration, predict_drops
-from carrygate.models.footprint import artifact_size, footprint
-from carrygate.models.halting import Halting, attach_executed_gflops
+from carrygate.models.fast import compile_pays
+from carrygate.models.footprint import artifact_size, flops_per_step, footprint
+from carrygate.models.halting import Halting, as_halting, attach_executed_gflops
 from carrygate.models.reasoner import RecursiveReasoner
+from carrygate.models.reference_cache import ReferenceCache, ReferenceTrace, model_digest, trace_key
 from carrygate.models.results import EvaluationResult
 from carrygate.models.tasks.dataset import PuzzleSplit
 from carrygate.models.trajectory import Batch, Candidate, run_lockstep
+from carrygate.models.vocabulary import Numerics
 
 
 @dataclass(frozen=True)
@@ -105,21 +108,52 @@ def evaluate(
     on_progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     with_footprint: bool = True,
-    compile_steps: bool = False,
+    numerics: Numerics = "fast",
+    compile_steps: bool | None = None,
     artifact_dir: Path | None = None,
     profile_threads: int = 1,
     halting: Halting | str | dict[str, Any] | None = None,
     calibration: DropCalibration | None = None,
+    reference_cache: ReferenceCache | None = None,
 ) -> EvaluationResult:
-    """Evaluate `specs` against `reference` on `probe`. Fidelity needs no labels; accuracy does.
-    `onnxruntime` candidates write their file to `artifact_dir` and are profiled with ORT on this CPU.
-    `calibration` predicts each candidate's puzzle-exact drop (default: the one shipped with carrygate)."""
+    """Evaluate `specs` against `reference` on `probe`, on the reference's device. Fidelity needs no
+    labels; accuracy does. `onnxruntime` candidates write their file to `artifact_dir` and are profiled
+    with ORT on this CPU. `calibration` predicts each candidate's puzzle-exact drop (default: the one
+    shipped with carrygate). `compile_steps` None compiles fast numerics when the job is large enough
+    to pay for it. With a `reference_cache` (fixed halting), a reference run before on the same
+    weights, probe and settings is replayed instead of recomputed, and a new one is stored."""
     candidates = build_candidates(reference, specs, probe, batch_size, artifact_dir)
+    compile_steps = decide_compile(reference, len(candidates), len(probe), numerics, compile_steps)
+    policy = as_halting(halting)
+    key, replay, record = None, None, None
+    if reference_cache is not None and not policy.adaptive:
+        floor = next((c for c in candidates if c.role == "noise_floor"), None)
+        steps = policy.steps_for(reference.config)
+        key = trace_key(model_digest(reference, reference.config), probe.inputs, probe.puzzle_identifiers, probe.labels,
+                        batch_size=batch_size, steps=steps, numerics=numerics, compiled=compile_steps, device=reference.device.type,
+                        noise_floor=floor.spec.content_hash if floor is not None and floor.spec is not None else None)
+        replay = reference_cache.get(key)
+        record = ReferenceTrace(steps, limit=reference_cache.max_entry_bytes) if replay is None else None
     result = run_lockstep(reference, candidates, probe.batches(batch_size), on_batch=on_progress, should_stop=should_stop,
-                          compile_steps=compile_steps, halting=halting)
+                          numerics=numerics, compile_steps=compile_steps, halting=policy, replay=replay, record=record)
+    result.numerics, result.compiled = numerics, compile_steps if numerics == "fast" else False
+    if reference_cache is not None and key is not None:
+        result.reference_cached = replay is not None
+        if record is not None and result.puzzles == len(probe):
+            reference_cache.put(key, record)
     measure(result, reference, candidates, probe, with_footprint=with_footprint, profile_threads=profile_threads,
             calibration=calibration)
     return result
+
+
+def decide_compile(reference: RecursiveReasoner, models: int, puzzles: int, numerics: Numerics, compile_steps: bool | None) -> bool:
+    """Whether a job's steps run compiled: as asked, else fast numerics on a job whose eager work (the
+    reference plus `models` candidates at its depth over `puzzles`) pays for the compilation. A sharded
+    job decides from the whole probe, so its shards round like the unsharded run."""
+    if compile_steps is not None:
+        return compile_steps
+    gflop = (1 + models) * puzzles * reference.config.halt_max_steps * flops_per_step(reference.config) / 1e9
+    return numerics == "fast" and compile_pays(gflop)
 
 
 def measure(result: EvaluationResult, reference: RecursiveReasoner, candidates: list[Candidate], probe: Probe, *,

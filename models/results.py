@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from carrygate.models.vocabulary import HaltingMode
+from carrygate.models.vocabulary import HaltingMode, Numerics
 
 SCHEMA_VERSION = 1
 
@@ -224,3 +224,9 @@ class EvaluationResult(_Result):
     noise_floor: ModelResult | None = Field(None, description="the reference under a harmless perturbation (bf16, or fp32 for "
                                             "a half-precision reference): its fidelity spread sets fidelity_tail_tau")
     fidelity_tail_tau: float | None = Field(None, description="1st percentile of the noise floor's per-puzzle fidelity")
+    numerics: Numerics | None = Field(
+        None, description="exact: the official eager step; fast: models/fast.py (same maths, rounding may differ); "
+                          "null: stored before the choice existed (exact)")
+    compiled: bool | None = Field(None, description="whether the steps ran through torch.compile (fast numerics only)")
+    reference_cached: bool | None = Field(
+        None, description="true: the reference and noise floor were replayed from the reference cache; false: computed; null: no cache")

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from carrygate.models import signals
-from carrygate.models.compress.candidate import CompressedCandidate
 from carrygate.models.compress.spec import CompressionSpec
+from carrygate.models.fast import Numerics, fast_step
 from carrygate.models.halting import (
     FIXED,
     AdaptiveAccumulator,
@@ -45,6 +45,7 @@ from carrygate.models.halting import (
 )
 from carrygate.models.metrics import logit_kl, per_puzzle_accuracy, token_cosine
 from carrygate.models.reasoner import Carry, RecursiveReasoner, StepOutput, SteppedModel
+from carrygate.models.reference_cache import ReferenceTrace
 from carrygate.models.results import Curve, EvaluationResult, ModelResult, NonFinite, Summary
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # inputs, puzzle ids, labels (or None)
@@ -226,8 +227,11 @@ def run_lockstep(
     on_batch: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     seed: int = 0,
+    numerics: Numerics = "fast",
     compile_steps: bool = False,
     halting: Halting | str | dict[str, Any] | None = None,
+    replay: ReferenceTrace | None = None,
+    record: ReferenceTrace | None = None,
 ) -> EvaluationResult:
     """Run reference and candidates side by side over `batches`; see the module docstring.
 
@@ -235,26 +239,45 @@ def run_lockstep(
         on_batch: called with the number of puzzles just processed (progress).
         should_stop: polled before every ACT step; True stops early (cancellation, lease loss, a time
             limit) with the results of the batches finished so far (the interrupted batch is dropped).
-        compile_steps: run each model's ACT step through `torch.compile` (worth it for full-size
-            models and many puzzles: it fuses the norms and casts around the matmuls).
+        numerics: "exact" runs every model's official eager step (bit-identical to the official code);
+            "fast" runs `models.fast` (same maths, rounding may differ; see docs/benchmarks.md).
+        compile_steps: with fast numerics, run the steps through the one shared `torch.compile`d step
+            (worth it for full-size models and many puzzles: `models.fast.compile_pays`).
+        replay: the reference's cached trace for exactly these batches (`models.reference_cache`):
+            the reference (and the noise floor) are not run again. Fixed halting only.
+        record: an empty trace to fill with this run's reference (and noise floor), for the cache.
         halting: `models.halting.Halting` (None: fixed). Under adaptive the result is the fixed one plus each
             model's `adaptive` block; `max_steps` sets every model's step count.
     """
-    partial = run_partial(reference, candidates, batches, on_batch=on_batch, should_stop=should_stop, compile_steps=compile_steps,
-                          halting=halting)
+    partial = run_partial(reference, candidates, batches, on_batch=on_batch, should_stop=should_stop, numerics=numerics,
+                          compile_steps=compile_steps, halting=halting, replay=replay, record=record)
     return finish(partial, candidates, seed=seed)
 
 
-def _compiled_step(model: SteppedModel) -> Callable[..., StepOutput]:
-    """`model.step` through `torch.compile`. A candidate compiles its PyTorch model's step and keeps the
-    carry codec and the step index outside the graph; an ONNX Runtime file (`models.export.OrtReasoner`)
-    is not a torch module: nothing to compile."""
-    if isinstance(model, torch.nn.Module):
-        return torch.compile(model.step, dynamic=False)
-    if isinstance(model, CompressedCandidate) and isinstance(model.model, torch.nn.Module):
-        inner = torch.compile(model.model.step, dynamic=False)
-        return lambda carry, x, t: model.step_through(inner, carry, x, t)
-    return model.step
+def _step_function(model: SteppedModel, numerics: Numerics, compile_steps: bool) -> Callable[..., StepOutput]:
+    if numerics == "exact":
+        if compile_steps:
+            raise ValueError("exact numerics run the official eager step; compile_steps needs fast numerics")
+        return model.step
+    return fast_step(model, compile_steps)
+
+
+def _device_of(model: Any) -> torch.device:
+    """Where a stepped model computes: a module's device, a wrapper's (a candidate, a replay) model's, else the CPU."""
+    while not isinstance(model, torch.nn.Module) and hasattr(model, "model"):
+        model = model.model
+    return model.device if isinstance(model, RecursiveReasoner) else torch.device("cpu")
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """A per-puzzle tensor reduced on the model's device, brought to the host."""
+    return t.detach().cpu().numpy()
+
+
+def _truncate(acc: _Accumulator, batches: int) -> None:
+    """Keep a replayed accumulator's first `batches` batches (the run stopped early)."""
+    for name in (*acc._ROWS, *acc._PER_PUZZLE):
+        del getattr(acc, name)[batches:]
 
 
 @torch.inference_mode()
@@ -265,28 +288,45 @@ def run_partial(
     *,
     on_batch: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    numerics: Numerics = "fast",
     compile_steps: bool = False,
     halting: Halting | str | dict[str, Any] | None = None,
+    replay: ReferenceTrace | None = None,
+    record: ReferenceTrace | None = None,
 ) -> Partial:
-    """The lockstep run without the final reduction: what `merge` combines across shards and `finish` reduces."""
+    """The lockstep run without the final reduction: what `merge` combines across shards and `finish` reduces.
+    Runs on the reference's device; only per-puzzle values come back to the host."""
     start = time.perf_counter()
-    step_of: dict[int, Callable[..., StepOutput]] = {}
-    for model in [reference, *(c.model for c in candidates)]:
-        step_of[id(model)] = _compiled_step(model) if compile_steps else model.step
+    step_of = {id(m): _step_function(m, numerics, compile_steps) for m in [reference, *(c.model for c in candidates)]}
+    device = _device_of(reference)
     policy = as_halting(halting)
+    if (replay is not None or record is not None) and policy.adaptive:
+        raise ValueError("a reference trace (the reference cache) serves fixed halting only")
     n_ref = policy.steps_for(reference.config)
-    ref_acc = _Accumulator(n_ref)
+    ref_acc = _Accumulator.from_json(replay.reference) if replay is not None and replay.reference is not None else _Accumulator(n_ref)
+    if ref_acc.steps != n_ref:
+        raise ValueError(f"replay: a trace of {ref_acc.steps} reference steps for a run of {n_ref}")
     accs = [_Accumulator(policy.steps_for(c.model.config)) for c in candidates]
+    # the noise floor depends on the reference alone, so a replayed trace carries it too
+    replayed = {i for i, c in enumerate(candidates) if c.role == "noise_floor" and replay is not None and replay.noise_floor is not None}
+    for i in replayed:
+        accs[i] = _Accumulator.from_json(replay.noise_floor)  # type: ignore[union-attr,arg-type]
     partial = Partial(ref_acc, accs, halting=policy)
+    batch_index, completed = -1, 0
     if policy.adaptive:
         partial.adaptive = [new_accumulator(m.config, policy) for m in [reference, *(c.model for c in candidates)]]
     for inputs, ids, labels in batches:
         if should_stop is not None and should_stop():
             break
+        batch_index += 1
+        if replay is not None and batch_index >= replay.batches:
+            raise ValueError(f"replay: the trace holds {replay.batches} batches; the run has more")
+        inputs, ids = inputs.to(device), ids.to(device)
+        labels = labels.to(device) if labels is not None else None
         partial.labels = partial.labels and labels is not None
         B = inputs.shape[0]
-        live = [i for i, a in enumerate(accs) if a.non_finite is None]
-        opened = [ref_acc, *(accs[i] for i in live)]
+        live = [i for i, a in enumerate(accs) if a.non_finite is None and i not in replayed]
+        opened = [*(() if replay is not None else (ref_acc,)), *(accs[i] for i in live)]
         for acc in opened:
             acc.new_row()
         # adaptive halting: each model's deployed (frozen once halted) state on this batch; key -1 is the reference
@@ -304,8 +344,9 @@ def run_partial(
         # and the area under 1 - step fidelity; key -1 is the reference
         consec_sum: dict[int, torch.Tensor] = {}
         consec_last: dict[int, torch.Tensor] = {}
-        area: dict[int, torch.Tensor] = {i: torch.zeros(B, dtype=torch.float64) for i in live}
-        ref_x, ref_carry = reference.input_embeddings(inputs, ids), reference.initial_carry(B)
+        area: dict[int, torch.Tensor] = {i: torch.zeros(B, dtype=torch.float64, device=device) for i in live}
+        ref_x = reference.input_embeddings(inputs, ids) if replay is None else None
+        ref_carry = reference.initial_carry(B)
         ref_prev: torch.Tensor | None = None
         ref_out: StepOutput | None = None
         stopped = False
@@ -313,9 +354,13 @@ def run_partial(
             if should_stop is not None and should_stop():
                 stopped = True
                 break
-            if t < n_ref:
+            if t < n_ref and replay is not None:
+                ref_carry = Carry(*replay.state(batch_index, t, device))
+            elif t < n_ref:
                 ref_out = step_of[id(reference)](ref_carry, ref_x, t)
                 ref_carry = ref_out.carry
+                if record is not None:
+                    record.add_state(batch_index, ref_carry.z_H, ref_carry.z_L)
                 if tracks:
                     tracks[-1].observe(t, ref_out)
                 if ref_prev is not None:
@@ -339,7 +384,6 @@ def run_partial(
                     tracks[i].observe(t, out)
                     partial.adaptive[i + 1].observe_step(t, tracks[i], tracks[-1])  # type: ignore[index]
                 if t < n_ref:
-                    assert ref_out is not None
                     step_fid = token_cosine(out.carry.z_H, ref_carry.z_H).mean(-1)
                     acc.step_fid_H[-1][t] = float(step_fid.sum())
                     acc.step_fid_L[-1][t] = float(token_cosine(out.carry.z_L, ref_carry.z_L).mean(-1).sum())
@@ -359,39 +403,55 @@ def run_partial(
             for i in tracks:
                 partial.adaptive[i + 1].drop_row()  # type: ignore[index]
             break
-        assert ref_out is not None
-        ref_preds = ref_out.logits.argmax(-1)
-        ref_halt = ref_out.q_halt_logits > 0
-        if labels is not None:
-            accuracy, exact, valid = per_puzzle_accuracy(ref_preds, labels)
-            ref_acc.accuracy.append(accuracy[valid].numpy())
-            ref_acc.exact.append(exact[valid].float().numpy())
-        _record_trajectory_shape(ref_acc, ref_out, consec_sum.get(-1), consec_last.get(-1), n_ref, B)
+        if replay is not None:
+            ref_logits, ref_q_halt = replay.final(batch_index, device)
+        else:
+            assert ref_out is not None
+            ref_logits, ref_q_halt = ref_out.logits, ref_out.q_halt_logits
+            if record is not None:
+                record.add_final(ref_logits, ref_q_halt)
+        ref_preds = ref_logits.argmax(-1)
+        ref_halt = ref_q_halt > 0
+        if replay is None:
+            assert ref_out is not None
+            if labels is not None:
+                accuracy, exact, valid = per_puzzle_accuracy(ref_preds, labels)
+                ref_acc.accuracy.append(_host(accuracy[valid]))
+                ref_acc.exact.append(_host(exact[valid].float()))
+            _record_trajectory_shape(ref_acc, ref_out, consec_sum.get(-1), consec_last.get(-1), n_ref, B)
         for i in live:
             acc, out = accs[i], last[i]
-            acc.fid_H.append(token_cosine(out.carry.z_H, ref_carry.z_H).mean(-1).numpy())
-            acc.fid_L.append(token_cosine(out.carry.z_L, ref_carry.z_L).mean(-1).numpy())
+            acc.fid_H.append(_host(token_cosine(out.carry.z_H, ref_carry.z_H).mean(-1)))
+            acc.fid_L.append(_host(token_cosine(out.carry.z_L, ref_carry.z_L).mean(-1)))
             preds = out.logits.argmax(-1)
             same = preds == ref_preds
-            acc.answer_equal.append(same.all(-1).float().numpy())
-            acc.cell_agreement.append(same.double().mean(-1).numpy())
-            acc.logit_kl.append(logit_kl(ref_out.logits, out.logits).numpy())
-            acc.trajectory_area.append((area[i] / max(1, min(acc.steps, n_ref))).numpy())
+            acc.answer_equal.append(_host(same.all(-1).float()))
+            acc.cell_agreement.append(_host(same.double().mean(-1)))
+            acc.logit_kl.append(_host(logit_kl(ref_logits, out.logits)))
+            acc.trajectory_area.append(_host(area[i] / max(1, min(acc.steps, n_ref))))
             _record_trajectory_shape(acc, out, consec_sum.get(i), consec_last.get(i), acc.steps, B)
             acc.cell_equal += int(same.sum())
             acc.cells += same.numel()
             acc.halt_equal += int(((out.q_halt_logits > 0) == ref_halt).sum())
             if labels is not None:
                 accuracy, exact, valid = per_puzzle_accuracy(preds, labels)
-                acc.accuracy.append(accuracy[valid].numpy())
-                acc.exact.append(exact[valid].float().numpy())
+                acc.accuracy.append(_host(accuracy[valid]))
+                acc.exact.append(_host(exact[valid].float()))
         if tracks:
             partial.adaptive[0].finish_batch(tracks[-1], None, labels)  # type: ignore[index]
             for i in live:
                 partial.adaptive[i + 1].finish_batch(tracks[i], tracks[-1], labels)  # type: ignore[index]
         partial.puzzles += B
+        completed += 1
         if on_batch is not None:
             on_batch(B)
+    if replay is not None:  # a run stopped early keeps the replayed batches it finished
+        for acc in [ref_acc, *(accs[i] for i in replayed)]:
+            _truncate(acc, completed)
+    if record is not None:
+        record.reference = ref_acc.to_json()
+        floor = next((i for i, c in enumerate(candidates) if c.role == "noise_floor"), None)
+        record.noise_floor = accs[floor].to_json() if floor is not None else None
     partial.seconds = time.perf_counter() - start
     return partial
 
@@ -400,10 +460,10 @@ def _record_trajectory_shape(acc: _Accumulator, out: StepOutput, consec_sum: tor
                              consec_last: torch.Tensor | None, steps: int, B: int) -> None:
     """Per-puzzle final q_halt and consecutive similarity (mean over steps, and the last one); a
     single-step model has no consecutive pair, so both are 1 (no change)."""
-    acc.q_halt.append(out.q_halt_logits.double().numpy())
+    acc.q_halt.append(_host(out.q_halt_logits.double()))
     ones = torch.ones(B, dtype=torch.float64)
-    acc.consecutive_mean.append((consec_sum / max(1, steps - 1) if consec_sum is not None else ones).numpy())
-    acc.consecutive_final.append((consec_last if consec_last is not None else ones).numpy())
+    acc.consecutive_mean.append(_host(consec_sum / max(1, steps - 1) if consec_sum is not None else ones))
+    acc.consecutive_final.append(_host(consec_last if consec_last is not None else ones))
 
 
 def finish(partial: Partial, candidates: list[Candidate], *, seed: int = 0) -> EvaluationResult:

@@ -7,6 +7,7 @@
   functions that implement them (`compress/quant.py`).
 - `Exporter`: the ONNX exporters a spec may name (`compress/spec.py`) and `models/export.py` runs.
 - `HaltingMode`: a job's halting policy (`models/halting.py`) and what a result says it ran (`models/results.py`).
+- `Numerics`: the engine's arithmetic (`models/fast.py`), a job's option and what a result says it ran.
 """
 
 from __future__ import annotations
@@ -20,3 +21,4 @@ DECISIONS: tuple[Decision, ...] = get_args(Decision)
 Granularity = Literal["per_tensor", "per_channel", "group"]
 Exporter = Literal["torchscript", "dynamo"]
 HaltingMode = Literal["fixed", "adaptive"]
+Numerics = Literal["exact", "fast"]

@@ -21,7 +21,6 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task
@@ -92,9 +91,7 @@ def _ctx() -> Any:
     global _context
     if _context is None:
         from carrygate.store.sessions import make_engine, session_factory
-        from carrygate.workers.artifacts import ArtifactStore
-        from carrygate.workers.context import WorkerContext
-        from carrygate.workers.local import limits_of
+        from carrygate.workers.local import context_of
 
         config = _worker_config
         if config is None:
@@ -103,10 +100,8 @@ def _ctx() -> Any:
             import torch
 
             torch.set_num_threads(config.torch_threads)
-        Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
         factory = session_factory(make_engine(config.database_url))
-        _context = WorkerContext(factory, ArtifactStore(config.artifact_store), f"celery:{socket.gethostname()}:{os.getpid()}",
-                                 config.lease_seconds, config.heartbeat_seconds, Path(config.cache_dir), limits_of(config))
+        _context = context_of(config, factory, f"celery:{socket.gethostname()}:{os.getpid()}")
     return _context
 
 
@@ -161,15 +156,24 @@ def run_shard_task(task: Task, shard_id: str) -> str:
 
 def run_worker(worker_config: WorkerConfig, celery_config: CeleryConfig, *, queues: list[str], concurrency: int,
                pool: str = "prefork", device: str | None = None, hostname: str | None = None) -> None:
-    """Start a Celery worker (blocks). `device`: "cpu" hides every GPU, "cuda:N" shows only GPU N."""
+    """Start a Celery worker (blocks). `device`: "cpu" hides every GPU, "cuda:N" shows only GPU N, which the
+    worker's jobs then run on (as cuda:0 inside it); None keeps CARRYGATE_DEVICE. A device that is missing
+    or unusable raises ValueError here, before the worker takes any task."""
+    from dataclasses import replace
+
+    from carrygate.models.devices import check_device
+
     global _worker_config
     if device is not None:
         if device == "cpu":
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
         elif device.startswith("cuda:") and device[5:].isdigit():
             os.environ["CUDA_VISIBLE_DEVICES"] = device[5:]
+            device = "cuda:0"
         else:
             raise ValueError(f"device: expected cpu or cuda:N, got {device!r}")
+        worker_config = replace(worker_config, device=device)
+    check_device(worker_config.device)
     _worker_config = worker_config
     app = create_celery(celery_config)
     argv = ["worker", "--loglevel=INFO", f"--queues={','.join(queues)}", f"--concurrency={concurrency}", f"--pool={pool}",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from carrygate.models.reference_cache import ReferenceCache
 from carrygate.workers.artifacts import ArtifactStore
 from carrygate.workers.queue import heartbeat
 
@@ -44,6 +45,8 @@ class WorkerContext:
     heartbeat_seconds: float
     cache_dir: Path
     limits: JobLimits = field(default_factory=JobLimits)
+    device: str = "cpu"  # resolved when the worker started (models.devices.resolve_device)
+    reference_cache: ReferenceCache | None = None  # the reference's trajectory across jobs (models.reference_cache)
 
 
 class Heartbeat(threading.Thread):

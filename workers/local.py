@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from carrygate.store.sessions import make_engine, session_factory
 from carrygate.workers.artifacts import ArtifactStore
 from carrygate.workers.context import JobLimits, WorkerContext
@@ -47,11 +49,30 @@ class WorkerConfig:
     register_roots: tuple[str, ...] = ()  # the worker re-checks every path a job names (CARRYGATE_REGISTER_ROOTS)
     max_job_seconds: float | None = None  # CARRYGATE_MAX_JOB_SECONDS
     max_job_gflop: float | None = None  # CARRYGATE_MAX_JOB_GFLOP, re-checked once the real config and probe are known
+    device: str = "cpu"  # CARRYGATE_DEVICE, resolved (and refused if unusable) when the worker starts
+    reference_cache_dir: str | None = None  # CARRYGATE_REFERENCE_CACHE_DIR; None: no cache
+    reference_cache_entry_bytes: int = 0
+    reference_cache_total_bytes: int = 0
 
 
 def limits_of(config: WorkerConfig) -> JobLimits:
     return JobLimits(register_roots=tuple(Path(r) for r in config.register_roots), max_seconds=config.max_job_seconds,
                      max_gflop=config.max_job_gflop)
+
+
+def context_of(config: WorkerConfig, factory: sessionmaker[Session], worker_id: str) -> WorkerContext:
+    """A worker's context; raises ValueError when its device is missing or unusable (before any job is claimed)."""
+    from carrygate.models.devices import resolve_device
+    from carrygate.models.reference_cache import ReferenceCache
+
+    device = resolve_device(config.device)
+    cache = None
+    if config.reference_cache_dir and config.reference_cache_entry_bytes > 0:
+        cache = ReferenceCache(config.reference_cache_dir, max_entry_bytes=config.reference_cache_entry_bytes,
+                               max_total_bytes=config.reference_cache_total_bytes)
+    Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
+    return WorkerContext(factory, ArtifactStore(config.artifact_store), worker_id, config.lease_seconds, config.heartbeat_seconds,
+                         Path(config.cache_dir), limits_of(config), device=str(device), reference_cache=cache)
 
 
 def _no_broker(shard_id: str) -> None:
@@ -66,9 +87,7 @@ def worker_loop(config: WorkerConfig, worker_id: str, max_jobs: int | None = Non
         torch.set_num_threads(config.torch_threads)
     engine = make_engine(config.database_url)
     factory = session_factory(engine)
-    Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
-    ctx = WorkerContext(factory, ArtifactStore(config.artifact_store), worker_id, config.lease_seconds, config.heartbeat_seconds,
-                        Path(config.cache_dir), limits_of(config))
+    ctx = context_of(config, factory, worker_id)
     stopping = False
 
     def stop(*_: object) -> None:
@@ -137,6 +156,10 @@ class LocalExecutor:
         return process
 
     def start(self) -> None:
+        """Start the workers; raises ValueError first if CARRYGATE_DEVICE is missing or unusable."""
+        from carrygate.models.devices import check_device
+
+        check_device(self.config.device)
         engine = make_engine(self.config.database_url)
         with session_factory(engine)() as session:
             requeued = requeue_expired(session)

@@ -201,6 +201,7 @@ def load_model_and_probe(inputs: JobInputs, ctx: WorkerContext, workdir: Path) -
     try:
         path = materialize_checkpoint(inputs.checkpoint, ctx.store, workdir, roots)
         ckpt = load_checkpoint(path, require_finite=True)
+        ckpt.model.to(ctx.device)
         folder, split = probe_folder(inputs.probe_row, path, ctx.cache_dir, ckpt.config.seq_len)
         if inputs.probe_row.builder is None:
             check_probe_folder(folder, split, roots)
@@ -260,7 +261,8 @@ def run_job(job_id: str, ctx: WorkerContext, *, on_progress: Callable[[int, int]
             try:
                 result = evaluate(ckpt.model, [spec for _, _, spec in inputs.candidates], probe, batch_size=inputs.batch_size,
                                   on_progress=progress, should_stop=stopped, artifact_dir=Path(workdir) / "artifacts",
-                                  halting=inputs.options.get("halting"), calibration=active_calibration(ctx.session_factory))
+                                  halting=inputs.options.get("halting"), calibration=active_calibration(ctx.session_factory),
+                                  numerics=inputs.options.get("numerics", "fast"), reference_cache=ctx.reference_cache)
             except ValueError as err:  # a spec that does not fit the architecture
                 raise JobFailed(str(err)) from err
             if not stopped():

@@ -34,8 +34,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from carrygate.models.evaluate import Probe, build_candidates, measure
+from carrygate.models.evaluate import Probe, build_candidates, decide_compile, measure
 from carrygate.models.trajectory import Candidate, Partial, finish, merge, run_partial
+from carrygate.models.vocabulary import Numerics
 from carrygate.store.leases import JOBS, MAX_ATTEMPTS, SHARDS, now
 from carrygate.store.tables import Job, JobShard
 from carrygate.store.vocabulary import ShardStatus
@@ -201,9 +202,10 @@ def run_shard(shard_id: str, ctx: WorkerContext, send: SendShard) -> ShardOutcom
             def progress(k: int) -> None:
                 beat.done = (beat.done or 0) + k
 
+            numerics, compiled = _engine(inputs, ckpt.model, candidates, probe)
             partial = run_partial(ckpt.model, candidates, probe.batches(inputs.batch_size, start, stop), on_batch=progress,
                                   should_stop=lambda: beat.cancelled.is_set() or beat.lost.is_set() or deadline.passed(),
-                                  halting=inputs.options.get("halting"))
+                                  halting=inputs.options.get("halting"), numerics=numerics, compile_steps=compiled)
             beat.beat()
             if deadline.passed():  # stopped early: a partial of part of the shard must not be merged
                 raise JobFailed(deadline.reason())
@@ -246,11 +248,18 @@ def _build(inputs: JobInputs, reference: Any, probe: Probe, workdir: Path) -> li
         raise JobFailed(str(err)) from err
 
 
+def _engine(inputs: JobInputs, reference: Any, candidates: list[Candidate], probe: Probe) -> tuple[Numerics, bool]:
+    """The job's numerics and whether its steps compile, decided from the whole probe, so every shard rounds alike."""
+    numerics: Numerics = inputs.options.get("numerics", "fast")
+    return numerics, decide_compile(reference, len(candidates), len(probe), numerics, None)
+
+
 def _reduce(owner: WorkerContext, job_id: str, inputs: JobInputs, shards: list[JobShard], reference: Any, candidates: list[Candidate],
             probe: Probe, workdir: Path) -> JobOutcome:
     """Merge the shards' partials in puzzle order, finish, measure, judge and store the job's one result."""
     partials = [Partial.from_json(s.partial or {}) for s in shards]
     result = finish(merge(partials), candidates)
+    result.numerics, result.compiled = _engine(inputs, reference, candidates, probe)
     measure(result, reference, candidates, probe, calibration=active_calibration(owner.session_factory))
     attach_artifacts(owner, result, reference, probe, inputs.options, workdir)
     return judge_and_store(owner, job_id, result, inputs)

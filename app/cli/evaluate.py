@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +26,25 @@ def build_probe_folder(builder: str, seq_len: int, size: int, seed: int) -> Path
     return folder
 
 
+ExactOption = Annotated[bool, typer.Option("--exact", help="Run the official eager step (bit-identical to the official code) "
+                                                        "instead of the fast path, which differs by rounding only.")]
+CompileOption = Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the fast path's step "
+                                                                               "(default: when the job is large enough to pay for it).")]
+DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or cuda:N; refused if missing or unusable.")]
+CacheOption = Annotated[Path | None, typer.Option("--reference-cache", help="Folder of the reference cache: a reference run before "
+                                                                            "on the same weights, probe and settings is replayed.")]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How the CLI runs the engine (`--exact`, `--compile`, `--device`, `--reference-cache`)."""
+
+    exact: bool = False
+    compile_steps: bool | None = None
+    device: str = "cpu"
+    reference_cache: Path | None = None
+
+
 def run_evaluation(
     checkpoint: Path,
     specs: list,  # list[CompressionSpec]
@@ -36,12 +56,14 @@ def run_evaluation(
     json_out: Path | None,
     batch_size: int,
     seed: int,
-    compile_steps: bool = False,
+    engine: Engine = Engine(),
     artifacts: Path | None = None,
     halting: Any = None,  # models.halting.Halting; None = fixed
 ) -> Any:  # the EvaluationResult
     from carrygate.models.checkpoint import CheckpointError, load_checkpoint
+    from carrygate.models.devices import resolve_device
     from carrygate.models.evaluate import Probe, evaluate
+    from carrygate.models.reference_cache import ReferenceCache
     from carrygate.models.tasks.dataset import read_split
 
     if data is not None and builder is not None:
@@ -59,16 +81,19 @@ def run_evaluation(
             ckpt = load_checkpoint(checkpoint)
             split_data = read_split(build_probe_folder(str(builder), ckpt.config.seq_len, limit or 256, seed), "test")
         probe = Probe.from_split(split_data, limit, labels)
+        ckpt.model.to(resolve_device(engine.device))
     except (CheckpointError, ValueError, OSError) as err:
         fail(str(err))
         return
+    cache = ReferenceCache(engine.reference_cache) if engine.reference_cache is not None else None
     with Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("puzzles", total=len(probe))
         try:
             if artifacts is None and any(s.onnxruntime is not None for s in specs):
                 artifacts = (json_out.parent if json_out is not None else Path(tempfile.mkdtemp(prefix="carrygate-"))) / "artifacts"
             result = evaluate(ckpt.model, specs, probe, batch_size=batch_size, on_progress=lambda k: progress.advance(task, k),
-                              compile_steps=compile_steps, artifact_dir=artifacts, halting=halting)
+                              numerics="exact" if engine.exact else "fast", compile_steps=engine.compile_steps, artifact_dir=artifacts,
+                              halting=halting, reference_cache=cache)
         except ValueError as err:
             fail(str(err))
             return
@@ -213,15 +238,18 @@ def evaluate_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full result (curves included) here.")] = None,
     batch_size: int = 64,
     seed: int = 0,
-    compile_steps: Annotated[bool, typer.Option("--compile", help="torch.compile each ACT step (full-size models).")] = False,
+    exact: ExactOption = False,
+    compile_steps: CompileOption = None,
+    device: DeviceOption = "cpu",
+    reference_cache: CacheOption = None,
     artifacts: Annotated[Path | None, typer.Option(help="Folder for onnxruntime candidates' .onnx files "
                                                         "(default: artifacts/ beside --json, else a temporary folder).")] = None,
     halting: Annotated[str, typer.Option(help=HALTING_HELP)] = "fixed",
     max_steps: Annotated[int | None, typer.Option(help=MAX_STEPS_HELP)] = None,
 ) -> None:
     """Run candidate compression specs against the reference, step by step; print the table."""
-    run_evaluation(checkpoint, load_specs(spec), data, builder, split, limit, labels, json_out, batch_size, seed, compile_steps, artifacts,
-                   _halting(halting, max_steps))
+    run_evaluation(checkpoint, load_specs(spec), data, builder, split, limit, labels, json_out, batch_size, seed,
+                   Engine(exact, compile_steps, device, reference_cache), artifacts, _halting(halting, max_steps))
 
 
 def sweep_command(
@@ -235,7 +263,10 @@ def sweep_command(
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
     batch_size: int = 64,
     seed: int = 0,
-    compile_steps: Annotated[bool, typer.Option("--compile", help="torch.compile each ACT step (full-size models).")] = False,
+    exact: ExactOption = False,
+    compile_steps: CompileOption = None,
+    device: DeviceOption = "cpu",
+    reference_cache: CacheOption = None,
     halting: Annotated[str, typer.Option(help=HALTING_HELP)] = "fixed",
     max_steps: Annotated[int | None, typer.Option(help=MAX_STEPS_HELP)] = None,
 ) -> None:
@@ -250,8 +281,8 @@ def sweep_command(
     except CheckpointError as err:
         fail(str(err))
         return
-    run_evaluation(checkpoint, GRIDS[grid](config), data, builder, split, limit, labels, json_out, batch_size, seed, compile_steps,
-                   halting=_halting(halting, max_steps))
+    run_evaluation(checkpoint, GRIDS[grid](config), data, builder, split, limit, labels, json_out, batch_size, seed,
+                   Engine(exact, compile_steps, device, reference_cache), halting=_halting(halting, max_steps))
 
 
 commands = typer.Typer()

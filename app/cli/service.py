@@ -128,8 +128,12 @@ def _celery_worker(queues: str | None, concurrency: int | None, device: str | No
     if device is not None and not (device == "cpu" or (device.startswith("cuda:") and device[5:].isdigit())):
         console.print(f"[red]error:[/] --device: expected cpu or cuda:N, got {device!r}")
         raise typer.Exit(2)
-    run_worker(worker_config(settings), celery_config(settings), queues=names, concurrency=concurrency or settings.worker_concurrency,
-               pool=pool, device=device)
+    try:
+        run_worker(worker_config(settings), celery_config(settings), queues=names, concurrency=concurrency or settings.worker_concurrency,
+                   pool=pool, device=device)
+    except ValueError as err:  # the device is missing or unusable: refuse to start rather than run on the CPU
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(2) from err
 
 
 def migrate_command() -> None:

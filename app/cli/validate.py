@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from carrygate.app.cli.console import console, fail, stdout_console
-from carrygate.app.cli.evaluate import load_specs, run_evaluation
+from carrygate.app.cli.evaluate import CacheOption, CompileOption, DeviceOption, Engine, ExactOption, load_specs, run_evaluation
 
 
 def label_free(policy: Any) -> Any:  # GatePolicy -> GatePolicy without the rules that need labels
@@ -47,6 +47,10 @@ def validate_command(
     from_result: Annotated[list[Path] | None, typer.Option(
         "--from-result", help="Skip the evaluation: report on this result JSON. Repeat to pool the candidates of runs on "
                               "the same checkpoint and probe puzzles (refused if their references differ).")] = None,
+    exact: ExactOption = False,
+    compile_steps: CompileOption = None,
+    device: DeviceOption = "cpu",
+    reference_cache: CacheOption = None,
 ) -> None:
     """Run a population of candidates with labels and measure every label-free signal's validity."""
     import yaml
@@ -80,7 +84,8 @@ def validate_command(
                 fail(f"--family {family}: {err}")
                 return
         specs += load_specs(spec or [])
-        result = run_evaluation(checkpoint, specs, data, builder, split, limit, True, None, batch_size, seed)
+        result = run_evaluation(checkpoint, specs, data, builder, split, limit, True, None, batch_size, seed,
+                                Engine(exact, compile_steps, device, reference_cache))
     body = validity_body(result, gate_policy, resamples, seed)
     print_validity(body["validity"])
     json_out.parent.mkdir(parents=True, exist_ok=True)
