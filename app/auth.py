@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from fastapi import HTTPException, Request
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from carrygate.store.api_tables import API_SCOPES, ApiKey
@@ -39,6 +39,9 @@ DOC_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redo
 SUBMISSION_ROUTES = frozenset({"create_job", "create_recommendation"})
 """Route names counted by the per-key submission rate limit."""
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_KEY_BY_HASH = select(ApiKey.id, ApiKey.name, ApiKey.scopes, ApiKey.rate_limit_per_minute, ApiKey.last_used_at).where(
+    ApiKey.key_hash == bindparam("key_hash"), ApiKey.revoked_at.is_(None))
+"""The key lookup of every request: the columns the principal needs (not the ORM object), built once."""
 
 
 def hash_key(key: str) -> str:
@@ -138,9 +141,7 @@ def authenticate(request: Request, session: Session) -> Principal | None:
     for i, key in enumerate(settings_keys):
         if hmac.compare_digest(given.encode(), key.encode()):
             return Principal(key_id=f"settings:{i}", name=f"CARRYGATE_API_KEYS[{i}]", scopes=frozenset(API_SCOPES))
-    # The columns the principal needs, not the ORM object: this runs on every request.
-    row = session.execute(select(ApiKey.id, ApiKey.name, ApiKey.scopes, ApiKey.rate_limit_per_minute, ApiKey.last_used_at)
-                          .where(ApiKey.key_hash == hash_key(given), ApiKey.revoked_at.is_(None))).one_or_none()
+    row = session.execute(_KEY_BY_HASH, {"key_hash": hash_key(given)}).one_or_none()
     if row is None:
         raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     at = utcnow()

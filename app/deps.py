@@ -13,11 +13,12 @@ from carrygate.app.settings import Settings
 from carrygate.workers.artifacts import ArtifactStore
 
 
-def get_app_settings(request: Request) -> Settings:
+# Async on purpose: FastAPI sends a plain `def` dependency to the threadpool, a hand-off per request for an attribute read.
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> ArtifactStore:
+async def get_store(request: Request) -> ArtifactStore:
     return request.app.state.store
 
 

@@ -26,12 +26,23 @@ import time
 import uuid
 from typing import Protocol
 
-from sqlalchemy import Engine, delete, func, insert, literal, select, text
+from sqlalchemy import Engine, Float, Integer, String, bindparam, delete, func, insert, select, text
 
 from carrygate.store.api_tables import RateLimitHit
 
 WINDOW_SECONDS = 60.0
 _hits = RateLimitHit.__table__
+# The statements are built once (SQLAlchemy then caches their compiled form): building them cost more per
+# submission than running them.
+_KEY, _NOW = bindparam("key", type_=String()), bindparam("now", type_=Float())
+_SINCE, _LIMIT = bindparam("since", type_=Float()), bindparam("limit", type_=Integer())
+_IN_WINDOW = (_hits.c.key_id == _KEY) & (_hits.c.at > _SINCE)
+_TRIM = delete(_hits).where(_hits.c.key_id == _KEY, _hits.c.at <= _SINCE)
+_ADD = insert(_hits).from_select(
+    ["key_id", "at"], select(_KEY, _NOW).where(select(func.count()).select_from(_hits).where(_IN_WINDOW).scalar_subquery() < _LIMIT)
+).returning(_hits.c.id)
+_OLDEST = select(func.min(_hits.c.at)).where(_IN_WINDOW)
+_LOCK = text("SELECT pg_advisory_xact_lock(:lock)")
 
 
 class RateLimiter(Protocol):
@@ -58,22 +69,18 @@ class DatabaseRateLimiter:
 
     def hit(self, key: str, per_minute: int, now: float | None = None) -> float | None:
         now = time.time() if now is None else now
-        since = now - WINDOW_SECONDS
-        in_window = (_hits.c.key_id == key) & (_hits.c.at > since)
-        count = select(func.count()).select_from(_hits).where(in_window).scalar_subquery()
+        params = {"key": key, "now": now, "since": now - WINDOW_SECONDS, "limit": per_minute}
         if self._local is not None:
             self._local.acquire()
         try:
             with self.engine.begin() as connection:
                 if self.postgres:
-                    connection.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": _advisory_lock_id(key)})
+                    connection.execute(_LOCK, {"lock": _advisory_lock_id(key)})
                 # The first statement writes: on SQLite it takes the write lock before anything is read.
-                connection.execute(delete(_hits).where(_hits.c.key_id == key, _hits.c.at <= since))
-                added = connection.execute(insert(_hits).from_select(
-                    ["key_id", "at"], select(literal(key), literal(now)).where(count < per_minute)).returning(_hits.c.id)).first()
-                if added is not None:
+                connection.execute(_TRIM, params)
+                if connection.execute(_ADD, params).first() is not None:
                     return None
-                oldest = connection.execute(select(func.min(_hits.c.at)).where(in_window)).scalar()
+                oldest = connection.execute(_OLDEST, params).scalar()
         finally:
             if self._local is not None:
                 self._local.release()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import ColumnElement, exists, func, insert, inspect, select, update
+from sqlalchemy import ColumnElement, bindparam, exists, func, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -178,7 +178,7 @@ def create_job(*, session: Session, body: JobCreate, settings: Settings, idempot
         return Submitted(existing, created=False)
     cache = cache or SubmissionCache()
     # One column, not the row: its config document is parsed once per process (`SubmissionCache.config`).
-    storage_path = session.execute(select(Checkpoint.storage_path).where(Checkpoint.id == body.checkpoint_id)).scalar_one_or_none()
+    storage_path = session.execute(_STORAGE_PATH, {"checkpoint_id": body.checkpoint_id}).scalar_one_or_none()
     if storage_path is None:
         raise NotFound(f"checkpoint {body.checkpoint_id} not found")
     config = cache.config(session, body.checkpoint_id)
@@ -198,19 +198,30 @@ def create_job(*, session: Session, body: JobCreate, settings: Settings, idempot
     return insert_once(session, job)
 
 
+_STORAGE_PATH = select(Checkpoint.storage_path).where(Checkpoint.id == bindparam("checkpoint_id"))
+_INSERTS = {table: insert(table) for table in (ProbeSet.__table__, Job.__table__, Candidate.__table__)}
+_COLUMN_PLANS: dict[type[Base], list[tuple[str, str, Any]]] = {}
+
+
+def _column_plan(kind: type[Base]) -> list[tuple[str, str, Any]]:
+    """(attribute, column, Python-side default) for each column of `kind`'s table, worked out once per class."""
+    plan = _COLUMN_PLANS.get(kind)
+    if plan is None:
+        mapper = inspect(kind)
+        plan = _COLUMN_PLANS[kind] = [(mapper.get_property_by_column(c).key, c.key, c.default) for c in mapper.local_table.columns]
+    return plan
+
+
 def _row_values(row: Base) -> dict[str, Any]:
     """A new ORM object's column values with the Python-side column defaults applied, on the object too (the
     response reads it)."""
-    mapper = inspect(type(row))
     values: dict[str, Any] = {}
-    for column in mapper.local_table.columns:
-        attribute = mapper.get_property_by_column(column).key
+    for attribute, column, default in _column_plan(type(row)):
         value = getattr(row, attribute)
-        if value is None and column.default is not None:
-            default = column.default
-            value = default.arg(None) if default.is_callable else default.arg  # type: ignore[attr-defined,operator]
+        if value is None and default is not None:
+            value = default.arg(None) if default.is_callable else default.arg
             setattr(row, attribute, value)
-        values[column.key] = value
+        values[column] = value
     return values
 
 
@@ -229,10 +240,10 @@ def insert_once(session: Session, job: Job) -> Submitted:
         candidate.job_id = job.id
         candidate_values.append(_row_values(candidate))
     try:
-        session.execute(insert(ProbeSet), [probe_values])
-        session.execute(insert(Job), [job_values])
+        session.execute(_INSERTS[ProbeSet.__table__], probe_values)
+        session.execute(_INSERTS[Job.__table__], job_values)
         if candidate_values:
-            session.execute(insert(Candidate), candidate_values)
+            session.execute(_INSERTS[Candidate.__table__], candidate_values)
         session.commit()
     except IntegrityError:
         session.rollback()
