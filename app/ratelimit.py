@@ -21,7 +21,6 @@ processes share; `now` exists for tests.
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 import uuid
 from typing import Protocol
@@ -29,6 +28,7 @@ from typing import Protocol
 from sqlalchemy import Engine, Float, Integer, String, bindparam, delete, func, insert, select, text
 
 from carrygate.store.api_tables import RateLimitHit
+from carrygate.store.sessions import write_lock
 
 WINDOW_SECONDS = 60.0
 _hits = RateLimitHit.__table__
@@ -63,27 +63,19 @@ class DatabaseRateLimiter:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
-        # Threads of one process take turns here rather than in SQLite's busy handler, which sleeps in steps
-        # of up to 100 ms; other processes still wait on the database's own lock.
-        self._local = threading.Lock() if engine.dialect.name == "sqlite" else None
+        self._turn = write_lock(engine)  # SQLite: writers take turns without the busy handler's sleeps
 
     def hit(self, key: str, per_minute: int, now: float | None = None) -> float | None:
         now = time.time() if now is None else now
         params = {"key": key, "now": now, "since": now - WINDOW_SECONDS, "limit": per_minute}
-        if self._local is not None:
-            self._local.acquire()
-        try:
-            with self.engine.begin() as connection:
-                if self.postgres:
-                    connection.execute(_LOCK, {"lock": _advisory_lock_id(key)})
-                # The first statement writes: on SQLite it takes the write lock before anything is read.
-                connection.execute(_TRIM, params)
-                if connection.execute(_ADD, params).first() is not None:
-                    return None
-                oldest = connection.execute(_OLDEST, params).scalar()
-        finally:
-            if self._local is not None:
-                self._local.release()
+        with self._turn, self.engine.begin() as connection:
+            if self.postgres:
+                connection.execute(_LOCK, {"lock": _advisory_lock_id(key)})
+            # The first statement writes: on SQLite it takes the write lock before anything is read.
+            connection.execute(_TRIM, params)
+            if connection.execute(_ADD, params).first() is not None:
+                return None
+            oldest = connection.execute(_OLDEST, params).scalar()
         return WINDOW_SECONDS if oldest is None else max(0.0, oldest + WINDOW_SECONDS - now)
 
 

@@ -6,6 +6,10 @@ top. Nothing is created at import time.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +74,54 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+
+
+class SqliteWriteLock:
+    """Writers of one SQLite file take turns here, across threads and processes, before they write.
+
+    SQLite lets one writer in at a time and makes the others retry in its busy handler, which sleeps 1, 2,
+    5, 10, ... ms between tries: under a burst of short write transactions from several API processes
+    (`carrygate serve --api-workers N`) most of a submission's latency was those sleeps. A thread lock and
+    then `flock` on `<database>.write-lock` hand the turn over as soon as the holder is done (the kernel
+    wakes the waiter). Only the hot write paths take it (the rate limit, a new job); every other writer
+    still meets SQLite's own lock, which stays the guarantee.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread = threading.Lock()
+        self._fd: int | None = None
+
+    def __enter__(self) -> SqliteWriteLock:
+        self._thread.acquire()
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread.release()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self._fd is not None
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._thread.release()
+
+
+_write_locks: dict[str, SqliteWriteLock] = {}
+_write_locks_guard = threading.Lock()
+
+
+def write_lock(engine: Engine) -> contextlib.AbstractContextManager[object]:
+    """The `SqliteWriteLock` of `engine`'s database file (one per file and process); a no-op elsewhere
+    (PostgreSQL queues its writers itself, and an in-memory SQLite database has no file to lock)."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:" or url.database.startswith("file:"):
+        return contextlib.nullcontext()
+    path = str(Path(url.database).expanduser().resolve())
+    with _write_locks_guard:
+        lock = _write_locks.get(path)
+        if lock is None:
+            lock = _write_locks[path] = SqliteWriteLock(Path(path + ".write-lock"))
+    return lock

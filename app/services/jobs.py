@@ -31,6 +31,7 @@ from carrygate.models.config import HRMConfig, ModelConfig, TRMConfig
 from carrygate.models.files import SMALL_FILE_LIMIT, check_regular
 from carrygate.models.tasks.dataset import shipped_data
 from carrygate.models.tasks.probes import dataset_task
+from carrygate.store.sessions import write_lock
 from carrygate.store.tables import FINISHED_STATUSES, JOB_SCOPE, Base, Candidate, Checkpoint, Job, ProbeSet, Verdict
 from carrygate.store.vocabulary import JobKind, JobStatus
 from carrygate.workers.artifacts import ArtifactStore
@@ -240,11 +241,12 @@ def insert_once(session: Session, job: Job) -> Submitted:
         candidate.job_id = job.id
         candidate_values.append(_row_values(candidate))
     try:
-        session.execute(_INSERTS[ProbeSet.__table__], probe_values)
-        session.execute(_INSERTS[Job.__table__], job_values)
-        if candidate_values:
-            session.execute(_INSERTS[Candidate.__table__], candidate_values)
-        session.commit()
+        with write_lock(session.get_bind()):  # SQLite: one writer at a time, handed over without sleeps
+            session.execute(_INSERTS[ProbeSet.__table__], probe_values)
+            session.execute(_INSERTS[Job.__table__], job_values)
+            if candidate_values:
+                session.execute(_INSERTS[Candidate.__table__], candidate_values)
+            session.commit()
     except IntegrityError:
         session.rollback()
         existing = by_key(session, job.idempotency_key, job.kind)
