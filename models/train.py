@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import pickle
 import time
 from collections import deque
 from collections.abc import Callable
@@ -218,7 +219,7 @@ def train(
     start_it, elapsed_before = 0, 0.0
 
     if resume is not None:
-        state = torch.load(resume, weights_only=False)  # our own file: it holds numpy RNG state too
+        state = load_training_state(resume)
         saved = TrainConfig(**{**state["config"], "betas": tuple(state["config"]["betas"])})
         if _schedule_fields(saved) != _schedule_fields(config):
             raise ValueError(f"{resume}: saved with a different training config {saved}, asked {config}")
@@ -231,11 +232,11 @@ def train(
         loop = state["loop"]
         inputs, labels, pids, steps, halted = loop["inputs"], loop["labels"], loop["pids"], loop["steps"], loop["halted"]
         carry = Carry(loop["z_H"], loop["z_L"])
-        order, cursor = loop["order"], loop["cursor"]
+        order, cursor = loop["order"].numpy(), loop["cursor"]
         recent_steps.extend(loop["recent_steps"])
         recent_exact.extend(loop["recent_exact"])
         torch.set_rng_state(state["torch_rng"])
-        rng.set_state(state["numpy_rng"])
+        rng.set_state(_numpy_rng_state(state["numpy_rng"]))
         stats, curve = state["stats"], state["curve"]
         start_it, elapsed_before = state["iteration"], state["seconds"]
 
@@ -254,10 +255,10 @@ def train(
             "optimizer": optimizer.state_dict(),
             "ema": ema.shadow if ema is not None else None,
             "loop": {"inputs": inputs, "labels": labels, "pids": pids, "steps": steps, "halted": halted,
-                     "z_H": carry.z_H, "z_L": carry.z_L, "order": order, "cursor": cursor,
+                     "z_H": carry.z_H, "z_L": carry.z_L, "order": torch.from_numpy(order), "cursor": cursor,
                      "recent_steps": list(recent_steps), "recent_exact": list(recent_exact)},
             "torch_rng": torch.get_rng_state(),
-            "numpy_rng": rng.get_state(),
+            "numpy_rng": _numpy_rng_record(rng.get_state()),
             "stats": stats,
             "curve": curve,
             "extra": extra_state or {},
@@ -347,6 +348,27 @@ def train(
     set_fp32_attention(model, False)
     model.eval()
     return TrainResult(stats=stats, curve=curve, seconds=seconds, iteration=last)
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    """A training-state file, read with `weights_only=True`: tensors and plain values only, so a state
+    shipped beside a zoo model can be resumed without unpickling code. States written before this
+    format (numpy arrays inside) are refused with the way to convert them."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path}: not a plain training state (an older pickled format?); convert a file you wrote yourself with "
+                         f"`python scripts/convert_training_state.py {path} NEW.pt`") from err
+
+
+def _numpy_rng_record(state: tuple[Any, ...]) -> dict[str, Any]:
+    name, key, pos, has_gauss, cached = state
+    return {"name": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached)}
+
+
+def _numpy_rng_state(record: dict[str, Any]) -> tuple[Any, ...]:
+    return record["name"], record["key"].numpy().astype(np.uint32), record["pos"], record["has_gauss"], record["cached_gaussian"]
 
 
 def _schedule_fields(config: TrainConfig) -> dict[str, Any]:

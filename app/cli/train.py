@@ -63,7 +63,7 @@ def train(
     from carrygate.models import HRMConfig, TRMConfig, build_model
     from carrygate.models.checkpoint import load_state_into, save_checkpoint
     from carrygate.models.tasks.dataset import read_split
-    from carrygate.models.train import TrainConfig, evaluate
+    from carrygate.models.train import TrainConfig, evaluate, load_training_state
     from carrygate.models.train import train as run_training
 
     torch.manual_seed(seed)
@@ -97,7 +97,11 @@ def train(
     if resume is not None:
         if not resume.is_file():
             fail(f"--resume {resume}: no such file")
-        extra = torch.load(resume, weights_only=False).get("extra", {})
+        try:
+            extra = load_training_state(resume).get("extra", {})
+        except ValueError as err:
+            fail(str(err))
+            return
         if extra.get("model_config") not in (None, config.model_dump()):
             fail(f"--resume {resume}: saved for model config {extra['model_config']}, this command builds {config.model_dump()}")
         commands = [*extra.get("commands", []), command]

@@ -112,6 +112,36 @@ def test_resume_refuses_another_schedule(tmp_path: Path) -> None:
         train(fresh(tiny(data)), split, TrainConfig(iterations=4, batch_size=4, lr_warmup=1, lr=5e-2), resume=state)
 
 
+def test_an_older_pickled_state_is_refused_and_converts_to_one_that_resumes_the_same(tmp_path: Path) -> None:
+    import importlib.util
+
+    import numpy as np
+
+    from carrygate.models.train import load_training_state
+
+    data = sudoku4(tmp_path)
+    split = read_split(data, "train")
+    conf = TrainConfig(iterations=6, batch_size=4, lr_warmup=1, seed=2)
+    state = tmp_path / "run.pt"
+    train(fresh(tiny(data)), split, conf, checkpoint_path=state, stop_after=3)
+    plain = load_training_state(state)  # what train() writes is weights_only-loadable
+    old = dict(plain, numpy_rng=(plain["numpy_rng"]["name"], plain["numpy_rng"]["key"].numpy().astype(np.uint32),
+                                 plain["numpy_rng"]["pos"], plain["numpy_rng"]["has_gauss"], plain["numpy_rng"]["cached_gaussian"]))
+    old["loop"] = dict(plain["loop"], order=plain["loop"]["order"].numpy())
+    torch.save(old, tmp_path / "old.pt")  # the format before: numpy arrays inside
+    with pytest.raises(ValueError, match="convert_training_state.py"):
+        load_training_state(tmp_path / "old.pt")
+    spec = importlib.util.spec_from_file_location("convert", Path(__file__).resolve().parents[2] / "scripts" / "convert_training_state.py")
+    convert = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(convert)  # type: ignore[union-attr]
+    convert.convert(tmp_path / "old.pt", tmp_path / "new.pt")
+    a, b = fresh(tiny(data)), fresh(tiny(data))
+    train(a, split, conf, resume=state)
+    train(b, split, conf, resume=tmp_path / "new.pt")
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+
+
 # -- fp32 attention core ---------------------------------------------------------------------------
 def test_fp32_attention_core_is_close_in_training_and_inert_in_eval() -> None:
     torch.manual_seed(0)

@@ -1,0 +1,37 @@
+"""Convert a training-state file of the older pickled format into the plain one `--resume` reads.
+
+    python scripts/convert_training_state.py OLD.pt NEW.pt
+
+The older files held numpy arrays (the data order, the numpy RNG state), which only a full unpickle
+reads. Run this only on a file you wrote yourself: it unpickles OLD.pt. NEW.pt holds tensors and
+plain values only (`models.train.load_training_state` reads it with `weights_only=True`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def convert(old: Path, new: Path) -> None:
+    state = torch.load(old, weights_only=False)  # the caller vouches for this file (see the docstring)
+    loop = state["loop"]
+    if isinstance(loop["order"], np.ndarray):
+        loop["order"] = torch.from_numpy(loop["order"])
+    rng = state["numpy_rng"]
+    if isinstance(rng, tuple):
+        name, key, pos, has_gauss, cached = rng
+        state["numpy_rng"] = {"name": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                              "cached_gaussian": float(cached)}
+    torch.save(state, new)
+    torch.load(new, weights_only=True)  # proves the new file is plain
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    convert(Path(sys.argv[1]), Path(sys.argv[2]))
+    print(f"wrote {sys.argv[2]}")
