@@ -269,6 +269,14 @@ def _device_of(model: Any) -> torch.device:
     return model.device if isinstance(model, RecursiveReasoner) else torch.device("cpu")
 
 
+def _on(out: StepOutput, device: torch.device) -> StepOutput:
+    """A candidate's step output on the job's device (an ONNX Runtime file answers on the host)."""
+    if out.logits.device == device:
+        return out
+    carry = Carry(out.carry.z_H.to(device), out.carry.z_L.to(device))
+    return StepOutput(carry, out.logits.to(device), out.q_halt_logits.to(device), out.q_continue_logits.to(device))
+
+
 def _host(t: torch.Tensor) -> np.ndarray:
     """A per-puzzle tensor reduced on the model's device, brought to the host."""
     return t.detach().cpu().numpy()
@@ -373,13 +381,14 @@ def run_partial(
                 acc = accs[i]
                 if t >= acc.steps:
                     continue
-                out = step_of[id(candidates[i].model)](carries[i], xs[i], t)
+                raw = step_of[id(candidates[i].model)](carries[i], xs[i], t)
+                out = _on(raw, device)  # for the metrics; the model gets its own carry back
                 problem = _finite_problem(out)
                 if problem is not None:
                     acc.non_finite = NonFinite(step=t, tensor=problem[0], puzzles=problem[1])
                     live.remove(i)
                     continue
-                carries[i], last[i] = out.carry, out
+                carries[i], last[i] = raw.carry, out
                 if tracks:  # the reference's deployed state stays frozen after its last step, so t >= n_ref compares too
                     tracks[i].observe(t, out)
                     partial.adaptive[i + 1].observe_step(t, tracks[i], tracks[-1])  # type: ignore[index]

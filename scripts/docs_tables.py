@@ -13,8 +13,9 @@ What it owns:
       <!-- /generated -->
 
   Generators: `sweep` (`scripts/sweep_table.py`), `ort` (the ONNX Runtime artifact table below),
-  `halting` (`scripts/halting_table.py`), `settings` (every `CARRYGATE_*` variable, from the
-  service's `Settings` class) and `zoo` (one row per `models/zoo/*/card.json`); the last two take no files.
+  `halting` (`scripts/halting_table.py`), `fastexact` (`bench/fast_vs_exact.py`'s verdict comparison),
+  `settings` (every `CARRYGATE_*` variable, from the service's `Settings` class) and `zoo` (one row per
+  `models/zoo/*/card.json`); the last two take no files.
 - The fixed/adaptive table in `docs/halting.md` (the contiguous table under its header row), from
   `scripts/halting_table.py results/sudoku-mlp-adaptive.json`.
 - `docs/validity.md`, the whole page, from `scripts/validity_table.py`. Its "Generated <date>" line is
@@ -170,7 +171,23 @@ def zoo(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
-GENERATORS: dict[str, Callable[[list[Path]], str]] = {"sweep": sweep, "halting": halting, "ort": ort, "settings": settings, "zoo": zoo}
+def fastexact(paths: list[Path]) -> str:
+    """Per zoo model: the demo sweep's verdicts under exact and fast numerics (`bench/fast_vs_exact.py`)."""
+    lines = ["| model | candidates | verdicts changed | largest difference in a number a rule reads | changed |", "|---|---|---|---|---|"]
+    for path in paths:
+        body = json.loads(path.read_text())
+        for model in dict.fromkeys(r["model"] for r in body["rows"]):
+            rows = [r for r in body["rows"] if r["model"] == model]
+            changed = [f"{r['candidate']}: {r['exact']} → {r['fast']}" for r in rows if r["exact"] != r["fast"]]
+            lines.append(f"| `{model}` | {len(rows)} | {len(changed)} | {max(r['max_abs_difference'] for r in rows):.2g} | "
+                         f"{'; '.join(changed) or '—'} |")
+        lines.append(f"\n`{body['command']}` ({body['date']}, {body['puzzles']} held-out puzzles per model"
+                     f"{', fast path compiled' if body['compiled'] else ', fast path eager'}).")
+    return "\n".join(lines)
+
+
+GENERATORS: dict[str, Callable[[list[Path]], str]] = {"sweep": sweep, "halting": halting, "ort": ort, "settings": settings, "zoo": zoo,
+                                                      "fastexact": fastexact}
 
 
 def render_markers(text: str) -> str:
