@@ -26,7 +26,7 @@ fi
 if has maze-att; then
   [ -f "$DATA/maze11/test/dataset.json" ] || $CG data maze "$DATA/maze11" --size 11 --train-mazes 20000 --test-mazes 1000 --loops 0.1 --seed 0
 fi
-if has maze9-mlp; then
+if has maze9-mlp || has maze9-att; then
   [ -f "$DATA/maze9/test/dataset.json" ] || $CG data maze "$DATA/maze9" --size 9 --train-mazes 20000 --test-mazes 1000 --loops 0.1 --seed 0
   [ -f "$DATA/maze9-seed1/test/dataset.json" ] || $CG data maze "$DATA/maze9-seed1" --size 9 --train-mazes 0 --test-mazes 1000 --loops 0.1 --seed 1
 fi
@@ -48,12 +48,20 @@ S6="$S6 --augment sudoku --eval-limit 300 --checkpoint-every 250 --probe $DATA/s
 has sudoku6-mlp && OMP_NUM_THREADS=1 $CG train --data "$DATA/sudoku6" --out $ZOO/sudoku6-mlp --name sudoku6-mlp --arch trm --mlp-t --pos-encodings none \
   $S6 --iterations 2500 --eval-every 250 --checkpoint "$DATA/runs/sudoku6-mlp.pt" && ship sudoku6-mlp "$DATA/sudoku6"
 has sudoku6-att && OMP_NUM_THREADS=1 $CG train --data "$DATA/sudoku6" --out $ZOO/sudoku6-att --name sudoku6-att --arch trm --pos-encodings rope --num-heads 4 \
-  --fp32-attention $S6 --iterations 7000 --eval-every 700 --stop-after 5500 --ship-stopped --checkpoint "$DATA/runs/sudoku6-att.pt" && ship sudoku6-att "$DATA/sudoku6"has hrm-sudoku6 && OMP_NUM_THREADS=1 $CG train --data "$DATA/sudoku6" --out $ZOO/hrm-sudoku6 --name hrm-sudoku6 --arch hrm --pos-encodings rope \
+  --fp32-attention $S6 --iterations 7000 --eval-every 700 --stop-after 5500 --ship-stopped --checkpoint "$DATA/runs/sudoku6-att.pt" && ship sudoku6-att "$DATA/sudoku6"
+has hrm-sudoku6 && OMP_NUM_THREADS=1 $CG train --data "$DATA/sudoku6" --out $ZOO/hrm-sudoku6 --name hrm-sudoku6 --arch hrm --pos-encodings rope \
   --num-heads 4 --fp32-attention --train-dtype float32 --h-layers 2 --l-layers 2 $S6 --iterations 7000 --eval-every 700 --checkpoint "$DATA/runs/hrm-sudoku6.pt" \
   && ship hrm-sudoku6 "$DATA/sudoku6"
 has maze9-mlp && OMP_NUM_THREADS=1 $CG train --data "$DATA/maze9" --out $ZOO/maze9-mlp --name maze9-mlp --arch trm --mlp-t --pos-encodings none \
   --train-dtype float32 --hidden-size 128 --expansion 2 --h-cycles 2 --l-cycles 2 --halt-max-steps 8 --batch-size 64 --lr 2e-3 \
   --lr-min-ratio 0.1 --ema-rate 0.999 --augment maze --iterations 4000 --eval-every 250 --eval-limit 300 --checkpoint-every 250 \
   --probe "$DATA/maze9-seed1" --seed 0 --checkpoint "$DATA/runs/maze9-mlp.pt" && ship maze9-mlp "$DATA/maze9"
+# maze9-att: the maze9-mlp data and recipe with attention + RoPE, bf16 training (this CPU has AVX512-BF16)
+# with the fp32 attention core, a lower lr and a longer warm-up (the MLP's lr kept it on the copy plateau).
+has maze9-att && OMP_NUM_THREADS=1 $CG train --data "$DATA/maze9" --out $ZOO/maze9-att --name maze9-att --arch trm --pos-encodings rope \
+  --num-heads 4 --fp32-attention --train-dtype bfloat16 --compile --hidden-size 128 --expansion 2 --h-cycles 2 --l-cycles 2 \
+  --halt-max-steps 8 --batch-size 64 --lr 3e-4 --lr-warmup 1000 --lr-min-ratio 0.1 --ema-rate 0.999 --augment maze --iterations 12000 \
+  --eval-every 250 --eval-limit 300 --checkpoint-every 250 --probe "$DATA/maze9-seed1" --seed 0 --checkpoint "$DATA/runs/maze9-att.pt" \
+  && ship maze9-att "$DATA/maze9"
 
 true
