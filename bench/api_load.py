@@ -14,7 +14,11 @@ the same job still runs; the ratio of the two throughputs is printed. Both are d
 plain HTTP/1.1 keep-alive connections on asyncio (`--clients` of them, each sending its next request when
 the last one answered), so the load generator costs little of the CPU it shares with the servers.
 
-`--upload-mb 0` skips the upload measurement (peak RSS of the server process from /proc VmHWM).
+Beside throughput and latency, each line gives the CPU time the server's HTTP processes spent per request
+(from /proc, the embedded job worker left out), which other load on a shared machine changes far less.
+It also names the other processes that keep a core busy at the start and at the end of the run.
+
+`--upload-mb 0` skips the upload measurement (peak RSS of the server's HTTP processes from /proc VmHWM).
 """
 
 from __future__ import annotations
@@ -87,12 +91,38 @@ def make_checkpoint(folder: Path) -> Path:
     return folder
 
 
+def busy_processes(seconds: float = 1.0, share: float = 0.2) -> list[str]:
+    """Other processes that used more than `share` of a core over `seconds` (what else loads the machine)."""
+    def ticks() -> dict[int, tuple[int, str]]:
+        found = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                head, _, rest = stat.read_text().rpartition(")")
+                fields = rest.split()
+                found[int(stat.parent.name)] = (int(fields[11]) + int(fields[12]), head.split("(", 1)[1])
+            except (OSError, ValueError, IndexError):
+                continue
+        return found
+
+    before = ticks()
+    time.sleep(seconds)
+    after = ticks()
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = []
+    for pid, (used, name) in after.items():
+        if pid != os.getpid() and pid in before and (used - before[pid][0]) / hz / seconds > share:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:80]
+            busy.append(f"{(used - before[pid][0]) / hz / seconds:.0%} {command or name}")
+    return busy
+
+
 # -- the load generator ------------------------------------------------------------------------------
 @dataclass
 class Measurement:
     latencies: list[float]
     wall: float
     statuses: Counter[int]
+    server_cpu: float = 0.0
 
     @property
     def rps(self) -> float:
@@ -104,7 +134,12 @@ class Measurement:
     def line(self) -> str:
         codes = ", ".join(f"{code}: {n}" for code, n in sorted(self.statuses.items()))
         return (f"{self.rps:.0f} req/s, p50 {self.quantile_ms(50):.1f} ms, p99 {self.quantile_ms(99):.1f} ms, "
-                f"max {max(self.latencies) * 1000:.1f} ms ({len(self.latencies)} requests in {self.wall:.2f} s; statuses {codes})")
+                f"max {max(self.latencies) * 1000:.1f} ms ({len(self.latencies)} requests in {self.wall:.2f} s; statuses {codes}); "
+                f"server CPU {self.cpu_ms:.2f} ms a request")
+
+    @property
+    def cpu_ms(self) -> float:
+        return self.server_cpu / len(self.latencies) * 1000
 
 
 def http_request(port: int, path: str, body: dict, headers: dict[str, str]) -> bytes:
@@ -139,12 +174,28 @@ async def _load(port: int, request: bytes, clients: int, requests: int) -> Measu
     return Measurement(latencies, time.perf_counter() - start, statuses)
 
 
-def load(port: int, path: str, body: dict, headers: dict[str, str], clients: int, requests: int, warmup: int) -> Measurement:
-    """`requests` POSTs over `clients` keep-alive connections (after `warmup` unmeasured ones)."""
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def load(port: int, path: str, body: dict, headers: dict[str, str], clients: int, requests: int, warmup: int,
+         server_pid: int) -> Measurement:
+    """`requests` POSTs over `clients` keep-alive connections (after `warmup` unmeasured ones), and the CPU
+    time the server's HTTP processes spent on them (a cost per request that other load on the machine
+    hardly changes, unlike the throughput)."""
     request = http_request(port, path, body, headers)
     if warmup:
         asyncio.run(_load(port, request, clients, warmup))
-    return asyncio.run(_load(port, request, clients, requests))
+    pids = listening_processes(server_pid, port)
+    before = cpu_seconds(pids)
+    measured = asyncio.run(_load(port, request, clients, requests))
+    measured.server_cpu = cpu_seconds(pids) - before
+    return measured
 
 
 # -- the servers -------------------------------------------------------------------------------------
@@ -262,7 +313,8 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="carrygate-bench-"))
     ckpt = make_checkpoint(tmp / "tiny")
-    print(f"logs: {tmp}/*.log; load average {os.getloadavg()[0]:.2f} at start, {os.cpu_count()} CPUs")
+    print(f"logs: {tmp}/*.log; load average {os.getloadavg()[0]:.2f} at start, {os.cpu_count()} CPUs; other busy processes: "
+          + ("; ".join(busy_processes()) or "none"))
     server, url = start_carrygate(tmp, args.api_workers, tmp / "server.log")
     bare: subprocess.Popen[bytes] | None = None
     try:
@@ -284,19 +336,21 @@ def main() -> None:
             time.sleep(0.1)
         body = {"checkpoint_id": ckpt_id, "candidates": [spec], "options": {"limit": 1}}
         port = int(url.rsplit(":", 1)[1])
-        ours = load(port, "/jobs", body, headers, args.clients, args.requests, args.warmup)
+        ours = load(port, "/jobs", body, headers, args.clients, args.requests, args.warmup, server.pid)
         ours_busy = busy_status()
         bare, bare_port = start_bare(tmp, args.api_workers, tmp / "bare.log")
-        floor = load(bare_port, "/items", body, {}, args.clients, args.requests, args.warmup)
+        floor = load(bare_port, "/items", body, {}, args.clients, args.requests, args.warmup, bare.pid)
         floor_busy = busy_status()
         stop(bare)
         bare = None
         key = "without a key" if args.open else "with an API key (auth + rate limit)"
         print(f"{args.clients} concurrent clients, {args.api_workers} API worker process(es), SQLite, load average "
-              f"{os.getloadavg()[0]:.2f} at the end:")
+              f"{os.getloadavg()[0]:.2f} at the end; busy processes then (the bench's own included): "
+              + ("; ".join(busy_processes()) or "none"))
         print(f"  carrygate POST /jobs {key}, a job {ours_busy} meanwhile: {ours.line()}")
         print(f"  bare FastAPI insert of one row, the job {floor_busy} meanwhile: {floor.line()}")
-        print(f"  carrygate / bare throughput: {ours.rps / floor.rps:.2f}x; p99 {ours.quantile_ms(99) / floor.quantile_ms(99):.2f}x")
+        print(f"  carrygate / bare throughput: {ours.rps / floor.rps:.2f}x; p99 {ours.quantile_ms(99) / floor.quantile_ms(99):.2f}x; "
+              f"server CPU a request {ours.cpu_ms / floor.cpu_ms:.2f}x")
         print(f"  targets: >= {TARGET_RPS} req/s {verdict(ours.rps >= TARGET_RPS)}, p99 < {TARGET_P99_MS} ms "
               f"{verdict(ours.quantile_ms(99) < TARGET_P99_MS)}")
         if args.upload_mb > 0:
