@@ -229,3 +229,35 @@ def test_background_work_runs_once(served: Served, tiny_checkpoint: Path) -> Non
         assert receiver.duplicates == 0 and receiver.bad_signatures == 0
     finally:
         receiver.stop()
+
+
+def test_readyz_of_an_api_process_follows_the_supervisor_status(sqlite_url: str, tmp_path: Path) -> None:
+    """In-process: an API process (`supervisor_pid` set, no workers of its own) is ready only while the
+    supervisor's status file is fresh and, when it runs embedded workers, one of them is alive."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from carrygate.app.main import create_app
+    from carrygate.app.settings import Settings
+    from carrygate.app.supervisor import STATUS_MAX_AGE_SECONDS, status_path
+
+    settings = Settings(data_dir=tmp_path / "data", database_url=sqlite_url, lease_seconds=30, heartbeat_seconds=0.5)
+    path = status_path(settings.data_dir, 424242)
+
+    def status(**body: object) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"pid": 424242, "at": time.time(), **body}))
+
+    with TestClient(create_app(settings, start_workers=False, start_dispatchers=False, supervisor_pid=424242)) as client:
+        assert client.app.state.executor is None and client.app.state.webhook_dispatcher is None
+        missing = client.get("/readyz")
+        assert missing.status_code == 503 and "supervisor" in missing.json()["reason"]
+        status(embedded=True, workers=1)
+        assert client.get("/readyz").json() == {"status": "ok", "workers": 1}
+        status(embedded=True, workers=0)
+        assert client.get("/readyz").status_code == 503
+        status(embedded=False, workers=0)  # serve --no-workers, or the Celery executor
+        assert client.get("/readyz").json() == {"status": "ok", "workers": 0}
+        status(embedded=True, workers=1, at=time.time() - STATUS_MAX_AGE_SECONDS - 1)
+        assert client.get("/readyz").status_code == 503
