@@ -73,6 +73,9 @@ def _file_signature(path: Path) -> tuple[int, int] | None:
     return stat.st_mtime_ns, stat.st_size
 
 
+_MISSING = object()
+
+
 class SubmissionCache:
     """Per API process (on `app.state.submissions`), what a submission would otherwise recompute each time.
 
@@ -99,10 +102,12 @@ class SubmissionCache:
             table[key] = value
 
     def config(self, session: Session, checkpoint_id: str) -> TRMConfig | HRMConfig | None:
-        if checkpoint_id not in self._configs:
-            meta = session.execute(select(Checkpoint.config).where(Checkpoint.id == checkpoint_id)).scalar_one()
-            self._put(self._configs, checkpoint_id, _parse_config(meta))
-        return self._configs[checkpoint_id]
+        found = self._configs.get(checkpoint_id, _MISSING)  # one lookup: another thread may clear the map
+        if found is not _MISSING:
+            return found  # type: ignore[return-value]
+        config = _parse_config(session.execute(select(Checkpoint.config).where(Checkpoint.id == checkpoint_id)).scalar_one())
+        self._put(self._configs, checkpoint_id, config)
+        return config
 
     def spec_problems(self, checkpoint_id: str, spec: CompressionSpec, config: TRMConfig | HRMConfig) -> list[str]:
         key = (checkpoint_id, spec.content_hash)
