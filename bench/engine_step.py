@@ -29,6 +29,7 @@ from carrygate.models import TRMConfig, build_model
 from carrygate.models.fast import fast_step
 from carrygate.models.footprint import flops_per_step
 from carrygate.models.metrics import token_cosine
+from carrygate.models.reasoner import Carry, StepOutput
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
@@ -73,13 +74,25 @@ def main() -> None:
             achieved = flops / seconds / 1e9
             speedup = times["exact"] / seconds
             print(f"{dtype:9} {mode:13} {seconds:8.3f} {achieved:8.1f} {peak:13.1f} {achieved / peak:8.2f} {speedup:8.2f}x")
+        twin = fp32_twin(model, config, carry, x) if dtype != "float32" else None
         for mode, out in rounding.items():
             delta = (out.carry.z_H.float() - exact_out.carry.z_H.float()).abs().max().item()
             cos = token_cosine(out.carry.z_H, exact_out.carry.z_H).min().item()
             same = (out.logits.argmax(-1) == exact_out.logits.argmax(-1)).float().mean().item()
             print(f"{dtype:9} {mode:13} vs exact after one step: max |dz_H| {delta:.3g}, min token cosine {cos:.6f}, "
                   f"same argmax {same:.4f}")
+        if twin is not None:  # which of the two roundings is nearer the fp32 computation of the same weights and inputs?
+            for mode, out in {"exact": exact_out, **rounding}.items():
+                cos = token_cosine(out.carry.z_H.float(), twin.carry.z_H).mean().item()
+                print(f"{dtype:9} {mode:13} vs the fp32 twin after one step: mean token cosine {cos:.6f}")
 
+
+def fp32_twin(model: torch.nn.Module, config: TRMConfig, carry: Carry, x: torch.Tensor) -> StepOutput:
+    """One exact step of the same weights in fp32, from the same (upcast) carry and input embedding."""
+    twin = build_model(config.model_copy(update={"forward_dtype": "float32"})).eval()
+    twin.load_state_dict(model.state_dict())
+    with torch.inference_mode():
+        return twin.step(Carry(carry.z_H.float(), carry.z_L.float()), x.float(), 0)
 
 if __name__ == "__main__":
     main()

@@ -57,7 +57,8 @@ def _shards(database_url: str, job_id: str) -> list[JobShard]:
 
 def _comparable(job: dict[str, Any]) -> dict[str, Any]:
     result = dict(job["result"])
-    del result["seconds"]  # compute time, the one field that may differ
+    del result["seconds"]  # compute time, the one number that may differ
+    del result["reference_cached"]  # how the reference was obtained (an unsharded job may look it up; shards do not)
     return result
 
 
