@@ -236,7 +236,7 @@ def train(
         recent_steps.extend(loop["recent_steps"])
         recent_exact.extend(loop["recent_exact"])
         torch.set_rng_state(state["torch_rng"])
-        rng.set_state(_numpy_rng_state(state["numpy_rng"]))
+        rng.set_state(numpy_rng_state(state["numpy_rng"]))
         stats, curve = state["stats"], state["curve"]
         start_it, elapsed_before = state["iteration"], state["seconds"]
 
@@ -258,7 +258,7 @@ def train(
                      "z_H": carry.z_H, "z_L": carry.z_L, "order": torch.from_numpy(order), "cursor": cursor,
                      "recent_steps": list(recent_steps), "recent_exact": list(recent_exact)},
             "torch_rng": torch.get_rng_state(),
-            "numpy_rng": _numpy_rng_record(rng.get_state()),
+            "numpy_rng": numpy_rng_record(rng.get_state()),
             "stats": stats,
             "curve": curve,
             "extra": extra_state or {},
@@ -361,13 +361,13 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
                          f"`python scripts/convert_training_state.py {path} NEW.pt`") from err
 
 
-def _numpy_rng_record(state: tuple[Any, ...]) -> dict[str, Any]:
+def numpy_rng_record(state: tuple[Any, ...]) -> dict[str, Any]:
     name, key, pos, has_gauss, cached = state
     return {"name": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
             "cached_gaussian": float(cached)}
 
 
-def _numpy_rng_state(record: dict[str, Any]) -> tuple[Any, ...]:
+def numpy_rng_state(record: dict[str, Any]) -> tuple[Any, ...]:
     return record["name"], record["key"].numpy().astype(np.uint32), record["pos"], record["has_gauss"], record["cached_gaussian"]
 
 

@@ -15,17 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from carrygate.models.train import numpy_rng_record
+
 
 def convert(old: Path, new: Path) -> None:
     state = torch.load(old, weights_only=False)  # the caller vouches for this file (see the docstring)
     loop = state["loop"]
     if isinstance(loop["order"], np.ndarray):
         loop["order"] = torch.from_numpy(loop["order"])
-    rng = state["numpy_rng"]
-    if isinstance(rng, tuple):
-        name, key, pos, has_gauss, cached = rng
-        state["numpy_rng"] = {"name": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                              "cached_gaussian": float(cached)}
+    if isinstance(state["numpy_rng"], tuple):
+        state["numpy_rng"] = numpy_rng_record(state["numpy_rng"])
     torch.save(state, new)
     torch.load(new, weights_only=True)  # proves the new file is plain
 
