@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
@@ -309,8 +309,19 @@ class HostInputs(NamedTuple):
     puzzle: np.ndarray  # (B,) int32 puzzle ids, or (B, E) float32 rows with flash_row
 
 
-def ort_session(path: str | Path, threads: int = 1, profile_prefix: str | None = None):  # -> onnxruntime.InferenceSession
-    """A CPU session that does not spin idle threads (it shares the cores with torch)."""
+def ort_providers(device: str | torch.device = "cpu") -> list[Any]:
+    """ORT's CUDA provider for a CUDA device where this onnxruntime build has it, else the CPU provider."""
+    import onnxruntime as ort
+
+    device = torch.device(device)
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def ort_session(path: str | Path, threads: int = 1, profile_prefix: str | None = None,
+                device: str | torch.device = "cpu"):  # -> onnxruntime.InferenceSession
+    """A session that does not spin idle threads (it shares the cores with torch), on `device`'s provider."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -321,7 +332,7 @@ def ort_session(path: str | Path, threads: int = 1, profile_prefix: str | None =
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=ort_providers(device))
 
 
 class OrtReasoner:
@@ -336,7 +347,7 @@ class OrtReasoner:
     dtype = torch.float32
 
     def __init__(self, path: str | Path, H_init: np.ndarray, L_init: np.ndarray, puzzle_table: np.ndarray | None = None,
-                 *, threads: int = 1) -> None:
+                 *, threads: int = 1, device: str | torch.device = "cpu") -> None:
         from pydantic import TypeAdapter
 
         self.path = Path(path)
@@ -350,14 +361,16 @@ class OrtReasoner:
             raise ValueError("flash_row: the host needs the puzzle-embedding table to stream rows from")
         self.H_init, self.L_init = np.asarray(H_init, np.float32), np.asarray(L_init, np.float32)
         self.puzzle_table = None if puzzle_table is None else np.asarray(puzzle_table, np.float32)
-        self.session = ort_session(self.path, threads)
+        self.session = ort_session(self.path, threads, device=device)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.step_seconds: list[float] = []  # wall time of each session.run, for the engine's own timing
 
     @classmethod
     def from_model(cls, path: str | Path, model: RecursiveReasoner, **kwargs: object) -> OrtReasoner:
-        table = model.puzzle_emb.weights.detach().float().numpy() if model.puzzle_emb is not None else None
-        return cls(path, model.H_init.detach().float().numpy(), model.L_init.detach().float().numpy(), table, **kwargs)  # type: ignore[arg-type]
+        table = model.puzzle_emb.weights.detach().float().cpu().numpy() if model.puzzle_emb is not None else None
+        kwargs.setdefault("device", model.device)
+        return cls(path, model.H_init.detach().float().cpu().numpy(), model.L_init.detach().float().cpu().numpy(), table,  # type: ignore[arg-type]
+                   **kwargs)
 
     def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> HostInputs:
         tokens = np.ascontiguousarray(inputs.numpy(), dtype=np.int32)

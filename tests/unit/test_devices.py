@@ -94,3 +94,16 @@ def test_the_cli_refuses_a_missing_device(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["evaluate", str(zoo), "--spec", str(spec), "--limit", "4", "--device", MISSING])
     assert result.exit_code != 0
     assert f"device '{MISSING}'" in result.output
+
+
+def test_onnx_runtime_takes_the_cuda_provider_only_where_it_has_one() -> None:
+    import onnxruntime as ort
+
+    from carrygate.models.export import ort_providers
+
+    assert ort_providers("cpu") == ["CPUExecutionProvider"]
+    cuda = ort_providers("cuda:0")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert cuda[0] == ("CUDAExecutionProvider", {"device_id": 0}) and cuda[-1] == "CPUExecutionProvider"
+    else:  # this build has no CUDA provider: the session runs on the CPU and the outputs move to the job's device
+        assert cuda == ["CPUExecutionProvider"]
