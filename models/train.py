@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import pickle
 import time
 from collections import deque
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from carrygate.models.layers import Attention
 from carrygate.models.metrics import cells_correct, task_accuracy
 from carrygate.models.reasoner import Carry, RecursiveReasoner
 from carrygate.models.tasks.dataset import IGNORE_LABEL_ID, PuzzleSplit
+from carrygate.models.training_state import load_training_state, numpy_rng_record, numpy_rng_state
 
 # (inputs, labels, rng) -> a fresh random symmetry of one example, same shapes.
 Augment = Callable[[np.ndarray, np.ndarray, np.random.RandomState], tuple[np.ndarray, np.ndarray]]
@@ -348,27 +348,6 @@ def train(
     set_fp32_attention(model, False)
     model.eval()
     return TrainResult(stats=stats, curve=curve, seconds=seconds, iteration=last)
-
-
-def load_training_state(path: str | Path) -> dict[str, Any]:
-    """A training-state file, read with `weights_only=True`: tensors and plain values only, so a state
-    shipped beside a zoo model can be resumed without unpickling code. States written before this
-    format (numpy arrays inside) are refused with the way to convert them."""
-    try:
-        return torch.load(path, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(f"{path}: not a plain training state (an older pickled format?); convert a file you wrote yourself with "
-                         f"`python scripts/convert_training_state.py {path} NEW.pt`") from err
-
-
-def numpy_rng_record(state: tuple[Any, ...]) -> dict[str, Any]:
-    name, key, pos, has_gauss, cached = state
-    return {"name": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached)}
-
-
-def numpy_rng_state(record: dict[str, Any]) -> tuple[Any, ...]:
-    return record["name"], record["key"].numpy().astype(np.uint32), record["pos"], record["has_gauss"], record["cached_gaussian"]
 
 
 def _schedule_fields(config: TrainConfig) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from carrygate.models.train import numpy_rng_record
+from carrygate.models.training_state import numpy_rng_record
 
 
 def convert(old: Path, new: Path) -> None:

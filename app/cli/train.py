@@ -63,8 +63,9 @@ def train(
     from carrygate.models import HRMConfig, TRMConfig, build_model
     from carrygate.models.checkpoint import load_state_into, save_checkpoint
     from carrygate.models.tasks.dataset import read_split
-    from carrygate.models.train import TrainConfig, evaluate, load_training_state
+    from carrygate.models.train import TrainConfig, evaluate
     from carrygate.models.train import train as run_training
+    from carrygate.models.training_state import load_training_state
 
     torch.manual_seed(seed)
     if train_dtype == "auto":

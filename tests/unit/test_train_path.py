@@ -117,7 +117,7 @@ def test_an_older_pickled_state_is_refused_and_converts_to_one_that_resumes_the_
 
     import numpy as np
 
-    from carrygate.models.train import load_training_state
+    from carrygate.models.training_state import load_training_state
 
     data = sudoku4(tmp_path)
     split = read_split(data, "train")
