@@ -30,9 +30,8 @@ from torch import nn
 
 from carrygate.models.layers import CastedLinear, CosSin, ReasoningBlock, SwiGLU, rms_norm
 from carrygate.models.reasoner import Carry, StepOutput
-from carrygate.models.vocabulary import Numerics
 
-__all__ = ["Numerics", "fast_layout", "fast_step", "compile_pays"]
+__all__ = ["LeftMixBlock", "compile_pays", "fast_layout", "fast_step"]
 
 # A job is compiled when its eager work is at least this many GFLOP (reference + candidates): at the
 # ~60-150 GFLOP/s eager rate of this CPU that is about a minute, against ~20 s of compilation per

@@ -32,7 +32,7 @@ import torch
 
 from carrygate.models import signals
 from carrygate.models.compress.spec import CompressionSpec
-from carrygate.models.fast import Numerics, fast_step
+from carrygate.models.fast import fast_step
 from carrygate.models.halting import (
     FIXED,
     AdaptiveAccumulator,
@@ -47,6 +47,7 @@ from carrygate.models.metrics import logit_kl, per_puzzle_accuracy, token_cosine
 from carrygate.models.reasoner import Carry, RecursiveReasoner, StepOutput, SteppedModel
 from carrygate.models.reference_cache import ReferenceTrace
 from carrygate.models.results import Curve, EvaluationResult, ModelResult, NonFinite, Summary
+from carrygate.models.vocabulary import Numerics
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # inputs, puzzle ids, labels (or None)
 
