@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -24,9 +25,9 @@ def _admin() -> psycopg.Connection[tuple[object, ...]]:
         pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER} (.ci/run starts it): {exc}")
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """URL of a new, empty PostgreSQL database (dropped at teardown)."""
+@contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """URL of a new, empty PostgreSQL database, dropped on exit."""
     name = f"carrygate_test_{uuid.uuid4().hex[:12]}"
     with _admin() as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -35,6 +36,13 @@ def pg_url() -> Iterator[str]:
     finally:
         with _admin() as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """URL of a new, empty PostgreSQL database (dropped at teardown)."""
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture

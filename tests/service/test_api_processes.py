@@ -19,17 +19,15 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from psycopg import sql
 
 from tests.conftest import REPO, make_tiny_zoo_model
-from tests.service.conftest import _admin
+from tests.service.conftest import fresh_pg_database
 from tests.service.test_webhooks import Receiver
 
 SECRET = "s" * 32
@@ -123,14 +121,8 @@ def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'carrygate.db'}"
         return
-    name = f"carrygate_test_{uuid.uuid4().hex[:12]}"
-    with _admin() as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with _admin() as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
